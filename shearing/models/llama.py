@@ -1,0 +1,364 @@
+"""A maskable LLaMA decoder whose parameter names are the Hugging Face checkpoint keys.
+
+The forward pass is the dense LLaMA of `transformers` (RMSNorm, RoPE, grouped-query
+attention through `scaled_dot_product_attention`, SwiGLU MLP) with one optional,
+keyword-only input: a `Masks` of structured-pruning gates placed where Sheared-LLaMA
+(Xia et al., arXiv 2310.06694, following CoFi) places them. With no masks the model is
+exactly the dense model; with binary masks it equals the model sliced to the kept units.
+
+Parameter names equal the keys of `transformers.LlamaForCausalLM.state_dict()`
+(`model.layers.N.self_attn.q_proj.weight`, ...), so loading and saving are dictionary
+copies (`shearing.models.hf_io`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from shearing.models.config import LlamaShape
+
+
+@dataclass
+class Masks:
+    """Structured-pruning gates, each optional; a missing gate means "all kept".
+
+    Values are in [0, 1]: sampled hard-concrete gates during pruning, binary
+    deterministic gates at evaluation. Shapes (L layers, d hidden, K key/value heads,
+    G = H / K query heads per key/value head, I FFN units):
+
+    Attributes:
+        z_layer: [L], scales each layer's attention and MLP block outputs.
+        z_hidden: [d], masks hidden dimensions everywhere (embedding, norms, projections).
+        z_kv: [L, K], removes a key/value head together with all its query heads.
+        z_head: [L, K, G], removes query head `g` of key/value group `k`
+            (`transformers` query head index `k * G + g`).
+        z_intermediate: [L, I], removes FFN units.
+    """
+
+    z_layer: Tensor | None = None
+    z_hidden: Tensor | None = None
+    z_kv: Tensor | None = None
+    z_head: Tensor | None = None
+    z_intermediate: Tensor | None = None
+
+    def validate(self, shape: LlamaShape) -> None:
+        """Raise `ValueError` if a gate's shape does not fit `shape`."""
+        L, K = shape.num_hidden_layers, shape.num_key_value_heads
+        expected = {
+            "z_layer": (L,),
+            "z_hidden": (shape.hidden_size,),
+            "z_kv": (L, K),
+            "z_head": (L, K, shape.group_size),
+            "z_intermediate": (L, shape.intermediate_size),
+        }
+        for f in fields(self):
+            gate = getattr(self, f.name)
+            if gate is not None and tuple(gate.shape) != expected[f.name]:
+                raise ValueError(
+                    f"{f.name} has shape {tuple(gate.shape)}; this model needs {expected[f.name]}"
+                )
+
+    def head_gate(self, layer: int) -> Tensor | None:
+        """Query-head gate of one layer, `z_head * z_kv`: (K, G), (K, 1) or None."""
+        gate = None if self.z_head is None else self.z_head[layer]  # (K, G)
+        if self.z_kv is not None:
+            kv = self.z_kv[layer].unsqueeze(-1)  # (K, 1)
+            gate = kv if gate is None else gate * kv
+        return gate
+
+
+class KVCache:
+    """Keys and values of past positions, one entry per layer, for incremental decoding."""
+
+    def __init__(self, num_layers: int) -> None:
+        self.keys: list[Tensor | None] = [None] * num_layers
+        self.values: list[Tensor | None] = [None] * num_layers
+
+    @property
+    def seq_len(self) -> int:
+        """Number of cached positions (0 before the first forward)."""
+        return 0 if self.keys[0] is None else self.keys[0].shape[2]
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Append (b, K, s, hd) keys and values; return everything cached for `layer`."""
+        if self.keys[layer] is not None:
+            k = torch.cat([self.keys[layer], k], dim=2)
+            v = torch.cat([self.values[layer], v], dim=2)
+        self.keys[layer], self.values[layer] = k, v
+        return k, v
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm, optionally normalising over the kept hidden dimensions only.
+
+    Under a hidden mask: `rms = sqrt(sum_i x_i^2 / n_kept + eps)` with
+    `n_kept = count(z_hidden > 0)`, then `y = x / rms * weight * z_hidden`. `n_kept`
+    stays a tensor, so there is no host synchronisation.
+    """
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: Tensor, z_hidden: Tensor | None = None) -> Tensor:
+        dtype = x.dtype
+        x32 = x.float()
+        if z_hidden is None:
+            mean_sq = x32.pow(2).mean(-1, keepdim=True)
+        else:
+            n_kept = (z_hidden > 0).sum().clamp(min=1)
+            mean_sq = x32.pow(2).sum(-1, keepdim=True) / n_kept
+        y = self.weight * (x32 * torch.rsqrt(mean_sq + self.eps)).to(dtype)
+        return y if z_hidden is None else y * z_hidden
+
+
+class RotaryEmbedding(nn.Module):
+    """RoPE tables (cos, sin) for given positions; `default`, `linear` and `llama3` scaling."""
+
+    def __init__(self, shape: LlamaShape) -> None:
+        super().__init__()
+        hd = shape.head_dim
+        inv_freq = 1.0 / (shape.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
+        scaling = shape.rope_scaling or {}
+        rope_type = scaling.get("rope_type", scaling.get("type", "default"))
+        if rope_type == "linear":
+            inv_freq = inv_freq / scaling["factor"]
+        elif rope_type == "llama3":
+            inv_freq = _llama3_inv_freq(inv_freq, scaling)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    @torch.no_grad()
+    def forward(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """Return cos, sin of shape (s, hd) for integer `positions` of shape (s,)."""
+        freqs = positions.float()[:, None] * self.inv_freq.float()[None, :]  # (s, hd/2)
+        emb = torch.cat([freqs, freqs], dim=-1)
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def _llama3_inv_freq(inv_freq: Tensor, scaling: dict) -> Tensor:
+    """Llama-3.1 frequency scaling: long wavelengths divided by `factor`, short kept,
+    a linear blend in between (in the inverse-wavelength domain)."""
+    factor = scaling["factor"]
+    low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
+    old_ctx = scaling["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv_freq
+    blend = ((old_ctx / wavelen - low) / (high - low)).clamp(0.0, 1.0)
+    scaled = (1 - blend) * inv_freq / factor + blend * inv_freq
+    return torch.where(wavelen > old_ctx / low, inv_freq / factor, scaled)
+
+
+def _rotate_half(x: Tensor) -> Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate (b, n, s, hd) queries or keys by (s, hd) tables."""
+    return x * cos + _rotate_half(x) * sin
+
+
+class Attention(nn.Module):
+    """Grouped-query causal self-attention.
+
+    Shapes: x (b, s, d); q (b, H, s, hd); k, v (b, K, s, hd); query head h reads
+    key/value head h // G (SDPA's `enable_gqa` on CUDA; repeated key/value heads on
+    CPU, where only that layout reaches the fused kernel).
+    """
+
+    def __init__(self, shape: LlamaShape) -> None:
+        super().__init__()
+        d, hd = shape.hidden_size, shape.head_dim
+        self.n_heads, self.n_kv, self.head_dim = (
+            shape.num_attention_heads,
+            shape.num_key_value_heads,
+            hd,
+        )
+        self.q_proj = nn.Linear(d, self.n_heads * hd, bias=False)
+        self.k_proj = nn.Linear(d, self.n_kv * hd, bias=False)
+        self.v_proj = nn.Linear(d, self.n_kv * hd, bias=False)
+        self.o_proj = nn.Linear(self.n_heads * hd, d, bias=False)
+
+    def forward(
+        self,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        head_gate: Tensor | None = None,
+        cache: KVCache | None = None,
+        layer_idx: int = 0,
+    ) -> Tensor:
+        b, s, _ = x.shape
+        q = self.q_proj(x).view(b, s, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, s, self.n_kv, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, s, self.n_kv, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(layer_idx, k, v)
+        t = k.shape[2]
+        attend = {"scale": self.head_dim**-0.5}
+        if self.n_kv != self.n_heads:
+            if x.is_cuda:  # CUDA kernels read shared key/value heads directly
+                attend["enable_gqa"] = True
+            else:  # CPU's fused kernel needs one key/value head per query head
+                k = k.repeat_interleave(self.n_heads // self.n_kv, dim=1)  # (b, H, t, hd)
+                v = v.repeat_interleave(self.n_heads // self.n_kv, dim=1)
+        if t == s:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, **attend)
+        elif s == 1:  # one new token attends to every cached position
+            out = F.scaled_dot_product_attention(q, k, v, **attend)
+        else:  # a chunk after a cache: causal mask aligned to the end
+            allowed = torch.ones(s, t, dtype=torch.bool, device=x.device).tril(t - s)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, **attend)
+        if head_gate is not None:  # (K, G) or (K, 1) over out viewed as (b, K, G, s, hd)
+            gate = head_gate.to(out.dtype).view(1, self.n_kv, -1, 1, 1)
+            out = (out.view(b, self.n_kv, -1, s, self.head_dim) * gate).view_as(out)
+        out = out.transpose(1, 2).reshape(b, s, self.n_heads * self.head_dim)
+        return self.o_proj(out)
+
+
+class MLP(nn.Module):
+    """Gated FFN: `down(act(gate(x)) * up(x) * z_intermediate)`."""
+
+    def __init__(self, shape: LlamaShape) -> None:
+        super().__init__()
+        d, i = shape.hidden_size, shape.intermediate_size
+        self.gate_proj = nn.Linear(d, i, bias=False)
+        self.up_proj = nn.Linear(d, i, bias=False)
+        self.down_proj = nn.Linear(i, d, bias=False)
+        self.act = ACTIVATIONS[shape.hidden_act]
+
+    def forward(self, x: Tensor, z_intermediate: Tensor | None = None) -> Tensor:
+        h = self.act(self.gate_proj(x)) * self.up_proj(x)
+        if z_intermediate is not None:
+            h = h * z_intermediate
+        return self.down_proj(h)
+
+
+ACTIVATIONS = {"silu": F.silu, "relu": F.relu}
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm attention and MLP blocks with residual connections."""
+
+    def __init__(self, shape: LlamaShape) -> None:
+        super().__init__()
+        self.self_attn = Attention(shape)
+        self.mlp = MLP(shape)
+        self.input_layernorm = RMSNorm(shape.hidden_size, shape.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(shape.hidden_size, shape.rms_norm_eps)
+
+    def forward(
+        self,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        masks: Masks,
+        layer_idx: int,
+        cache: KVCache | None = None,
+    ) -> Tensor:
+        z_hidden = masks.z_hidden
+        z_layer = None if masks.z_layer is None else masks.z_layer[layer_idx]
+        z_int = None if masks.z_intermediate is None else masks.z_intermediate[layer_idx]
+
+        h = self.input_layernorm(x, z_hidden)
+        h = self.self_attn(h, cos, sin, masks.head_gate(layer_idx), cache, layer_idx)
+        x = x + _gate_block(h, z_hidden, z_layer)
+        h = self.mlp(self.post_attention_layernorm(x, z_hidden), z_int)
+        return x + _gate_block(h, z_hidden, z_layer)
+
+
+def _gate_block(h: Tensor, z_hidden: Tensor | None, z_layer: Tensor | None) -> Tensor:
+    if z_hidden is not None:
+        h = h * z_hidden
+    if z_layer is not None:
+        h = h * z_layer
+    return h
+
+
+class LlamaBackbone(nn.Module):
+    """Embedding, decoder layers and final norm (`model.*` in checkpoint keys)."""
+
+    def __init__(self, shape: LlamaShape) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(shape.vocab_size, shape.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(shape) for _ in range(shape.num_hidden_layers))
+        self.norm = RMSNorm(shape.hidden_size, shape.rms_norm_eps)
+        self.rotary_emb = RotaryEmbedding(shape)
+
+    def forward(self, input_ids: Tensor, masks: Masks, cache: KVCache | None) -> Tensor:
+        start = 0 if cache is None else cache.seq_len
+        positions = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)
+        x = self.embed_tokens(input_ids)
+        if masks.z_hidden is not None:
+            x = x * masks.z_hidden
+        cos, sin = self.rotary_emb(positions, x.dtype)
+        for idx, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, masks, idx, cache)
+        return self.norm(x, masks.z_hidden)
+
+
+class MaskableLlama(nn.Module):
+    """LLaMA causal language model with optional structured-pruning masks.
+
+    Args:
+        shape: the model's configuration.
+    """
+
+    def __init__(self, shape: LlamaShape) -> None:
+        super().__init__()
+        self.shape = shape
+        self.model = LlamaBackbone(shape)
+        self.lm_head = nn.Linear(shape.hidden_size, shape.vocab_size, bias=False)
+        self.reset_parameters()
+
+    def tie_weights(self) -> None:
+        """Share the LM head with the embedding when the config says so."""
+        if self.shape.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Normal(0, initializer_range) for matrices, ones for norms (as `transformers`)."""
+        std = self.shape.initializer_range
+        for module in self.modules():
+            if isinstance(module, nn.Linear | nn.Embedding):
+                module.weight.normal_(0.0, std)
+            elif isinstance(module, RMSNorm):
+                module.weight.fill_(1.0)
+        self.tie_weights()
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        *,
+        masks: Masks | None = None,
+        cache: KVCache | None = None,
+    ) -> Tensor:
+        """Next-token logits.
+
+        Args:
+            input_ids: (b, s) token ids.
+            masks: pruning gates; None (or all-None fields) is the dense model.
+            cache: key/value cache for incremental decoding; positions continue from it.
+
+        Returns:
+            (b, s, V) logits.
+        """
+        masks = masks if masks is not None else Masks()
+        return self.lm_head(self.model(input_ids, masks, cache))
+
+    def num_params(self, include_embeddings: bool = True) -> int:
+        """Parameter count (shared tensors counted once)."""
+        params = {id(p): p for p in self.parameters()}
+        total = sum(p.numel() for p in params.values())
+        if not include_embeddings:
+            total -= self.model.embed_tokens.weight.numel()
+            if not self.shape.tie_word_embeddings:
+                total -= self.lm_head.weight.numel()
+        return total

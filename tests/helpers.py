@@ -1,0 +1,32 @@
+"""Helpers shared by tests: tiny random transformers models mirrored into ours."""
+
+from __future__ import annotations
+
+import torch
+import transformers
+
+from shearing.models.config import LlamaShape
+from shearing.models.hf_io import model_from_state_dict
+
+TINY = dict(
+    vocab_size=97,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=3,
+    max_position_embeddings=128,
+    rms_norm_eps=1e-6,
+)
+
+
+def tiny_hf_config(**overrides) -> transformers.LlamaConfig:
+    """A tiny LLaMA config; defaults to 4 query heads over 2 key/value heads."""
+    kwargs = {**TINY, "num_attention_heads": 4, "num_key_value_heads": 2, **overrides}
+    return transformers.LlamaConfig(**kwargs)
+
+
+def tiny_pair(seed: int = 0, **overrides):
+    """A random transformers `LlamaForCausalLM` and our model holding the same weights."""
+    torch.manual_seed(seed)
+    ref = transformers.LlamaForCausalLM(tiny_hf_config(**overrides)).eval()
+    ours = model_from_state_dict(LlamaShape.from_hf(ref.config.to_dict()), dict(ref.state_dict()))
+    return ref, ours.eval()

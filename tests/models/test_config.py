@@ -1,0 +1,48 @@
+import pytest
+import transformers
+
+from shearing.models.config import LlamaShape
+from tests.helpers import tiny_hf_config
+
+
+@pytest.mark.parametrize("kv,tie", [(4, False), (2, True), (1, False)])
+def test_num_params_matches_transformers(kv, tie):
+    cfg = tiny_hf_config(num_key_value_heads=kv, tie_word_embeddings=tie)
+    ref = transformers.LlamaForCausalLM(cfg)
+    shape = LlamaShape.from_hf(cfg.to_dict())
+    assert shape.num_params() == ref.num_parameters()
+    embeddings = cfg.vocab_size * cfg.hidden_size * (1 if tie else 2)
+    assert shape.num_params(include_embeddings=False) == ref.num_parameters() - embeddings
+
+
+def test_head_dim_defaults_to_hidden_over_heads_and_is_kept_explicit():
+    shape = LlamaShape.from_hf({**tiny_hf_config().to_dict(), "head_dim": None})
+    assert shape.head_dim == 8
+    pruned = shape.replace(hidden_size=16)
+    assert pruned.to_hf()["head_dim"] == 8
+
+
+def test_to_hf_roundtrips_through_transformers():
+    shape = LlamaShape.from_hf(tiny_hf_config(tie_word_embeddings=True).to_dict())
+    again = LlamaShape.from_hf(transformers.LlamaConfig(**shape.to_hf()).to_dict())
+    assert again == shape
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"attention_bias": True}, "attention_bias=True is not supported"),
+        ({"mlp_bias": True}, "mlp_bias=True is not supported"),
+        ({"model_type": "gpt2"}, "model_type='gpt2' is not supported; supported: llama, mistral"),
+        ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "rope_scaling type 'yarn'"),
+        ({"hidden_act": "gelu"}, "hidden_act='gelu' is not supported; supported: silu, relu"),
+        ({"num_key_value_heads": 3}, "num_attention_heads=4 must be a multiple of"),
+        ({"model_type": "mistral", "sliding_window": 4096}, "sliding_window=4096"),
+    ],
+)
+def test_unrepresentable_config_is_a_one_line_error(change, message):
+    cfg = {**tiny_hf_config().to_dict(), **change}
+    with pytest.raises(ValueError) as err:
+        LlamaShape.from_hf(cfg)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
