@@ -11,3 +11,78 @@ def smollm2_dir():
     from shearing.assets import smollm2
 
     return smollm2()
+
+
+WORDS = (
+    "the cat dog sat on mat ran fast slow red blue green tree house river code def return "
+    "import class data model prune gate layer head"
+).split()
+DOMAIN_WORDS = {"alpha": WORDS[:10], "beta": WORDS[8:20], "gamma": WORDS[15:]}
+
+
+def write_corpus(root, docs_per_domain=120, seed=0):
+    """A three-domain jsonl corpus in RedPajama's layout; returns {domain: [texts]}."""
+    import json
+    import random
+
+    rng = random.Random(seed)
+    texts = {}
+    for domain, words in DOMAIN_WORDS.items():
+        (root / domain).mkdir(parents=True, exist_ok=True)
+        texts[domain] = [
+            " ".join(rng.choice(words) for _ in range(rng.randint(20, 60)))
+            for _ in range(docs_per_domain)
+        ]
+        with open(root / domain / "part-0.jsonl", "w") as f:
+            for text in texts[domain]:
+                f.write(json.dumps({"text": text}) + "\n")
+    return texts
+
+
+@pytest.fixture(scope="session")
+def tiny_workspace(tmp_path_factory):
+    """A tiny corpus, a SentencePiece tokenizer trained on it, its MDS shards, and a
+    tiny random LLaMA (GQA: 4 query heads over 2 key/value heads, 3 layers)."""
+    import sentencepiece as spm
+    import torch
+    import transformers
+
+    from shearing.data.prep import main as tokenize_main
+    from shearing.models.config import LlamaShape
+    from shearing.models.hf_io import model_from_state_dict, save_pretrained
+
+    root = tmp_path_factory.mktemp("tiny")
+    texts = write_corpus(root / "corpus")
+    spm.SentencePieceTrainer.train(
+        input=[str(root / "corpus" / d / "part-0.jsonl") for d in texts],
+        model_prefix=str(root / "sp"),
+        vocab_size=40,
+        bos_id=1,
+        eos_id=2,
+        unk_id=0,
+        pad_id=-1,
+        minloglevel=2,
+    )
+    args = ["--input", str(root / "corpus"), "--output", str(root / "data")]
+    args += ["--tokenizer", str(root / "sp.model"), "--seq-len", "32", "--eval-seqs", "4"]
+    assert tokenize_main(args) == 0
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+    )
+    ref = transformers.LlamaForCausalLM(cfg)
+    model = model_from_state_dict(LlamaShape.from_hf(cfg.to_dict()), dict(ref.state_dict()))
+    save_pretrained(model, root / "model")
+    return {
+        "root": root,
+        "texts": texts,
+        "model": root / "model",
+        "data": root / "data",
+        "tokenizer": root / "sp.model",
+    }

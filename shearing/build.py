@@ -1,0 +1,183 @@
+"""Builders that turn a validated `TrainConfig` into composer's parts."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from composer.utils import dist
+from torch.optim.lr_scheduler import LambdaLR
+from torch.utils.data import DataLoader
+
+from shearing.composer_model import ShearingLM
+from shearing.config import ConfigError, TrainConfig, expand_path, parse_steps, validate
+from shearing.data.mixture import DomainEvalSet, DomainMixture, read_manifest
+from shearing.models.config import LlamaShape
+from shearing.models.hf_io import load_model, read_hf_config
+from shearing.models.llama import MaskableLlama
+from shearing.pruning.l0 import L0Module
+
+PROPORTION_TOLERANCE = 1e-6
+
+
+@dataclass
+class DataPlan:
+    """What the data section resolves to, checked against the corpus manifest."""
+
+    root: str
+    domains: list[str]
+    proportions: list[float]
+    reference_losses: list[float] | None
+    seq_len: int
+    vocab_size: int
+
+
+def plan_data(cfg: TrainConfig) -> DataPlan:
+    """Resolve domains, proportions and reference losses against the manifest.
+
+    Raises:
+        ConfigError: a domain not in the manifest, lengths that differ, proportions
+            that are negative or do not sum to 1, non-positive reference losses.
+    """
+    d = cfg.data
+    manifest = read_manifest(expand_path(d.path))
+    available = list(manifest["domains"])
+    domains = list(d.domains) if d.domains is not None else available
+    for name in domains:
+        if name not in available:
+            raise ConfigError(
+                f"data.domains entry {name!r} is not in the corpus; "
+                f"available: {', '.join(available)}"
+            )
+    if d.proportions is None:
+        tokens = [manifest["domains"][n]["train"]["tokens"] for n in domains]
+        proportions = [t / sum(tokens) for t in tokens]
+    else:
+        proportions = list(d.proportions)
+        if len(proportions) != len(domains):
+            raise ConfigError(
+                f"data.proportions has {len(proportions)} values for {len(domains)} domains"
+            )
+        if any(p < 0 for p in proportions):
+            raise ConfigError(f"data.proportions={proportions} has a negative value")
+        if abs(sum(proportions) - 1.0) > PROPORTION_TOLERANCE:
+            raise ConfigError(f"data.proportions sum to {sum(proportions):.8f}, not 1")
+    refs = None if d.reference_losses is None else list(d.reference_losses)
+    if refs is not None:
+        if len(refs) != len(domains):
+            raise ConfigError(
+                f"data.reference_losses has {len(refs)} values for {len(domains)} domains"
+            )
+        if any(r <= 0 for r in refs):
+            raise ConfigError(f"data.reference_losses={refs} must all be positive")
+    return DataPlan(
+        str(expand_path(d.path)),
+        domains,
+        proportions,
+        refs,
+        manifest["seq_len"],
+        manifest["vocab_size"],
+    )
+
+
+def check_config(
+    cfg: TrainConfig, data: DataPlan | None = None
+) -> tuple[LlamaShape, LlamaShape | None]:
+    """Validate everything before any weights load; return source and target shapes."""
+    try:
+        source = LlamaShape.from_hf(read_hf_config(expand_path(cfg.model.path)))
+    except ValueError as err:
+        raise ConfigError(f"model.path: {err}") from None
+    target = validate(cfg, source, data.seq_len if data else None)
+    if data is not None and data.vocab_size > source.vocab_size:
+        raise ConfigError(
+            f"data.path was tokenized with a vocabulary of {data.vocab_size}, larger than the "
+            f"model's {source.vocab_size}"
+        )
+    world = dist.get_world_size()
+    if cfg.global_train_batch_size % world:
+        raise ConfigError(
+            f"global_train_batch_size={cfg.global_train_batch_size} is not divisible by the "
+            f"{world} training processes"
+        )
+    return source, target
+
+
+def build_model(
+    cfg: TrainConfig,
+    source: LlamaShape,
+    target: LlamaShape | None,
+    domains: list[str],
+    meta: bool = False,
+) -> ShearingLM:
+    """The composer model: source weights (or meta tensors) plus the L0 module."""
+    if meta:
+        with torch.device("meta"):
+            model = MaskableLlama(source)
+    else:
+        model = load_model(expand_path(cfg.model.path))
+    l0 = None
+    if cfg.model.l0_module is not None:
+        l0_cfg = cfg.model.l0_module
+        with torch.device("meta" if meta else "cpu"):
+            l0 = L0Module(source, target, l0_cfg.pruning_modules, l0_cfg.lagrangian_warmup_steps)
+    return ShearingLM(model, l0, domains)
+
+
+def build_dataloaders(cfg: TrainConfig, data: DataPlan) -> tuple[DataLoader, DataLoader]:
+    world, rank = dist.get_world_size(), dist.get_global_rank()
+    device_batch = cfg.global_train_batch_size // world
+    workers = cfg.data.num_workers
+    prefetch = 2 if workers > 0 else None
+    train_set = DomainMixture(
+        data.root,
+        data.domains,
+        data.proportions,
+        device_batch_size=device_batch,
+        world_size=world,
+        rank=rank,
+        seed=cfg.seed,
+        prefetch_batches=workers * (prefetch or 0),
+    )
+    train = DataLoader(
+        train_set, batch_size=device_batch, num_workers=workers, prefetch_factor=prefetch
+    )
+    eval_set = DomainEvalSet(data.root, data.domains, cfg.data.eval_max_rows, rank, world)
+    evaluation = DataLoader(eval_set, batch_size=cfg.device_eval_batch_size)
+    return train, evaluation
+
+
+def build_optimizer(cfg: TrainConfig, model: ShearingLM) -> torch.optim.Optimizer:
+    """AdamW with three groups: weights; gate logits; Lagrange multipliers (ascending)."""
+    o = cfg.optimizer
+    groups = [
+        {"params": list(model.model.parameters()), "lr": o.lr, "weight_decay": o.weight_decay}
+    ]
+    if model.l0 is not None:
+        groups.append({"params": model.l0.gate_parameters(), "lr": o.l0_lr, "weight_decay": 0.0})
+        groups.append(
+            {
+                "params": model.l0.lambda_parameters(),
+                "lr": o.l0_lr,
+                "weight_decay": 0.0,
+                "maximize": True,
+            }
+        )
+    return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+
+
+def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, seq_len: int) -> LambdaLR:
+    """Linear warmup then cosine decay to `alpha_f` for the weights; constant for L0 groups."""
+    total = parse_steps(cfg.max_duration, "max_duration", cfg, seq_len)
+    warmup = parse_steps(cfg.scheduler.t_warmup, "scheduler.t_warmup", cfg, seq_len)
+    alpha_f = cfg.scheduler.alpha_f
+
+    def weights(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return alpha_f + (1 - alpha_f) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    fns = [weights] + [lambda step: 1.0] * (len(optimizer.param_groups) - 1)
+    return LambdaLR(optimizer, fns)

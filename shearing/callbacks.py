@@ -1,0 +1,59 @@
+"""Composer callbacks: L0 bookkeeping, weight-only gradient clipping, per-domain eval logs."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from composer.core import Callback, State
+from composer.loggers import Logger
+
+
+def _unwrap(state: State):
+    return state.model.module if hasattr(state.model, "module") else state.model
+
+
+class PruningCallback(Callback):
+    """Tells the L0 module the current step (for the target ramp) and logs its state."""
+
+    def batch_start(self, state: State, logger: Logger) -> None:
+        _unwrap(state).l0.step = int(state.timestamp.batch.value)
+
+    def batch_end(self, state: State, logger: Logger) -> None:
+        logger.log_metrics(_unwrap(state).l0.metrics())
+
+
+class WeightGradClipping(Callback):
+    """Clip the global gradient norm of the model weights only.
+
+    Gate logits and Lagrange multipliers are excluded, so the Lagrangian's ascent is not
+    scaled by the size of the language-model gradient. Under FSDP each rank holds a shard
+    of every gradient; the squared norms are summed across ranks.
+
+    Args:
+        max_norm: the largest allowed norm.
+    """
+
+    def __init__(self, max_norm: float) -> None:
+        self.max_norm = max_norm
+
+    def after_train_batch(self, state: State, logger: Logger) -> None:
+        params = [p for p in _unwrap(state).model.parameters() if p.grad is not None]
+        if not params:
+            return
+        sq = torch.stack([p.grad.detach().float().pow(2).sum() for p in params]).sum()
+        if state.fsdp_enabled and dist.is_initialized():
+            dist.all_reduce(sq)
+        norm = sq.sqrt()
+        scale = (self.max_norm / (norm + 1e-6)).clamp(max=1.0)
+        for p in params:
+            p.grad.detach().mul_(scale.to(p.grad.dtype))
+        logger.log_metrics({"grad_norm/weights": float(norm)})
+
+
+class DomainEvalLogger(Callback):
+    """Logs held-out loss per domain after every evaluation."""
+
+    def eval_end(self, state: State, logger: Logger) -> None:
+        metric = _unwrap(state).eval_metric
+        losses = metric.per_domain()
+        logger.log_metrics({f"eval/loss/{d}": v for d, v in losses.items()})

@@ -1,0 +1,258 @@
+"""The training config: one schema for pruning and continued pretraining.
+
+A YAML file plus `key=value` overrides (OmegaConf dot-list) are merged onto the
+dataclasses below; defaults live only here. Unknown keys, missing required keys and
+inconsistent values are one-line `ConfigError`s naming the key, raised before any model
+weights are loaded.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from shearing.models.config import LlamaShape
+from shearing.pruning.l0 import MODULE_KEYS, resolve_modules
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names the key."""
+
+
+@dataclass
+class L0Config:
+    """Structured-pruning settings (`model.l0_module`)."""
+
+    #: Which gates to learn: layer, hidden, head, kv_group, intermediate.
+    pruning_modules: list[str] = field(
+        default_factory=lambda: ["layer", "hidden", "head", "intermediate"]
+    )
+    #: The shape to reach, with Hugging Face config names; omitted keys keep the source's.
+    target_model: dict[str, int] = field(default_factory=dict)
+    #: Steps over which target sparsity ramps linearly from 0 to its final value.
+    lagrangian_warmup_steps: int = 0
+
+
+@dataclass
+class ModelConfig:
+    #: Source model: a Hugging Face directory or a .gguf file.
+    path: str = MISSING
+    #: Structured pruning; null for plain (continued) pretraining.
+    l0_module: L0Config | None = None
+
+
+@dataclass
+class DataConfig:
+    #: Corpus root written by data_prep/tokenize.py (manifest.json + MDS shards).
+    path: str = MISSING
+    #: Domains to train on; null = every domain of the manifest.
+    domains: list[str] | None = None
+    #: Initial sampling proportions (same order as domains); null = the corpus' natural mix.
+    proportions: list[float] | None = None
+    #: Reference loss per domain for dynamic batch loading.
+    reference_losses: list[float] | None = None
+    #: Steps between proportion updates; null = fixed proportions.
+    update_interval: int | None = None
+    #: DataLoader worker processes.
+    num_workers: int = 0
+    #: Held-out rows per domain used at each evaluation (null = all).
+    eval_max_rows: int | None = None
+
+
+@dataclass
+class OptimizerConfig:
+    #: Peak learning rate of the model weights (AdamW).
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    #: Learning rate of the gate logits and (ascending) of the Lagrange multipliers.
+    l0_lr: float = 1.0
+
+
+@dataclass
+class SchedulerConfig:
+    #: Linear warmup of the weights' learning rate: "Nba" or a fraction of the run "0.03dur".
+    t_warmup: str = "0ba"
+    #: Final learning rate as a fraction of the peak (cosine decay).
+    alpha_f: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    #: Free-form values for ${variables.x} interpolation.
+    variables: dict[str, Any] = field(default_factory=dict)
+    run_name: str | None = None
+    seed: int = 17
+    #: Training length: "Nba" (steps) or "Ntok" (tokens).
+    max_duration: str = MISSING
+    global_train_batch_size: int = MISSING
+    #: Per-device microbatch (gradient accumulation splits the device batch into these).
+    device_train_microbatch_size: int | None = None
+    device_eval_batch_size: int = 8
+    #: fp32, amp_bf16, amp_fp16.
+    precision: str = "fp32"
+    eval_interval: str = "50ba"
+    #: Where checkpoints, the resolved config and run records go (null = no checkpoints).
+    save_folder: str | None = None
+    save_interval: str = "1000ba"
+    save_num_checkpoints_to_keep: int = -1
+    autoresume: bool = False
+    #: Global gradient-norm clip on model weights only (gates and lambdas are not clipped).
+    max_grad_norm: float | None = 1.0
+    #: composer FSDP settings (parallelism_config.fsdp); null = no FSDP.
+    fsdp_config: dict[str, Any] | None = None
+    progress_bar: bool = True
+    log_to_console: bool = False
+    console_log_interval: str = "1ba"
+
+
+PRECISIONS = ("fp32", "amp_bf16", "amp_fp16")
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> TrainConfig:
+    """Merge a YAML file and dot-list overrides onto the schema.
+
+    Raises:
+        ConfigError: unknown or missing keys, or values of the wrong type.
+    """
+    try:
+        schema = OmegaConf.structured(TrainConfig)
+        merged = OmegaConf.merge(
+            schema, OmegaConf.load(path), OmegaConf.from_dotlist(overrides or [])
+        )
+        missing = sorted(OmegaConf.missing_keys(merged))
+        if missing:
+            raise ConfigError(f"config key {missing[0]!r} is required and has no value")
+        OmegaConf.resolve(merged)
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None)
+        msg = str(err).splitlines()[0]
+        if "not in struct" in msg or "Key '" in msg and "not in" in msg:
+            raise ConfigError(f"unknown config key {key!r}") from None
+        raise ConfigError(f"config key {key!r}: {msg}") from None
+
+
+def to_yaml(cfg: TrainConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def parse_steps(value: str, key: str, cfg: TrainConfig, seq_len: int | None = None) -> int:
+    """Convert a duration ("Nba", "Ntok", "X.Ydur") to a number of training steps."""
+    value = str(value).strip()
+    try:
+        if value.endswith("ba"):
+            return int(value[:-2])
+        if value.endswith("tok") and seq_len:
+            return math.ceil(int(value[:-3]) / (cfg.global_train_batch_size * seq_len))
+        if value.endswith("dur") and key != "max_duration":
+            return int(
+                float(value[:-3]) * parse_steps(cfg.max_duration, "max_duration", cfg, seq_len)
+            )
+    except ValueError:
+        pass
+    units = '"Nba" or "Ntok"' if key == "max_duration" else '"Nba" or "X.Ydur"'
+    raise ConfigError(f"{key}={value!r} is not a duration; use {units}")
+
+
+def target_shape(source: LlamaShape, l0: L0Config) -> LlamaShape:
+    """The target shape: the source with `target_model` applied, validated against it.
+
+    Raises:
+        ConfigError: unknown target keys, a target larger than the source, heads not a
+            multiple of key/value heads, or a change no pruning module can make.
+    """
+    prefix = "model.l0_module"
+    for key in l0.target_model:
+        if key not in MODULE_KEYS.values():
+            raise ConfigError(
+                f"{prefix}.target_model.{key} is not a prunable dimension; valid: "
+                f"{', '.join(MODULE_KEYS.values())}"
+            )
+    try:
+        modules = resolve_modules(source, l0.pruning_modules)
+    except ValueError as err:
+        raise ConfigError(f"{prefix}.pruning_modules: {err}") from None
+    t = dict(l0.target_model)
+    if "num_key_value_heads" not in t:
+        mha = source.group_size == 1
+        t["num_key_value_heads"] = (
+            t.get("num_attention_heads", source.num_attention_heads)
+            if mha
+            else source.num_key_value_heads
+        )
+    for key, value in t.items():
+        src = getattr(source, key)
+        if not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{prefix}.target_model.{key}={value!r} must be a positive integer")
+        if value > src:
+            raise ConfigError(
+                f"{prefix}.target_model.{key}={value} is larger than the source's {src}"
+            )
+    heads = t.get("num_attention_heads", source.num_attention_heads)
+    if heads % t["num_key_value_heads"]:
+        raise ConfigError(
+            f"{prefix}.target_model.num_attention_heads={heads} is not a multiple of "
+            f"num_key_value_heads={t['num_key_value_heads']}"
+        )
+    target = source.replace(**t)
+    if source.group_size == 1 and target.group_size != 1:
+        raise ConfigError(
+            f"{prefix}.target_model.num_key_value_heads={target.num_key_value_heads}: a multi-head "
+            f"source can only be pruned to a multi-head target (num_key_value_heads = "
+            f"num_attention_heads = {target.num_attention_heads})"
+        )
+    needs = {
+        "layer": target.num_hidden_layers != source.num_hidden_layers,
+        "hidden": target.hidden_size != source.hidden_size,
+        "kv_group": target.num_key_value_heads != source.num_key_value_heads,
+        "head": target.group_size != source.group_size,
+        "intermediate": target.intermediate_size != source.intermediate_size,
+    }
+    for module, needed in needs.items():
+        if needed and module not in modules:
+            key = MODULE_KEYS[module]
+            name = "head" if module == "kv_group" and source.group_size == 1 else module
+            raise ConfigError(
+                f"{prefix}.target_model.{key}={getattr(target, key)} differs from the source's "
+                f"{getattr(source, key)} but {name!r} is not in {prefix}.pruning_modules"
+            )
+    return target
+
+
+def validate(cfg: TrainConfig, source: LlamaShape, seq_len: int | None = None) -> LlamaShape | None:
+    """Check everything that can be checked before building; return the target shape."""
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"precision={cfg.precision!r} is not valid; use {', '.join(PRECISIONS)}")
+    if cfg.global_train_batch_size <= 0:
+        raise ConfigError(f"global_train_batch_size={cfg.global_train_batch_size} must be positive")
+    steps = parse_steps(cfg.max_duration, "max_duration", cfg, seq_len)
+    warmup = parse_steps(cfg.scheduler.t_warmup, "scheduler.t_warmup", cfg, seq_len)
+    if warmup > steps:
+        raise ConfigError(
+            f"scheduler.t_warmup={cfg.scheduler.t_warmup} is longer than the run ({steps} steps)"
+        )
+    if cfg.model.l0_module is None:
+        return None
+    l0 = cfg.model.l0_module
+    if l0.lagrangian_warmup_steps > steps:
+        raise ConfigError(
+            f"model.l0_module.lagrangian_warmup_steps={l0.lagrangian_warmup_steps} is longer "
+            f"than the run (max_duration={cfg.max_duration}, {steps} steps)"
+        )
+    return target_shape(source, l0)
+
+
+def expand_path(path: str) -> Path:
+    return Path(os.path.expandvars(path)).expanduser()

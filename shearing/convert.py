@@ -1,0 +1,208 @@
+"""Composer checkpoint -> stock Hugging Face model (`scripts/convert_to_hf.sh`).
+
+    python -m shearing.convert CHECKPOINT OUT_DIR [--config CONFIG] [--dtype D] [--force]
+
+CHECKPOINT is a composer `*.pt` file or a run folder (then its latest checkpoint). For a
+pruning run, the deterministic masks are applied and the weights sliced into a dense
+model of exactly the target shape; for a plain run the weights are written as they are.
+The run's `config.yaml` (next to the checkpoint, or `--config`) names the source model,
+whose config and tokenizer are reused.
+
+Before anything is moved into OUT_DIR, the written model is reloaded with
+`transformers.AutoModelForCausalLM` (strictly) and its logits are compared with the
+masked model's on a few random sequences; a mismatch fails loudly. The final masks and
+their keep probabilities are written next to the model as `pruning_masks.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from shearing.config import ConfigError, TrainConfig, expand_path, load_config, target_shape
+from shearing.models.config import LlamaShape
+from shearing.models.hf_io import (
+    _move_into_place,
+    model_from_state_dict,
+    read_hf_config,
+    save_pretrained,
+)
+from shearing.models.llama import MaskableLlama
+from shearing.pruning.finalize import masks_report, slice_model
+from shearing.pruning.l0 import L0Module
+
+CHECK_SEQS = 4
+CHECK_LEN = 32
+CHECK_ATOL = 1e-4
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ConversionError(RuntimeError):
+    """The conversion cannot proceed or its output does not match the checkpoint."""
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """The checkpoint file `path` names: a `.pt` file or a run folder's latest checkpoint."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        return p
+    if p.is_dir():
+        latest = p / "latest-rank0.pt"
+        if latest.exists():
+            return latest.resolve()
+        found = sorted(p.glob("ep*-ba*-rank0.pt"), key=_batch_of)
+        if found:
+            return found[-1]
+    raise ConversionError(
+        f"{str(path)!r} is not a composer checkpoint file or a run folder with one"
+    )
+
+
+def _batch_of(path: Path) -> int:
+    match = re.search(r"-ba(\d+)-", path.name)
+    return int(match.group(1)) if match else -1
+
+
+def load_checkpoint(ckpt: Path, cfg: TrainConfig) -> tuple[MaskableLlama, L0Module | None]:
+    """Rebuild the model (and L0 module) of a run from its checkpoint, on the CPU."""
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    try:
+        weights = state["state"]["model"]
+    except (KeyError, TypeError):
+        raise ConversionError(f"{ckpt} is not a composer checkpoint (no state.model)") from None
+    source = LlamaShape.from_hf(read_hf_config(expand_path(cfg.model.path)))
+    model_state = {k[len("model.") :]: v for k, v in weights.items() if k.startswith("model.")}
+    if not model_state:
+        raise ConversionError(f"{ckpt} holds no model weights (a sharded FSDP checkpoint?)")
+    model = model_from_state_dict(source, model_state)
+    if cfg.model.l0_module is None:
+        return model, None
+    l0_cfg = cfg.model.l0_module
+    l0 = L0Module(
+        source, target_shape(source, l0_cfg), l0_cfg.pruning_modules, l0_cfg.lagrangian_warmup_steps
+    )
+    l0_state = {k[len("l0.") :]: v for k, v in weights.items() if k.startswith("l0.")}
+    l0.load_state_dict(l0_state, strict=True)
+    return model, l0
+
+
+@torch.no_grad()
+def convert(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    *,
+    config: str | Path | None = None,
+    dtype: str | None = None,
+    force: bool = False,
+) -> Path:
+    """Convert a checkpoint; see the module docstring.
+
+    Raises:
+        ConversionError: a missing checkpoint or config, or a logit mismatch.
+        FileExistsError: OUT_DIR is not empty and `force` is not set.
+    """
+    out = Path(out_dir).expanduser()
+    if out.exists() and any(out.iterdir()) and not force:
+        raise FileExistsError(f"output {str(out)!r} is not empty; pass --force to replace it")
+    ckpt = find_checkpoint(checkpoint)
+    cfg_path = Path(config) if config else ckpt.parent / "config.yaml"
+    if not cfg_path.is_file():
+        raise ConversionError(f"no run config at {cfg_path}; pass --config")
+    cfg = load_config(cfg_path)
+    model, l0 = load_checkpoint(ckpt, cfg)
+    model.eval()
+    masks = l0.deterministic_masks() if l0 is not None else None
+    final = slice_model(model, masks) if masks is not None else model
+
+    source_cfg = read_hf_config(expand_path(cfg.model.path))
+    dtype = dtype or str(source_cfg.get("torch_dtype") or "float32")
+    if dtype not in DTYPES:
+        raise ConversionError(f"--dtype {dtype!r} is not supported; use {', '.join(DTYPES)}")
+
+    ids = torch.randint(
+        0,
+        model.shape.vocab_size,
+        (CHECK_SEQS, CHECK_LEN),
+        generator=torch.Generator().manual_seed(0),
+    )
+    expected = model(ids, masks=masks)
+    _check(final(ids), expected, "sliced model vs masked model")
+
+    tmp = out.parent / f".{out.name}.converting"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        save_pretrained(final, tmp, source=expand_path(cfg.model.path), dtype=DTYPES[dtype])
+        if l0 is not None:
+            report = masks_report(masks, l0.scores())
+            report["target"] = {
+                k: getattr(final.shape, k) for k in l0.target.to_hf() if k in _SHAPE_KEYS
+            }
+            (tmp / "pruning_masks.json").write_text(json.dumps(report) + "\n")
+        _check_with_transformers(tmp, final, ids, DTYPES[dtype])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _move_into_place(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+_SHAPE_KEYS = (
+    "hidden_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "num_hidden_layers",
+    "intermediate_size",
+)
+
+
+def _check(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
+    diff = (actual.float() - expected.float()).abs().max().item()
+    if not diff < CHECK_ATOL:
+        raise ConversionError(f"{what}: max abs logit difference {diff:.3g} exceeds {CHECK_ATOL}")
+
+
+def _check_with_transformers(path: Path, final: MaskableLlama, ids: torch.Tensor, dtype) -> None:
+    """Reload `path` strictly with transformers; its logits must equal `final`'s (same rounding)."""
+    from transformers import AutoModelForCausalLM
+
+    hf, info = AutoModelForCausalLM.from_pretrained(
+        path, dtype=torch.float32, output_loading_info=True
+    )
+    problems = {k: v for k, v in info.items() if v}
+    if problems:
+        raise ConversionError(f"transformers reports loading problems: {problems}")
+    rounded = model_from_state_dict(
+        final.shape, {k: v.to(dtype).float() for k, v in final.state_dict().items()}
+    )
+    _check(hf.eval()(ids).logits, rounded(ids), "transformers reload vs converted model")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="scripts/convert_to_hf.sh", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("checkpoint", help="composer .pt file or run folder")
+    parser.add_argument("out_dir", help="output Hugging Face directory")
+    parser.add_argument("--config", help="run config (default: config.yaml next to the checkpoint)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), help="weights dtype (default: source's)")
+    parser.add_argument("--force", action="store_true", help="replace a non-empty OUT_DIR")
+    args = parser.parse_args(argv)
+    try:
+        out = convert(
+            args.checkpoint, args.out_dir, config=args.config, dtype=args.dtype, force=args.force
+        )
+    except (ConversionError, ConfigError, FileExistsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Per-domain held-out loss as a torchmetrics metric (summed across ranks)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import Metric
+
+
+class DomainCrossEntropy(Metric):
+    """Token-weighted next-token cross-entropy, overall and per domain.
+
+    `compute()` returns the average over every evaluated token; `per_domain()` returns
+    the loss of each domain that had tokens in this evaluation (absent domains are left
+    out, never NaN). Both are reduced across ranks.
+    """
+
+    full_state_update = False
+
+    def __init__(self, domains: Sequence[str]) -> None:
+        super().__init__()
+        self.domains = list(domains)
+        self.add_state(
+            "loss_sum", torch.zeros(len(domains), dtype=torch.float64), dist_reduce_fx="sum"
+        )
+        self.add_state(
+            "tokens", torch.zeros(len(domains), dtype=torch.float64), dist_reduce_fx="sum"
+        )
+
+    def update(self, logits: Tensor, input_ids: Tensor, domain_idx: Tensor) -> None:
+        """Add a batch: (b, s, V) logits, (b, s) ids, (b,) domain indices."""
+        loss = F.cross_entropy(
+            logits[:, :-1].flatten(0, 1).float(), input_ids[:, 1:].flatten(), reduction="none"
+        ).view(input_ids.shape[0], -1)
+        per_row = loss.sum(-1).to(torch.float64)
+        self.loss_sum.index_add_(0, domain_idx, per_row)
+        self.tokens.index_add_(0, domain_idx, torch.full_like(per_row, loss.shape[1]))
+
+    def compute(self) -> Tensor:
+        return self.loss_sum.sum() / self.tokens.sum().clamp(min=1)
+
+    def per_domain(self) -> dict[str, float]:
+        """{domain: loss} for the domains evaluated, reduced across ranks."""
+        with self.sync_context(should_sync=self._should_sync()):
+            return {
+                d: float(self.loss_sum[i] / self.tokens[i])
+                for i, d in enumerate(self.domains)
+                if self.tokens[i] > 0
+            }
+
+    def _should_sync(self) -> bool:
+        return torch.distributed.is_available() and torch.distributed.is_initialized()

@@ -1,0 +1,272 @@
+"""Multi-domain training data with sampling proportions that can change during a run.
+
+The layout is the one `data_prep/tokenize.py` writes: `ROOT/manifest.json` and MDS shards
+in `ROOT/<split>/<domain>/` with columns `tokens` (a packed row of token ids) and `domain`.
+Every domain is one `streaming.StreamingDataset` read by index.
+
+Sampling (Sheared-LLaMA's dynamic batch loading, arXiv 2310.06694, section 2.2):
+- Global sample index i = step * global_batch + rank * device_batch + j. Its domain is
+  drawn with the proportions in force for i, from a uniform number that is a pure hash of
+  (seed, i): every rank and dataloader worker agrees on the domain of every index, and a
+  resumed run continues the same sequence.
+- The k-th sample of domain d (counted over all ranks) is row `perm_p[k mod n_d]` of
+  pass p = k // n_d, where `perm_p` is a permutation seeded by (seed, d, p): a domain
+  that runs out starts a new, reshuffled pass (with a warning), never padding.
+- Proportions live in a shared-memory schedule of (first index, proportions) entries, so
+  an update made in the main process reaches worker processes. An update takes effect
+  from an index far enough ahead that no worker has drawn it yet
+  (`DomainMixture.update_delay_batches`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from streaming import StreamingDataset
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+log = logging.getLogger(__name__)
+
+#: Room for this many proportion updates in one run (pruning: ~64, continued: ~120).
+MAX_SCHEDULE = 4096
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def uniform_hash(seed: int, index: np.ndarray) -> np.ndarray:
+    """Uniform floats in [0, 1) that depend only on (seed, index) (SplitMix64)."""
+    with np.errstate(over="ignore"):
+        z = index.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(seed & 0xFFFFFFFF)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def read_manifest(root: str | Path) -> dict:
+    """The `manifest.json` of a tokenized corpus.
+
+    Raises:
+        ValueError: `root` has no manifest (not a corpus written by data_prep/tokenize.py).
+    """
+    path = Path(root).expanduser() / "manifest.json"
+    if not path.is_file():
+        raise ValueError(
+            f"data.path {str(root)!r} has no manifest.json; tokenize a corpus with "
+            "data_prep/tokenize.py first"
+        )
+    return json.loads(path.read_text())
+
+
+def open_domain(root: str | Path, split: str, domain: str) -> StreamingDataset:
+    """Random-access reader of one domain's MDS shards."""
+    return StreamingDataset(local=str(Path(root).expanduser() / split / domain), shuffle=False)
+
+
+class DomainMixture(IterableDataset):
+    """Endless training samples `{"input_ids", "domain_idx"}` drawn from domains.
+
+    Args:
+        root: corpus root (manifest + MDS shards).
+        domains: domain names, in the order of `proportions`.
+        proportions: initial sampling proportions (non-negative, sum 1).
+        device_batch_size: samples per rank per step (the DataLoader's batch size).
+        world_size, rank: this process' place among the training ranks.
+        seed: seeds the domain draws and the per-pass row permutations.
+        prefetch_batches: most batches a DataLoader may have drawn ahead of training
+            (`num_workers * prefetch_factor`); updates take effect after that.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        domains: Sequence[str],
+        proportions: Sequence[float],
+        device_batch_size: int,
+        world_size: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+        prefetch_batches: int = 0,
+    ) -> None:
+        super().__init__()
+        self.root, self.domains = str(root), list(domains)
+        self.device_batch_size, self.world_size, self.rank = device_batch_size, world_size, rank
+        self.global_batch_size = device_batch_size * world_size
+        self.seed = seed
+        self.update_delay_batches = prefetch_batches + 2
+        self.sizes = [len(open_domain(root, "train", d)) for d in self.domains]
+        for d, n in zip(self.domains, self.sizes, strict=True):
+            if n == 0:
+                raise ValueError(f"domain {d!r} has no training rows in {self.root}")
+        # Shared-memory schedule: row j = (first global index, proportions...).
+        self._schedule = torch.zeros(MAX_SCHEDULE, 1 + len(self.domains), dtype=torch.float64)
+        self._schedule_len = torch.zeros((), dtype=torch.int64)
+        self._schedule.share_memory_()
+        self._schedule_len.share_memory_()
+        self._start_index = 0
+        self._append(0, proportions)
+
+    # -- proportions ------------------------------------------------------------------
+
+    def _append(self, first_index: int, proportions: Sequence[float]) -> None:
+        n = int(self._schedule_len)
+        if n == MAX_SCHEDULE:
+            raise RuntimeError(f"more than {MAX_SCHEDULE} proportion updates in one run")
+        self._schedule[n, 0] = float(first_index)
+        self._schedule[n, 1:] = torch.as_tensor(proportions, dtype=torch.float64)
+        self._schedule_len.fill_(n + 1)
+
+    def schedule(self) -> list[tuple[int, list[float]]]:
+        """All (first global index, proportions) entries so far."""
+        n = int(self._schedule_len)
+        return [(int(r[0]), r[1:].tolist()) for r in self._schedule[:n]]
+
+    @property
+    def proportions(self) -> list[float]:
+        """The most recently set proportions."""
+        return self.schedule()[-1][1]
+
+    def set_proportions(self, proportions: Sequence[float], completed_steps: int) -> int:
+        """Use `proportions` from the first index no dataloader worker has drawn yet.
+
+        Args:
+            proportions: new sampling proportions, one per domain.
+            completed_steps: training steps finished so far.
+
+        Returns:
+            The first global sample index drawn with the new proportions.
+        """
+        first = (completed_steps + self.update_delay_batches) * self.global_batch_size
+        first = max(first, self.schedule()[-1][0])
+        self._append(first, proportions)
+        return first
+
+    # -- drawing ----------------------------------------------------------------------
+
+    def draw_domains(self, start: int, count: int) -> np.ndarray:
+        """Domain of each global index in [start, start + count)."""
+        index = np.arange(start, start + count, dtype=np.int64)
+        u = uniform_hash(self.seed, index)
+        out = np.empty(count, dtype=np.int64)
+        entries = self.schedule()
+        for j, (first, props) in enumerate(entries):
+            end = entries[j + 1][0] if j + 1 < len(entries) else math.inf
+            sel = (index >= first) & (index < end)
+            if sel.any():
+                cdf = np.cumsum(props)
+                cdf /= cdf[-1]
+                out[sel] = np.minimum(np.searchsorted(cdf, u[sel], side="right"), len(props) - 1)
+        return out
+
+    def row_of(self, domain: int, k: int, perms: dict) -> int:
+        """Row of the k-th sample of `domain`: position k mod n of pass k // n's permutation."""
+        epoch, pos = divmod(k, self.sizes[domain])
+        if (domain, epoch) not in perms:
+            if len(perms) > 4 * len(self.domains):
+                perms.clear()
+            rng = np.random.default_rng([self.seed, domain, epoch])
+            perms[(domain, epoch)] = rng.permutation(self.sizes[domain])
+        return int(perms[(domain, epoch)][pos])
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        readers = [open_domain(self.root, "train", d) for d in self.domains]
+        counts = np.zeros(len(self.domains), dtype=np.int64)
+        step = self._start_index // self.global_batch_size
+        if step:  # replay the draws before the resume point to restore per-domain counts
+            counts += np.bincount(
+                self.draw_domains(0, step * self.global_batch_size), minlength=len(self.domains)
+            )
+        perms: dict = {}
+        warned = set()
+        while True:
+            domains = self.draw_domains(step * self.global_batch_size, self.global_batch_size)
+            # k-th occurrence of each sample's domain, over all ranks, in index order
+            order = np.zeros(len(domains), dtype=np.int64)
+            for d in range(len(self.domains)):
+                sel = domains == d
+                order[sel] = counts[d] + np.arange(sel.sum())
+                counts[d] += sel.sum()
+            mine = step % workers == worker
+            if mine:
+                lo = self.rank * self.device_batch_size
+                for j in range(lo, lo + self.device_batch_size):
+                    d, k = int(domains[j]), int(order[j])
+                    if k >= self.sizes[d] and (d, k // self.sizes[d]) not in warned:
+                        warned.add((d, k // self.sizes[d]))
+                        log.warning(
+                            "domain %r ran out of rows; starting pass %d (reshuffled)",
+                            self.domains[d],
+                            k // self.sizes[d],
+                        )
+                    tokens = readers[d][self.row_of(d, k, perms)]["tokens"]
+                    yield {
+                        "input_ids": torch.from_numpy(tokens.astype(np.int64)),
+                        "domain_idx": torch.tensor(d),
+                    }
+            step += 1
+
+    # -- composer resumption ---------------------------------------------------------
+
+    def state_dict(self, num_samples: int, from_beginning: bool = True) -> dict:
+        """Position (global samples consumed) and the proportion schedule."""
+        return {"num_samples": int(num_samples), "schedule": self.schedule()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue after `num_samples` with the saved proportion schedule."""
+        if state["num_samples"] % self.global_batch_size:
+            raise ValueError(
+                f"cannot resume at sample {state['num_samples']}: not a multiple of the "
+                f"global batch size {self.global_batch_size}"
+            )
+        self._schedule_len.fill_(0)
+        for first, props in state["schedule"]:
+            self._append(first, props)
+        self._start_index = state["num_samples"]
+
+
+class DomainEvalSet(Dataset):
+    """Every held-out row of every domain, in order: `{"input_ids", "domain_idx"}`.
+
+    Args:
+        root: corpus root.
+        domains: domain names (their order defines `domain_idx`).
+        max_rows_per_domain: keep at most this many rows of each domain.
+        rank, world_size: rows are strided over ranks so each rank evaluates a share.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        domains: Sequence[str],
+        max_rows_per_domain: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.readers = [open_domain(root, "eval", d) for d in domains]
+        index = []
+        for d, reader in enumerate(self.readers):
+            n = (
+                len(reader)
+                if max_rows_per_domain is None
+                else min(len(reader), max_rows_per_domain)
+            )
+            index += [(d, r) for r in range(n)]
+        self.index = index[rank::world_size]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict:
+        d, r = self.index[i]
+        tokens = self.readers[d][r]["tokens"]
+        return {
+            "input_ids": torch.from_numpy(tokens.astype(np.int64)),
+            "domain_idx": torch.tensor(d),
+        }

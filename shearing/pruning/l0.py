@@ -1,0 +1,232 @@
+"""Hard-concrete L0 gates and the Lagrangian that pushes them toward a target shape.
+
+Implements Sheared-LLaMA's targeted structured pruning (Xia et al., arXiv 2310.06694),
+with hard-concrete gates from Louizos, Welling and Kingma (2018) over the units of CoFi
+pruning, extended to grouped-query attention:
+
+| module         | gates      | a gate removes                           | kept at the end   |
+|----------------|------------|------------------------------------------|-------------------|
+| `layer`        | [L]        | a decoder layer                          | L_t               |
+| `hidden`       | [d]        | a hidden dimension everywhere            | d_t               |
+| `head`         | [L, K, G]  | query head g of key/value group k        | G_t per group     |
+| `kv_group`     | [L, K]     | a key/value head and its query heads     | K_t per layer     |
+| `intermediate` | [L, I]     | an FFN unit                              | I_t per layer     |
+
+With plain multi-head attention (G = 1) a query head *is* a key/value group, so `head`
+acts on the `kv_group` gates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from shearing.models.config import LlamaShape
+from shearing.models.llama import Masks
+
+#: Hard-concrete constants (Louizos et al. 2018): temperature, stretch limits, clamp eps.
+BETA = 2.0 / 3.0
+GAMMA = -0.1
+ZETA = 1.1
+EPS = 1e-6
+#: Initial gate logit: every gate starts open with probability ~0.999.
+INIT_LOG_ALPHA = 5.0
+INIT_LOG_ALPHA_STD = 0.01
+
+MODULES = ("layer", "hidden", "head", "kv_group", "intermediate")
+#: Target-config key that each module changes.
+MODULE_KEYS = {
+    "layer": "num_hidden_layers",
+    "hidden": "hidden_size",
+    "head": "num_attention_heads",
+    "kv_group": "num_key_value_heads",
+    "intermediate": "intermediate_size",
+}
+#: Masks field fed by each module's gates.
+MASK_FIELDS = {
+    "layer": "z_layer",
+    "hidden": "z_hidden",
+    "head": "z_head",
+    "kv_group": "z_kv",
+    "intermediate": "z_intermediate",
+}
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    """Shape of one module's gates and how many are kept in every row at the end."""
+
+    shape: tuple[int, ...]
+    keep: int  # kept per row (the last dimension is the row)
+
+    @property
+    def target_sparsity(self) -> float:
+        return 1.0 - self.keep / self.shape[-1]
+
+
+def resolve_modules(source: LlamaShape, modules: Iterable[str]) -> tuple[str, ...]:
+    """Validate module names; with multi-head attention, `head` means `kv_group`.
+
+    Raises:
+        ValueError: an unknown module name.
+    """
+    resolved = []
+    for m in modules:
+        if m not in MODULES:
+            raise ValueError(f"pruning_modules entry {m!r} is unknown; valid: {', '.join(MODULES)}")
+        if m == "head" and source.group_size == 1:
+            m = "kv_group"
+        if m not in resolved:
+            resolved.append(m)
+    return tuple(resolved)
+
+
+def gate_specs(source: LlamaShape, target: LlamaShape, modules: Iterable[str]) -> dict:
+    """Gate shapes and kept counts for `modules` (already resolved)."""
+    L, K, G = source.num_hidden_layers, source.num_key_value_heads, source.group_size
+    all_specs = {
+        "layer": GateSpec((L,), target.num_hidden_layers),
+        "hidden": GateSpec((source.hidden_size,), target.hidden_size),
+        "head": GateSpec((L, K, G), target.group_size),
+        "kv_group": GateSpec((L, K), target.num_key_value_heads),
+        "intermediate": GateSpec((L, source.intermediate_size), target.intermediate_size),
+    }
+    return {m: all_specs[m] for m in modules}
+
+
+def open_probability(log_alpha: Tensor) -> Tensor:
+    """P(gate != 0) = 1 - Q(0) = sigmoid(log_alpha - beta * log(-gamma / zeta))."""
+    return torch.sigmoid(log_alpha - BETA * math.log(-GAMMA / ZETA))
+
+
+def sample_gates(log_alpha: Tensor) -> Tensor:
+    """One hard-concrete draw: stretched, clamped sigmoid of logistic noise."""
+    u = torch.empty_like(log_alpha).uniform_(EPS, 1 - EPS)
+    s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / BETA)
+    return (s * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
+
+
+def top_k_mask(scores: Tensor, keep: int) -> Tensor:
+    """Binary mask keeping the `keep` largest scores of every row (last dimension)."""
+    idx = scores.topk(keep, dim=-1).indices
+    return torch.zeros_like(scores).scatter_(-1, idx, 1.0)
+
+
+class L0Module(nn.Module):
+    """Gate logits, Lagrange multipliers, expected size and the Lagrangian penalty.
+
+    Args:
+        source: the shape being pruned.
+        target: the shape to reach (Hugging Face config names).
+        pruning_modules: names from `MODULES`; every dimension that differs between
+            `source` and `target` must be covered.
+        warmup_steps: target sparsity ramps linearly from 0 over this many steps.
+    """
+
+    def __init__(
+        self,
+        source: LlamaShape,
+        target: LlamaShape,
+        pruning_modules: Iterable[str],
+        warmup_steps: int,
+    ) -> None:
+        super().__init__()
+        self.source, self.target = source, target
+        self.modules_ = resolve_modules(source, pruning_modules)
+        self.specs = gate_specs(source, target, self.modules_)
+        self.warmup_steps = warmup_steps
+        self.log_alpha = nn.ParameterDict(
+            {m: nn.Parameter(torch.empty(spec.shape)) for m, spec in self.specs.items()}
+        )
+        self.lambda1 = nn.ParameterDict({m: nn.Parameter(torch.zeros(())) for m in self.specs})
+        self.lambda2 = nn.ParameterDict({m: nn.Parameter(torch.zeros(())) for m in self.specs})
+        self.step = 0  # set by the training loop before each batch
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        for log_alpha in self.log_alpha.values():
+            log_alpha.normal_(INIT_LOG_ALPHA, INIT_LOG_ALPHA_STD)
+        for lam in (*self.lambda1.values(), *self.lambda2.values()):
+            lam.zero_()
+
+    def gate_parameters(self) -> list[nn.Parameter]:
+        return list(self.log_alpha.values())
+
+    def lambda_parameters(self) -> list[nn.Parameter]:
+        return [*self.lambda1.values(), *self.lambda2.values()]
+
+    def _masks(self, gates: dict[str, Tensor]) -> Masks:
+        return Masks(**{MASK_FIELDS[m]: z for m, z in gates.items()})
+
+    def sample_masks(self) -> Masks:
+        """Training masks: one hard-concrete draw per gate."""
+        return self._masks({m: sample_gates(a) for m, a in self.log_alpha.items()})
+
+    @torch.no_grad()
+    def deterministic_masks(self) -> Masks:
+        """Binary masks keeping exactly the target count per row (largest logits)."""
+        return self._masks(
+            {m: top_k_mask(a, self.specs[m].keep) for m, a in self.log_alpha.items()}
+        )
+
+    def scores(self) -> dict[str, Tensor]:
+        """Per-unit probability of being kept (expected gate score)."""
+        return {m: open_probability(a) for m, a in self.log_alpha.items()}
+
+    def expected_sparsity(self) -> dict[str, Tensor]:
+        """Expected fraction of pruned units per module (averaged over rows)."""
+        return {m: 1.0 - p.mean() for m, p in self.scores().items()}
+
+    def target_sparsity(self, step: int | None = None) -> dict[str, float]:
+        """Target sparsity per module, ramped linearly over `warmup_steps`."""
+        step = self.step if step is None else step
+        ramp = 1.0 if self.warmup_steps <= 0 else min(1.0, step / self.warmup_steps)
+        return {m: spec.target_sparsity * ramp for m, spec in self.specs.items()}
+
+    def expected_num_params(self, scores: dict[str, Tensor] | None = None) -> Tensor:
+        """Expected non-embedding parameter count (incl. norms) under independent gates.
+
+        With binary `scores` (e.g. deterministic masks) it is the sliced model's count.
+        """
+        s = self.scores() if scores is None else scores
+        src = self.source
+        L, K, G, hd = src.num_hidden_layers, src.num_key_value_heads, src.group_size, src.head_dim
+        ones = next(iter(s.values())).new_ones
+        p_layer = s.get("layer", ones(L))
+        e_d = s["hidden"].sum() if "hidden" in s else ones(()) * src.hidden_size
+        p_kv = s.get("kv_group", ones(L, K))
+        p_head = s.get("head", ones(L, K, G))
+        e_q = (p_kv * p_head.sum(-1)).sum(-1)  # (L,)
+        e_kv = p_kv.sum(-1)
+        e_i = s["intermediate"].sum(-1) if "intermediate" in s else ones(L) * src.intermediate_size
+        per_layer = e_d * (2 * hd * (e_q + e_kv) + 3 * e_i) + 2 * e_d
+        return (p_layer * per_layer).sum() + e_d
+
+    def lagrangian(self) -> tuple[Tensor, dict[str, Tensor]]:
+        """`sum_m lambda1_m (s_m - t_m) + lambda2_m (s_m - t_m)^2` and per-module values."""
+        expected = self.expected_sparsity()
+        targets = self.target_sparsity()
+        total = 0.0
+        for m, s in expected.items():
+            gap = s - targets[m]
+            total = total + self.lambda1[m] * gap + self.lambda2[m] * gap * gap
+        return total, expected
+
+    @torch.no_grad()
+    def metrics(self) -> dict[str, float]:
+        """Expected/target sparsity, lambdas and expected size, for logging."""
+        out: dict[str, float] = {}
+        targets = self.target_sparsity()
+        for m, s in self.expected_sparsity().items():
+            out[f"l0/expected_sparsity/{m}"] = float(s)
+            out[f"l0/target_sparsity/{m}"] = targets[m]
+            out[f"l0/lambda1/{m}"] = float(self.lambda1[m])
+            out[f"l0/lambda2/{m}"] = float(self.lambda2[m])
+        out["l0/expected_params"] = float(self.expected_num_params())
+        out["l0/target_params"] = float(self.target.num_params(include_embeddings=False))
+        return out

@@ -1,0 +1,211 @@
+"""Config loading and validation: every bad config is a one-line error naming the key."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+from shearing.build import build_model, check_config, plan_data
+from shearing.config import ConfigError, load_config
+
+YAML = Path(__file__).resolve().parent.parent / "yaml"
+LLAMA2_7B = {  # the public config.json of meta-llama/Llama-2-7b-hf
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 4096,
+    "intermediate_size": 11008,
+    "num_attention_heads": 32,
+    "num_hidden_layers": 32,
+    "num_key_value_heads": 32,
+    "rms_norm_eps": 1e-05,
+    "vocab_size": 32000,
+    "max_position_embeddings": 4096,
+    "tie_word_embeddings": False,
+    "torch_dtype": "float16",
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "hidden_act": "silu",
+    "rope_theta": 10000.0,
+}
+LLAMA2_7B_PARAMS = 6_738_415_616
+
+
+def one_line_error(fn, match):
+    with pytest.raises(ConfigError) as err:
+        fn()
+    assert match in str(err.value), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def tiny(ws, *overrides):
+    args = [f"model.path={ws['model']}", f"data.path={ws['data']}", *overrides]
+    return load_config(YAML / "tiny_prune.yaml", args)
+
+
+def check(cfg):
+    return check_config(cfg, plan_data(cfg))
+
+
+@pytest.fixture(scope="module")
+def llama2_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("llama2")
+    (path / "config.json").write_text(json.dumps(LLAMA2_7B))
+    return path
+
+
+@pytest.mark.parametrize(
+    "name,target",
+    [
+        (
+            "prune_2.7b.yaml",
+            dict(
+                hidden_size=2560,
+                num_attention_heads=20,
+                num_key_value_heads=20,
+                num_hidden_layers=32,
+                intermediate_size=6912,
+            ),
+        ),
+        (
+            "prune_1.3b.yaml",
+            dict(
+                hidden_size=2048,
+                num_attention_heads=16,
+                num_key_value_heads=16,
+                num_hidden_layers=24,
+                intermediate_size=5504,
+            ),
+        ),
+    ],
+)
+def test_published_configs_build_on_meta_device_with_real_counts(name, target, llama2_dir):
+    cfg = load_config(YAML / name, [f"model.path={llama2_dir}", "data.path=unused"])
+    source, tgt = check_config(cfg)
+    model = build_model(cfg, source, tgt, cfg.data.domains, meta=True)
+    assert model.model.model.embed_tokens.weight.is_meta
+    assert model.model.num_params() == LLAMA2_7B_PARAMS
+    with transformers.modeling_utils.no_init_weights(), torch.device("meta"):
+        reference = transformers.LlamaForCausalLM(
+            transformers.LlamaConfig(**{**LLAMA2_7B, **target})
+        )
+    assert tgt.num_params() == reference.num_parameters()
+    ones = {m: torch.ones(s.shape) for m, s in model.l0.specs.items()}
+    assert model.l0.expected_num_params(ones).item() == source.num_params(include_embeddings=False)
+    assert cfg.data.reference_losses[0] == (1.8712 if "2.7" in name else 1.9643)
+
+
+def test_every_shipped_yaml_loads_and_starts_with_its_command():
+    for path in YAML.glob("*.yaml"):
+        assert path.read_text().startswith("# "), path
+        assert any(
+            "train.py " + f"yaml/{path.name}" in line for line in path.read_text().splitlines()[:8]
+        ), path
+        load_config(path, ["model.path=x", "data.path=y"])
+
+
+def test_overrides_apply(tiny_workspace):
+    cfg = tiny(tiny_workspace, "max_duration=12ba", "optimizer.lr=0.5")
+    assert cfg.max_duration == "12ba" and cfg.optimizer.lr == 0.5
+
+
+def test_unknown_key(tiny_workspace):
+    one_line_error(
+        lambda: tiny(tiny_workspace, "optimizer.learning_rate=1"),
+        "unknown config key 'optimizer.learning_rate'",
+    )
+    one_line_error(lambda: tiny(tiny_workspace, "max_steps=10"), "unknown config key 'max_steps'")
+
+
+def test_missing_required_key():
+    one_line_error(
+        lambda: load_config(YAML / "tiny_prune.yaml", ["data.path=x"]),
+        "config key 'model.path' is required and has no value",
+    )
+
+
+def test_target_larger_than_source(tiny_workspace):
+    cfg = tiny(tiny_workspace, "model.l0_module.target_model.hidden_size=64")
+    one_line_error(
+        lambda: check(cfg),
+        "model.l0_module.target_model.hidden_size=64 is larger than the source's 32",
+    )
+
+
+def test_heads_not_a_multiple_of_kv_heads(tiny_workspace):
+    cfg = tiny(
+        tiny_workspace,
+        "model.l0_module.target_model.num_attention_heads=3",
+        "model.l0_module.target_model.num_key_value_heads=2",
+    )
+    one_line_error(
+        lambda: check(cfg), "num_attention_heads=3 is not a multiple of num_key_value_heads=2"
+    )
+
+
+def test_target_change_without_its_module(tiny_workspace):
+    cfg = tiny(tiny_workspace, "model.l0_module.pruning_modules=[layer,head,kv_group,intermediate]")
+    one_line_error(
+        lambda: check(cfg),
+        "hidden_size=24 differs from the source's 32 but 'hidden' is not in "
+        "model.l0_module.pruning_modules",
+    )
+
+
+def test_unknown_module_and_target_key(tiny_workspace):
+    cfg = tiny(tiny_workspace, "model.l0_module.pruning_modules=[layers]")
+    one_line_error(lambda: check(cfg), "pruning_modules entry 'layers' is unknown")
+    cfg = tiny(tiny_workspace, "model.l0_module.target_model.vocab_size=10")
+    one_line_error(lambda: check(cfg), "target_model.vocab_size is not a prunable dimension")
+
+
+def test_warmup_longer_than_the_run(tiny_workspace):
+    cfg = tiny(tiny_workspace, "max_duration=50ba")
+    one_line_error(
+        lambda: check(cfg),
+        "lagrangian_warmup_steps=60 is longer than the run (max_duration=50ba, 50 steps)",
+    )
+    cfg = tiny(tiny_workspace, "scheduler.t_warmup=400ba")
+    one_line_error(lambda: check(cfg), "scheduler.t_warmup=400ba is longer than the run")
+
+
+def test_bad_duration_and_precision(tiny_workspace):
+    one_line_error(
+        lambda: check(tiny(tiny_workspace, "max_duration=2ep")),
+        "max_duration='2ep' is not a duration",
+    )
+    one_line_error(
+        lambda: check(tiny(tiny_workspace, "precision=bf16")), "precision='bf16' is not valid"
+    )
+
+
+def test_model_path_without_a_model(tiny_workspace, tmp_path):
+    cfg = tiny(tiny_workspace, f"model.path={tmp_path}")
+    one_line_error(lambda: check(cfg), "model.path: model path")
+
+
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        (
+            "data.domains=[alpha,delta]",
+            "data.domains entry 'delta' is not in the corpus; available: alpha, beta, gamma",
+        ),
+        ("data.proportions=[0.5,0.5]", "data.proportions has 2 values for 3 domains"),
+        (
+            "data.proportions=[0.5,0.6,-0.1]",
+            "data.proportions=[0.5, 0.6, -0.1] has a negative value",
+        ),
+        ("data.proportions=[0.5,0.3,0.3]", "data.proportions sum to 1.10000000, not 1"),
+        ("data.reference_losses=[1.0,2.0]", "data.reference_losses has 2 values for 3 domains"),
+        ("data.reference_losses=[1.0,0.0,2.0]", "must all be positive"),
+    ],
+)
+def test_bad_data_config(tiny_workspace, override, match):
+    one_line_error(lambda: plan_data(tiny(tiny_workspace, override)), match)
+
+
+def test_data_path_without_manifest(tiny_workspace, tmp_path):
+    with pytest.raises(ValueError, match="has no manifest.json; tokenize a corpus"):
+        plan_data(tiny(tiny_workspace, f"data.path={tmp_path}"))

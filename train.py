@@ -1,0 +1,93 @@
+"""Pruning, continued pretraining and sparsification with composer.
+
+    composer train.py yaml/prune_smollm2.yaml [key=value ...]   # all local GPUs / processes
+    python train.py yaml/prune_smollm2.yaml [key=value ...]     # one process
+
+Overrides use OmegaConf dot-list syntax (`max_duration=12ba save_folder=/tmp/run`).
+This file only wires: config -> model, data, optimizer, schedule, callbacks -> Trainer.fit.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from composer import Trainer
+from composer.utils import dist, reproducibility
+
+from shearing.build import (
+    build_dataloaders,
+    build_model,
+    build_optimizer,
+    build_scheduler,
+    check_config,
+    plan_data,
+)
+from shearing.callbacks import DomainEvalLogger, PruningCallback, WeightGradClipping
+from shearing.config import ConfigError, expand_path, load_config, parse_steps, to_yaml
+
+log = logging.getLogger("shearing.train")
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0].startswith("-"):
+        print(__doc__.strip(), file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(argv[0], argv[1:])
+        data = plan_data(cfg)
+        source, target = check_config(cfg, data)
+    except (ConfigError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    reproducibility.seed_all(cfg.seed)
+    model = build_model(cfg, source, target, data.domains)
+    train_loader, eval_loader = build_dataloaders(cfg, data)
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_scheduler(cfg, optimizer, data.seq_len)
+
+    callbacks = [DomainEvalLogger()]
+    if model.l0 is not None:
+        callbacks.append(PruningCallback())
+    if cfg.max_grad_norm is not None:
+        callbacks.append(WeightGradClipping(cfg.max_grad_norm))
+
+    if cfg.save_folder is not None and dist.get_global_rank() == 0:
+        folder = expand_path(cfg.save_folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.yaml").write_text(to_yaml(cfg))
+
+    trainer = Trainer(
+        model=model,
+        run_name=cfg.run_name,
+        seed=cfg.seed,
+        train_dataloader=train_loader,
+        eval_dataloader=eval_loader,
+        eval_interval=cfg.eval_interval,
+        max_duration=f"{parse_steps(cfg.max_duration, 'max_duration', cfg, data.seq_len)}ba",
+        optimizers=optimizer,
+        schedulers=scheduler,
+        step_schedulers_every_batch=True,
+        device_train_microbatch_size=(
+            cfg.device_train_microbatch_size or cfg.global_train_batch_size // dist.get_world_size()
+        ),
+        precision=cfg.precision,
+        parallelism_config={"fsdp": dict(cfg.fsdp_config)} if cfg.fsdp_config else None,
+        callbacks=callbacks,
+        save_folder=None if cfg.save_folder is None else str(expand_path(cfg.save_folder)),
+        save_interval=cfg.save_interval,
+        save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
+        autoresume=cfg.autoresume,
+        progress_bar=cfg.progress_bar,
+        log_to_console=cfg.log_to_console,
+        console_log_interval=cfg.console_log_interval,
+    )
+    trainer.fit()
+    trainer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
