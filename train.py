@@ -25,6 +25,7 @@ from shearing.build import (
 )
 from shearing.callbacks import DomainEvalLogger, PruningCallback, WeightGradClipping
 from shearing.config import ConfigError, expand_path, load_config, parse_steps, to_yaml
+from shearing.data.dynamic import DynamicLoadingCallback
 
 log = logging.getLogger("shearing.train")
 
@@ -48,16 +49,29 @@ def main(argv: list[str]) -> int:
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer, data.seq_len)
 
-    callbacks = [DomainEvalLogger()]
+    save_folder = None if cfg.save_folder is None else expand_path(cfg.save_folder)
+    d = cfg.data
+    callbacks = [
+        DomainEvalLogger(),
+        DynamicLoadingCallback(
+            train_loader.dataset,
+            data.reference_losses,
+            d.update_interval,
+            eta=d.eta,
+            smoothing=d.smoothing,
+            clip=d.clip_delta,
+            update_type=d.update_type,
+            history_dir=save_folder,
+        ),
+    ]
     if model.l0 is not None:
         callbacks.append(PruningCallback())
     if cfg.max_grad_norm is not None:
         callbacks.append(WeightGradClipping(cfg.max_grad_norm))
 
-    if cfg.save_folder is not None and dist.get_global_rank() == 0:
-        folder = expand_path(cfg.save_folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.yaml").write_text(to_yaml(cfg))
+    if save_folder is not None and dist.get_global_rank() == 0:
+        save_folder.mkdir(parents=True, exist_ok=True)
+        (save_folder / "config.yaml").write_text(to_yaml(cfg))
 
     trainer = Trainer(
         model=model,
@@ -76,7 +90,7 @@ def main(argv: list[str]) -> int:
         precision=cfg.precision,
         parallelism_config={"fsdp": dict(cfg.fsdp_config)} if cfg.fsdp_config else None,
         callbacks=callbacks,
-        save_folder=None if cfg.save_folder is None else str(expand_path(cfg.save_folder)),
+        save_folder=None if save_folder is None else str(save_folder),
         save_interval=cfg.save_interval,
         save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
         autoresume=cfg.autoresume,

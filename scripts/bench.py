@@ -5,9 +5,15 @@ several repetitions and taking the median, and reports the ratio against its goa
 
     python scripts/bench.py [--reps 5] [--only forward] [--json bench.json]
 
-Rows:
-    forward  Forward tokens/s of shearing's MaskableLlama vs transformers'
-             LlamaForCausalLM on SmolLM2-135M (fp32, same batch). Goal: ratio >= 0.95.
+Rows (SmolLM2-135M, the embedded default; fp32 on CPU):
+    forward       Forward tokens/s of shearing's MaskableLlama vs transformers'
+                  LlamaForCausalLM, same batch. Goal: ratio >= 0.95.
+    prune_step    Time of a pruning step (gates sampled, masked forward + backward +
+                  optimizer) / a dense training step. Goal: <= 1.10.
+    prune_memory  Peak memory of a pruning step / a dense step. Goal: <= 1.15.
+    pruned_infer  Forward tokens/s of the model sliced to yaml/prune_smollm2.yaml's target /
+                  the source's, divided by the ratio of their non-embedding parameter
+                  counts. Goal: >= 0.8.
 """
 
 from __future__ import annotations
@@ -26,7 +32,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shearing.assets import smollm2  # noqa: E402
+from shearing.composer_model import ShearingLM  # noqa: E402
+from shearing.config import load_config, target_shape  # noqa: E402
 from shearing.models.hf_io import load_model  # noqa: E402
+from shearing.pruning.finalize import slice_model  # noqa: E402
+from shearing.pruning.l0 import L0Module  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def alternate(fns: dict[str, Callable[[], object]], reps: int) -> dict[str, float]:
@@ -75,7 +87,135 @@ def bench_forward(reps: int, batch: int = 4, seq: int = 256) -> dict:
     }
 
 
-ROWS = {"forward": bench_forward}
+def smollm2_pruning_setup():
+    """SmolLM2 and an L0 module toward yaml/prune_smollm2.yaml's target."""
+    cfg = load_config(REPO / "yaml" / "prune_smollm2.yaml")
+    model = load_model(smollm2())
+    target = target_shape(model.shape, cfg.model.l0_module)
+    l0 = L0Module(model.shape, target, cfg.model.l0_module.pruning_modules, warmup_steps=10)
+    return model, l0
+
+
+def _train_step(lm: ShearingLM, opt: torch.optim.Optimizer, ids: torch.Tensor) -> None:
+    loss = lm.loss(lm({"input_ids": ids}), {"input_ids": ids})
+    (loss["total"] if isinstance(loss, dict) else loss).backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def _steps(batch: int, seq: int):
+    model, l0 = smollm2_pruning_setup()
+    ids = torch.randint(
+        0, model.shape.vocab_size, (batch, seq), generator=torch.Generator().manual_seed(0)
+    )
+    dense, pruning = ShearingLM(model, None, ["all"]), ShearingLM(model, l0, ["all"])
+    dense.train(), pruning.train()
+    opt = torch.optim.AdamW(pruning.parameters(), lr=1e-6)
+    return {
+        "dense": lambda: _train_step(dense, opt, ids),
+        "pruning": lambda: _train_step(pruning, opt, ids),
+    }
+
+
+def bench_prune_step(reps: int, batch: int = 4, seq: int = 128) -> dict:
+    t = alternate(_steps(batch, seq), reps)
+    ratio = t["pruning"] / t["dense"]
+    return {
+        "row": "prune_step",
+        "what": f"seconds per training step, batch {batch} x {seq}",
+        "shearing": t["pruning"],
+        "baseline": t["dense"],
+        "baseline_name": "dense step of the same model",
+        "ratio": ratio,
+        "goal": "<= 1.10",
+        "met": ratio <= 1.10,
+    }
+
+
+def _peak_bytes(fn: Callable[[], object]) -> int:
+    """Peak resident memory added while `fn` runs (Linux: VmHWM reset via clear_refs)."""
+    import gc
+
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _status_kb("VmRSS")
+    fn()
+    return (_status_kb("VmHWM") - before) * 1024
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def bench_prune_memory(reps: int, batch: int = 4, seq: int = 128) -> dict:
+    fns = _steps(batch, seq)
+    for fn in fns.values():  # allocate optimizer state first
+        fn()
+    peaks: dict[str, list[int]] = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            peaks[name].append(_peak_bytes(fn))
+    p = {name: statistics.median(v) for name, v in peaks.items()}
+    ratio = p["pruning"] / p["dense"]
+    return {
+        "row": "prune_memory",
+        "what": f"peak MiB added by a training step, batch {batch} x {seq} (CPU RSS)",
+        "shearing": p["pruning"] / 2**20,
+        "baseline": p["dense"] / 2**20,
+        "baseline_name": "dense step of the same model",
+        "ratio": ratio,
+        "goal": "<= 1.15",
+        "met": ratio <= 1.15,
+    }
+
+
+def bench_pruned_infer(reps: int, batch: int = 4, seq: int = 256) -> dict:
+    model, l0 = smollm2_pruning_setup()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for a in l0.log_alpha.values():
+            a.normal_()
+    small = slice_model(model, l0.deterministic_masks()).eval()
+    model.eval()
+    ids = torch.randint(
+        0, model.shape.vocab_size, (batch, seq), generator=torch.Generator().manual_seed(0)
+    )
+
+    def forward(m):
+        def run():
+            with torch.inference_mode():
+                m(ids)
+
+        return run
+
+    t = alternate({"source": forward(model), "pruned": forward(small)}, reps)
+    speedup = t["source"] / t["pruned"]
+    param_ratio = model.num_params(False) / small.num_params(False)
+    figure = speedup / param_ratio
+    return {
+        "row": "pruned_infer",
+        "what": (
+            f"forward tokens/s, batch {batch} x {seq}; pruned/source speed-up {speedup:.2f} "
+            f"vs non-embedding parameter ratio {param_ratio:.2f}"
+        ),
+        "shearing": batch * seq / t["pruned"],
+        "baseline": batch * seq / t["source"],
+        "baseline_name": "source SmolLM2-135M",
+        "ratio": figure,
+        "goal": ">= 0.8",
+        "met": figure >= 0.8,
+    }
+
+
+ROWS = {
+    "forward": bench_forward,
+    "prune_step": bench_prune_step,
+    "prune_memory": bench_prune_memory,
+    "pruned_infer": bench_pruned_infer,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

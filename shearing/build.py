@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from shearing.composer_model import ShearingLM
 from shearing.config import ConfigError, TrainConfig, expand_path, parse_steps, validate
+from shearing.data.dynamic import last_proportions
 from shearing.data.mixture import DomainEvalSet, DomainMixture, read_manifest
 from shearing.models.config import LlamaShape
 from shearing.models.hf_io import load_model, read_hf_config
@@ -50,7 +51,12 @@ def plan_data(cfg: TrainConfig) -> DataPlan:
                 f"data.domains entry {name!r} is not in the corpus; "
                 f"available: {', '.join(available)}"
             )
-    if d.proportions is None:
+    if d.proportions_from is not None:
+        try:
+            proportions = last_proportions(expand_path(d.proportions_from), domains)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    elif d.proportions is None:
         tokens = [manifest["domains"][n]["train"]["tokens"] for n in domains]
         proportions = [t / sum(tokens) for t in tokens]
     else:

@@ -57,8 +57,19 @@ class DataConfig:
     proportions: list[float] | None = None
     #: Reference loss per domain for dynamic batch loading.
     reference_losses: list[float] | None = None
-    #: Steps between proportion updates; null = fixed proportions.
+    #: Start from the proportions a previous run ended with (its domain_history.jsonl or
+    #: run folder); replaces `proportions`.
+    proportions_from: str | None = None
+    #: Steps between proportion updates (a multiple of eval_interval); null = fixed proportions.
     update_interval: int | None = None
+    #: `exponential` (Sheared-LLaMA) or `constant` (evaluate and log, never re-weight).
+    update_type: str = "exponential"
+    #: Step size of the exponential update.
+    eta: float = 1.0
+    #: Mix this much of the uniform distribution into each update.
+    smoothing: float = 0.0
+    #: Clip the excess loss at 0 (the paper); false reproduces the original code.
+    clip_delta: bool = True
     #: DataLoader worker processes.
     num_workers: int = 0
     #: Held-out rows per domain used at each evaluation (null = all).
@@ -243,6 +254,7 @@ def validate(cfg: TrainConfig, source: LlamaShape, seq_len: int | None = None) -
         raise ConfigError(
             f"scheduler.t_warmup={cfg.scheduler.t_warmup} is longer than the run ({steps} steps)"
         )
+    _validate_dynamic(cfg, steps, seq_len)
     if cfg.model.l0_module is None:
         return None
     l0 = cfg.model.l0_module
@@ -252,6 +264,30 @@ def validate(cfg: TrainConfig, source: LlamaShape, seq_len: int | None = None) -
             f"than the run (max_duration={cfg.max_duration}, {steps} steps)"
         )
     return target_shape(source, l0)
+
+
+def _validate_dynamic(cfg: TrainConfig, steps: int, seq_len: int | None) -> None:
+    d = cfg.data
+    if d.update_type not in ("exponential", "constant"):
+        raise ConfigError(
+            f"data.update_type={d.update_type!r} is not valid; use exponential, constant"
+        )
+    if d.proportions is not None and d.proportions_from is not None:
+        raise ConfigError("data.proportions and data.proportions_from are both set; keep one")
+    if d.update_interval is None:
+        return
+    if d.update_interval <= 0:
+        raise ConfigError(f"data.update_interval={d.update_interval} must be positive")
+    if d.update_type == "exponential" and d.reference_losses is None:
+        raise ConfigError("data.update_interval is set but data.reference_losses is not")
+    every = parse_steps(cfg.eval_interval, "eval_interval", cfg, seq_len)
+    if every <= 0 or d.update_interval % every:
+        raise ConfigError(
+            f"data.update_interval={d.update_interval} is not a multiple of "
+            f"eval_interval={cfg.eval_interval}; updates need a fresh evaluation"
+        )
+    if not 0 <= d.smoothing <= 1:
+        raise ConfigError(f"data.smoothing={d.smoothing} must be in [0, 1]")
 
 
 def expand_path(path: str) -> Path:

@@ -2,7 +2,7 @@
 
 The layout is the one `data_prep/tokenize.py` writes: `ROOT/manifest.json` and MDS shards
 in `ROOT/<split>/<domain>/` with columns `tokens` (a packed row of token ids) and `domain`.
-Every domain is one `streaming.StreamingDataset` read by index.
+Every domain is read by index through streaming's MDS shard readers.
 
 Sampling (Sheared-LLaMA's dynamic batch loading, arXiv 2310.06694, section 2.2):
 - Global sample index i = step * global_batch + rank * device_batch + j. Its domain is
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from streaming import StreamingDataset
+from streaming.base.format import reader_from_json
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 log = logging.getLogger(__name__)
@@ -63,13 +63,40 @@ def read_manifest(root: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-def open_domain(root: str | Path, split: str, domain: str) -> StreamingDataset:
+class DomainRows:
+    """Random access to the rows of one domain's local MDS shards.
+
+    Built on streaming's shard readers (`streaming.base.format.reader_from_json`) rather
+    than `StreamingDataset`, which holds hundreds of shared-memory file descriptors per
+    instance: with two splits of seven domains that exceeds common `ulimit -n` limits.
+    """
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = str(directory)
+        index = Path(directory) / "index.json"
+        if not index.is_file():
+            raise ValueError(f"{self.directory!r} holds no MDS shards (no index.json)")
+        shards = json.loads(index.read_text())["shards"]
+        self.shards = [reader_from_json(self.directory, None, info) for info in shards]
+        self.offsets = np.cumsum([0] + [s.samples for s in self.shards])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, i: int) -> dict:
+        if not 0 <= i < len(self):
+            raise IndexError(f"row {i} of {len(self)} in {self.directory}")
+        shard = int(np.searchsorted(self.offsets, i, side="right")) - 1
+        return self.shards[shard].get_item(i - int(self.offsets[shard]))
+
+
+def open_domain(root: str | Path, split: str, domain: str) -> DomainRows:
     """Random-access reader of one domain's MDS shards."""
-    return StreamingDataset(local=str(Path(root).expanduser() / split / domain), shuffle=False)
+    return DomainRows(Path(root).expanduser() / split / domain)
 
 
 class DomainMixture(IterableDataset):
-    """Endless training samples `{"input_ids", "domain_idx"}` drawn from domains.
+    """Endless training samples `{"input_ids", "domain_idx", "sample_index"}` from domains.
 
     Args:
         root: corpus root (manifest + MDS shards).
@@ -99,7 +126,10 @@ class DomainMixture(IterableDataset):
         self.global_batch_size = device_batch_size * world_size
         self.seed = seed
         self.update_delay_batches = prefetch_batches + 2
-        self.sizes = [len(open_domain(root, "train", d)) for d in self.domains]
+        # Opened here, in the main process: streaming registers each dataset in shared
+        # memory, and dataloader workers reuse these readers.
+        self.readers = [open_domain(root, "train", d) for d in self.domains]
+        self.sizes = [len(r) for r in self.readers]
         for d, n in zip(self.domains, self.sizes, strict=True):
             if n == 0:
                 raise ValueError(f"domain {d!r} has no training rows in {self.root}")
@@ -176,7 +206,6 @@ class DomainMixture(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        readers = [open_domain(self.root, "train", d) for d in self.domains]
         counts = np.zeros(len(self.domains), dtype=np.int64)
         step = self._start_index // self.global_batch_size
         if step:  # replay the draws before the resume point to restore per-domain counts
@@ -205,10 +234,11 @@ class DomainMixture(IterableDataset):
                             self.domains[d],
                             k // self.sizes[d],
                         )
-                    tokens = readers[d][self.row_of(d, k, perms)]["tokens"]
+                    tokens = self.readers[d][self.row_of(d, k, perms)]["tokens"]
                     yield {
                         "input_ids": torch.from_numpy(tokens.astype(np.int64)),
                         "domain_idx": torch.tensor(d),
+                        "sample_index": torch.tensor(step * self.global_batch_size + j),
                     }
             step += 1
 

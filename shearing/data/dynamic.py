@@ -1,0 +1,147 @@
+"""Dynamic batch loading (Sheared-LLaMA, arXiv 2310.06694, Algorithm 1).
+
+Every `update_interval` steps, after evaluating per-domain loss l_i on held-out data:
+    delta_i = max(l_i - l_ref_i, 0)              (clip=False: no clipping, as the original code)
+    w_i    <- w_i * exp(eta * delta_i), normalised
+    w      <- (1 - c) * w + c / k                (smoothing c, default 0)
+A domain with no loss in an evaluation keeps delta = 0 (its weight only renormalises).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from composer.core import Callback, State
+from composer.loggers import Logger
+from composer.utils import dist
+
+from shearing.data.mixture import DomainMixture
+
+log = logging.getLogger(__name__)
+
+UPDATE_TYPES = ("exponential", "constant")
+HISTORY_FILE = "domain_history.jsonl"
+
+
+def update_proportions(
+    proportions: Sequence[float],
+    losses: Mapping[int, float],
+    reference_losses: Sequence[float],
+    eta: float = 1.0,
+    smoothing: float = 0.0,
+    clip: bool = True,
+) -> list[float]:
+    """One dynamic-batch-loading step.
+
+    Args:
+        proportions: current sampling proportions w.
+        losses: held-out loss per domain index; absent domains are not moved.
+        reference_losses: l_ref per domain.
+        eta: step size of the exponential update.
+        smoothing: mix c of the uniform distribution into the result.
+        clip: clip the excess loss at 0 (the paper) or not (the original code).
+    """
+    k = len(proportions)
+    weights = []
+    for i, w in enumerate(proportions):
+        delta = losses[i] - reference_losses[i] if i in losses else 0.0
+        if clip:
+            delta = max(delta, 0.0)
+        weights.append(w * math.exp(eta * delta))
+    total = sum(weights)
+    return [(1 - smoothing) * w / total + smoothing / k for w in weights]
+
+
+def last_proportions(history: str | Path, domains: Sequence[str]) -> list[float]:
+    """The proportions a previous run ended with, read from its `domain_history.jsonl`.
+
+    Raises:
+        ValueError: no history, or it lacks one of `domains`.
+    """
+    path = Path(history).expanduser()
+    if path.is_dir():
+        path = path / HISTORY_FILE
+    lines = path.read_text().splitlines() if path.is_file() else []
+    if not lines:
+        raise ValueError(f"data.proportions_from {str(history)!r} has no domain history")
+    last = json.loads(lines[-1])["proportions"]
+    missing = [d for d in domains if d not in last]
+    if missing:
+        raise ValueError(
+            f"data.proportions_from {str(history)!r} has no proportion for domain {missing[0]!r}"
+        )
+    total = sum(last[d] for d in domains)
+    return [last[d] / total for d in domains]
+
+
+class DynamicLoadingCallback(Callback):
+    """Re-weights the training domains after evaluations, logs and records the history.
+
+    Args:
+        dataset: the training `DomainMixture` (its proportions reach dataloader workers).
+        reference_losses: l_ref per domain, in the dataset's domain order.
+        update_interval: steps between updates (evaluation must run at these steps).
+        eta, smoothing, clip: see `update_proportions`.
+        update_type: `exponential` (the paper) or `constant` (log losses, never re-weight).
+        history_dir: where `domain_history.jsonl` is appended (rank 0), or None.
+    """
+
+    def __init__(
+        self,
+        dataset: DomainMixture,
+        reference_losses: Sequence[float] | None,
+        update_interval: int | None,
+        eta: float = 1.0,
+        smoothing: float = 0.0,
+        clip: bool = True,
+        update_type: str = "exponential",
+        history_dir: str | Path | None = None,
+    ) -> None:
+        self.dataset = dataset
+        self.reference_losses = None if reference_losses is None else list(reference_losses)
+        self.update_interval = update_interval
+        self.eta, self.smoothing, self.clip, self.update_type = eta, smoothing, clip, update_type
+        self.history = None if history_dir is None else Path(history_dir) / HISTORY_FILE
+
+    def fit_start(self, state: State, logger: Logger) -> None:
+        step = int(state.timestamp.batch.value)
+        if step == 0:
+            self._record(step, 0, {}, logger)
+
+    def eval_end(self, state: State, logger: Logger) -> None:
+        step = int(state.timestamp.batch.value)
+        model = state.model.module if hasattr(state.model, "module") else state.model
+        by_name = model.eval_metric.per_domain()
+        domains = self.dataset.domains
+        losses = {domains.index(d): v for d, v in by_name.items() if d in domains}
+        due = self.update_interval and step > 0 and step % self.update_interval == 0
+        first = None
+        if due and self.update_type == "exponential" and self.reference_losses is not None:
+            new = update_proportions(
+                self.dataset.proportions,
+                losses,
+                self.reference_losses,
+                self.eta,
+                self.smoothing,
+                self.clip,
+            )
+            first = self.dataset.set_proportions(new, completed_steps=step)
+        self._record(step, first, by_name, logger)
+
+    def _record(self, step: int, first: int | None, losses: dict, logger: Logger) -> None:
+        props = dict(zip(self.dataset.domains, self.dataset.proportions, strict=True))
+        metrics = {f"proportion/{d}": w for d, w in props.items()}
+        logger.log_metrics(metrics)
+        if self.history is not None and dist.get_global_rank() == 0:
+            entry = {"step": step, "first_sample": first, "proportions": props, "losses": losses}
+            if self.reference_losses is not None:
+                entry["reference_losses"] = dict(
+                    zip(self.dataset.domains, self.reference_losses, strict=True)
+                )
+            self.history.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.history, "a") as f:
+                f.write(json.dumps(entry) + "\n")
