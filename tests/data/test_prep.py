@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 import sentencepiece as spm
 from streaming import StreamingDataset
 
