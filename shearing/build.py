@@ -51,6 +51,8 @@ def plan_data(cfg: TrainConfig) -> DataPlan:
                 f"data.domains entry {name!r} is not in the corpus; "
                 f"available: {', '.join(available)}"
             )
+    if d.proportions is not None and d.proportions_from is not None:
+        raise ConfigError("data.proportions and data.proportions_from are both set; keep one")
     if d.proportions_from is not None:
         try:
             proportions = last_proportions(expand_path(d.proportions_from), domains)
@@ -127,7 +129,9 @@ def build_model(
     if cfg.model.l0_module is not None:
         l0_cfg = cfg.model.l0_module
         with torch.device("meta" if meta else "cpu"):
-            l0 = L0Module(source, target, l0_cfg.pruning_modules, l0_cfg.lagrangian_warmup_steps)
+            l0 = L0Module(
+                source, target, l0_cfg.pruning_modules, l0_cfg.lagrangian_warmup_steps, cfg.seed
+            )
     return ShearingLM(model, l0, domains)
 
 

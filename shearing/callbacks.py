@@ -16,7 +16,7 @@ class PruningCallback(Callback):
     """Tells the L0 module the current step (for the target ramp) and logs its state."""
 
     def batch_start(self, state: State, logger: Logger) -> None:
-        _unwrap(state).l0.step = int(state.timestamp.batch.value)
+        _unwrap(state).l0.set_step(int(state.timestamp.batch.value))
 
     def batch_end(self, state: State, logger: Logger) -> None:
         logger.log_metrics(_unwrap(state).l0.metrics())
@@ -54,6 +54,7 @@ class DomainEvalLogger(Callback):
     """Logs held-out loss per domain after every evaluation."""
 
     def eval_end(self, state: State, logger: Logger) -> None:
-        metric = _unwrap(state).eval_metric
-        losses = metric.per_domain()
+        from shearing.data.dynamic import domain_losses
+
+        losses = domain_losses(state)
         logger.log_metrics({f"eval/loss/{d}": v for d, v in losses.items()})

@@ -272,8 +272,6 @@ def _validate_dynamic(cfg: TrainConfig, steps: int, seq_len: int | None) -> None
         raise ConfigError(
             f"data.update_type={d.update_type!r} is not valid; use exponential, constant"
         )
-    if d.proportions is not None and d.proportions_from is not None:
-        raise ConfigError("data.proportions and data.proportions_from are both set; keep one")
     if d.update_interval is None:
         return
     if d.update_interval <= 0:

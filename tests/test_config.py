@@ -209,3 +209,36 @@ def test_bad_data_config(tiny_workspace, override, match):
 def test_data_path_without_manifest(tiny_workspace, tmp_path):
     with pytest.raises(ValueError, match="has no manifest.json; tokenize a corpus"):
         plan_data(tiny(tiny_workspace, f"data.path={tmp_path}"))
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        (
+            ["data.update_interval=15", "data.reference_losses=[1,1,1]", "eval_interval=10ba"],
+            "data.update_interval=15 is not a multiple of eval_interval=10ba",
+        ),
+        (
+            ["data.update_interval=10"],
+            "data.update_interval is set but data.reference_losses is not",
+        ),
+        (["data.update_type=doremi"], "data.update_type='doremi' is not valid"),
+        (
+            ["data.proportions=[0.2,0.3,0.5]", "data.proportions_from=run"],
+            "data.proportions and data.proportions_from are both set",
+        ),
+    ],
+)
+def test_bad_dynamic_loading_config(tiny_workspace, overrides, match):
+    one_line_error(lambda: check(tiny(tiny_workspace, *overrides)), match)
+
+
+def test_proportions_from_a_previous_run(tiny_workspace, tmp_path):
+    entry = {"step": 50, "proportions": {"alpha": 0.1, "beta": 0.6, "gamma": 0.3}}
+    (tmp_path / "domain_history.jsonl").write_text(json.dumps(entry) + "\n")
+    plan = plan_data(tiny(tiny_workspace, f"data.proportions_from={tmp_path}"))
+    assert plan.proportions == pytest.approx([0.1, 0.6, 0.3])
+    one_line_error(
+        lambda: plan_data(tiny(tiny_workspace, f"data.proportions_from={tmp_path}/x")),
+        "has no domain history",
+    )

@@ -156,3 +156,90 @@ def test_bad_config_fails_before_building_with_one_line(tiny_workspace):
     assert lines == [
         "error: model.l0_module.target_model.num_hidden_layers=9 is larger than the source's 3"
     ]
+
+
+def test_two_processes_agree_on_proportions_and_checkpoint(tiny_workspace, tmp_path):
+    """`composer -n 2 train.py` on CPU: dynamic loading updates identically on both ranks."""
+    folder = tmp_path / "dist"
+    composer = Path(sys.executable).parent / "composer"
+    result = run(
+        [
+            str(composer),
+            "-n",
+            "2",
+            "--stdout",
+            str(tmp_path / "out_{rank}.txt"),
+            "--stderr",
+            str(tmp_path / "err_{rank}.txt"),
+            "train.py",
+            "yaml/tiny_prune.yaml",
+            f"model.path={tiny_workspace['model']}",
+            f"data.path={tiny_workspace['data']}",
+            f"save_folder={folder}",
+            "max_duration=20ba",
+            "eval_interval=10ba",
+            "save_interval=20ba",
+            "model.l0_module.lagrangian_warmup_steps=10",
+            "data.update_interval=10",
+            "data.reference_losses=[1.0,3.0,3.0]",
+            "log_to_console=true",
+            "console_log_interval=10ba",
+        ],
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (folder / "ep0-ba20-rank0.pt").exists()
+    history = [
+        __import__("json").loads(x)
+        for x in (folder / "domain_history.jsonl").read_text().splitlines()
+    ]
+    assert [h["step"] for h in history] == [0, 10, 20]
+    assert history[1]["proportions"] != history[0]["proportions"]  # alpha's excess loss is largest
+    assert history[2]["proportions"]["alpha"] > history[1]["proportions"]["alpha"] > 0.5
+
+    def proportion_lines(text):
+        return [line.strip() for line in text.splitlines() if "Eval proportion/" in line]
+
+    rank0 = proportion_lines(result.stdout + result.stderr)
+    rank1 = proportion_lines(
+        (tmp_path / "out_1.txt").read_text() + (tmp_path / "err_1.txt").read_text()
+    )
+    assert rank0 == rank1 and len(rank0) == 6
+
+
+def test_autoresume_after_an_interruption_is_bit_for_bit(tiny_workspace, tmp_path):
+    """Gates, lambdas, optimizer, data position and domain weights all resume exactly."""
+    common = [
+        "yaml/tiny_prune.yaml",
+        f"model.path={tiny_workspace['model']}",
+        f"data.path={tiny_workspace['data']}",
+        "max_duration=20ba",
+        "eval_interval=10ba",
+        "save_interval=10ba",
+        "model.l0_module.lagrangian_warmup_steps=10",
+        "run_name=r",
+        "autoresume=true",
+        "data.update_interval=10",
+        "data.reference_losses=[1.0,3.0,3.0]",
+        "data.num_workers=2",
+    ]
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    assert run([sys.executable, "train.py", *common, f"save_folder={whole}"]).returncode == 0
+    # an interrupted run: only what it had written by step 10
+    resumed.mkdir()
+    (resumed / "ep0-ba10-rank0.pt").write_bytes((whole / "ep0-ba10-rank0.pt").read_bytes())
+    (resumed / "latest-rank0.pt").symlink_to("ep0-ba10-rank0.pt")
+    history = (whole / "domain_history.jsonl").read_text().splitlines()
+    (resumed / "domain_history.jsonl").write_text("\n".join(history[:2]) + "\n")
+    result = run([sys.executable, "train.py", *common, f"save_folder={resumed}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Autoresuming training from checkpoint" in result.stderr
+    a = torch.load(whole / "ep0-ba20-rank0.pt", map_location="cpu", weights_only=False)["state"]
+    b = torch.load(resumed / "ep0-ba20-rank0.pt", map_location="cpu", weights_only=False)["state"]
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert a["dataset_state"] == b["dataset_state"]
+    assert (resumed / "domain_history.jsonl").read_text() == (
+        whole / "domain_history.jsonl"
+    ).read_text()

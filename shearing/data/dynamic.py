@@ -78,6 +78,24 @@ def last_proportions(history: str | Path, domains: Sequence[str]) -> list[float]
     return [last[d] / total for d in domains]
 
 
+def _check_ranks_agree(schedule: list) -> None:
+    """Every rank must hold the same proportion schedule, or their domain draws diverge."""
+    if dist.get_world_size() == 1:
+        return
+    schedules = dist.all_gather_object(schedule)
+    if any(s != schedules[0] for s in schedules):
+        raise RuntimeError("domain proportions differ across ranks; the domain draws would diverge")
+
+
+def domain_losses(state: State) -> dict[str, float]:
+    """Per-domain losses of the evaluation that just ended (composer's copy of the metric)."""
+    for metrics in state.eval_metrics.values():
+        metric = metrics.get("DomainCrossEntropy")
+        if metric is not None:
+            return metric.per_domain()
+    return {}
+
+
 class DynamicLoadingCallback(Callback):
     """Re-weights the training domains after evaluations, logs and records the history.
 
@@ -114,8 +132,7 @@ class DynamicLoadingCallback(Callback):
 
     def eval_end(self, state: State, logger: Logger) -> None:
         step = int(state.timestamp.batch.value)
-        model = state.model.module if hasattr(state.model, "module") else state.model
-        by_name = model.eval_metric.per_domain()
+        by_name = domain_losses(state)
         domains = self.dataset.domains
         losses = {domains.index(d): v for d, v in by_name.items() if d in domains}
         due = self.update_interval and step > 0 and step % self.update_interval == 0
@@ -130,6 +147,7 @@ class DynamicLoadingCallback(Callback):
                 self.clip,
             )
             first = self.dataset.set_proportions(new, completed_steps=step)
+        _check_ranks_agree(self.dataset.schedule())
         self._record(step, first, by_name, logger)
 
     def _record(self, step: int, first: int | None, losses: dict, logger: Logger) -> None:

@@ -32,6 +32,8 @@ class DomainCrossEntropy(Metric):
 
     def update(self, logits: Tensor, input_ids: Tensor, domain_idx: Tensor) -> None:
         """Add a batch: (b, s, V) logits, (b, s) ids, (b,) domain indices."""
+        keep = domain_idx >= 0  # -1 marks padding rows
+        logits, input_ids, domain_idx = logits[keep], input_ids[keep], domain_idx[keep]
         loss = F.cross_entropy(
             logits[:, :-1].flatten(0, 1).float(), input_ids[:, 1:].flatten(), reduction="none"
         ).view(input_ids.shape[0], -1)

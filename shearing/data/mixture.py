@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from streaming.base.format import reader_from_json
-from torch.utils.data import Dataset, IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset, get_worker_info
 
 log = logging.getLogger(__name__)
 
@@ -261,14 +261,18 @@ class DomainMixture(IterableDataset):
         self._start_index = state["num_samples"]
 
 
-class DomainEvalSet(Dataset):
-    """Every held-out row of every domain, in order: `{"input_ids", "domain_idx"}`.
+class DomainEvalSet(IterableDataset):
+    """Every held-out row of every domain: `{"input_ids", "domain_idx"}`.
+
+    Rows are strided over ranks; every rank yields the same number of rows (FSDP needs
+    the same number of forward passes everywhere), the shorter ones padded with a row
+    whose `domain_idx` is -1, which the metrics ignore.
 
     Args:
         root: corpus root.
         domains: domain names (their order defines `domain_idx`).
         max_rows_per_domain: keep at most this many rows of each domain.
-        rank, world_size: rows are strided over ranks so each rank evaluates a share.
+        rank, world_size: this process' place among the ranks.
     """
 
     def __init__(
@@ -288,15 +292,17 @@ class DomainEvalSet(Dataset):
                 else min(len(reader), max_rows_per_domain)
             )
             index += [(d, r) for r in range(n)]
-        self.index = index[rank::world_size]
+        per_rank = math.ceil(len(index) / world_size)
+        mine = index[rank::world_size]
+        self.index = mine + [(-1, 0)] * (per_rank - len(mine))
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, i: int) -> dict:
-        d, r = self.index[i]
-        tokens = self.readers[d][r]["tokens"]
-        return {
-            "input_ids": torch.from_numpy(tokens.astype(np.int64)),
-            "domain_idx": torch.tensor(d),
-        }
+    def __iter__(self) -> Iterator[dict]:
+        for d, r in self.index:
+            tokens = self.readers[max(d, 0)][r]["tokens"]
+            yield {
+                "input_ids": torch.from_numpy(tokens.astype(np.int64)),
+                "domain_idx": torch.tensor(d),
+            }

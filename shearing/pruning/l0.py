@@ -103,9 +103,9 @@ def open_probability(log_alpha: Tensor) -> Tensor:
     return torch.sigmoid(log_alpha - BETA * math.log(-GAMMA / ZETA))
 
 
-def sample_gates(log_alpha: Tensor) -> Tensor:
+def sample_gates(log_alpha: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """One hard-concrete draw: stretched, clamped sigmoid of logistic noise."""
-    u = torch.empty_like(log_alpha).uniform_(EPS, 1 - EPS)
+    u = torch.empty_like(log_alpha).uniform_(EPS, 1 - EPS, generator=generator)
     s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / BETA)
     return (s * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
 
@@ -125,6 +125,9 @@ class L0Module(nn.Module):
         pruning_modules: names from `MODULES`; every dimension that differs between
             `source` and `target` must be covered.
         warmup_steps: target sparsity ramps linearly from 0 over this many steps.
+        seed: gate noise is a pure function of (seed, step, draw within the step), so a
+            resumed run samples exactly the gates the uninterrupted run would have, and
+            every rank samples the same gates.
     """
 
     def __init__(
@@ -133,6 +136,7 @@ class L0Module(nn.Module):
         target: LlamaShape,
         pruning_modules: Iterable[str],
         warmup_steps: int,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.source, self.target = source, target
@@ -144,8 +148,14 @@ class L0Module(nn.Module):
         )
         self.lambda1 = nn.ParameterDict({m: nn.Parameter(torch.zeros(())) for m in self.specs})
         self.lambda2 = nn.ParameterDict({m: nn.Parameter(torch.zeros(())) for m in self.specs})
-        self.step = 0  # set by the training loop before each batch
+        self.seed = seed
+        self.step = 0
+        self._draws = 0
         self.reset_parameters()
+
+    def set_step(self, step: int) -> None:
+        """Called by the training loop before each batch (target ramp, gate noise)."""
+        self.step, self._draws = step, 0
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -164,8 +174,12 @@ class L0Module(nn.Module):
         return Masks(**{MASK_FIELDS[m]: z for m, z in gates.items()})
 
     def sample_masks(self) -> Masks:
-        """Training masks: one hard-concrete draw per gate."""
-        return self._masks({m: sample_gates(a) for m, a in self.log_alpha.items()})
+        """Training masks: one hard-concrete draw per gate (one draw per forward pass)."""
+        first = next(iter(self.log_alpha.values()))
+        generator = torch.Generator(device=first.device)
+        generator.manual_seed(hash((self.seed, self.step, self._draws)) & 0x7FFFFFFFFFFFFFFF)
+        self._draws += 1
+        return self._masks({m: sample_gates(a, generator) for m, a in self.log_alpha.items()})
 
     @torch.no_grad()
     def deterministic_masks(self) -> Masks:

@@ -106,9 +106,14 @@ def test_an_exhausted_domain_starts_a_reshuffled_pass(tiny_workspace, caplog):
 
 
 def test_eval_set_reads_every_held_out_row_split_over_ranks(tiny_workspace):
-    full = DomainEvalSet(tiny_workspace["data"], DOMAINS)
+    full = list(DomainEvalSet(tiny_workspace["data"], DOMAINS))
     assert len(full) == 12 and [int(full[i]["domain_idx"]) for i in (0, 4, 8)] == [0, 1, 2]
-    parts = [DomainEvalSet(tiny_workspace["data"], DOMAINS, rank=r, world_size=2) for r in (0, 1)]
-    assert len(parts[0]) + len(parts[1]) == 12
-    capped = DomainEvalSet(tiny_workspace["data"], DOMAINS, max_rows_per_domain=2)
-    assert len(capped) == 6
+    parts = [
+        list(DomainEvalSet(tiny_workspace["data"], DOMAINS, 3, rank=r, world_size=2))
+        for r in (0, 1)
+    ]
+    assert len(parts[0]) == len(parts[1]) == 5  # 9 rows: one rank gets a padding row
+    assert sum(int(x["domain_idx"]) == -1 for p in parts for x in p) == 1
+    real = sorted(tuple(x["input_ids"].tolist()) for p in parts for x in p if x["domain_idx"] >= 0)
+    expected = list(DomainEvalSet(tiny_workspace["data"], DOMAINS, 3))
+    assert real == sorted(tuple(x["input_ids"].tolist()) for x in expected)
