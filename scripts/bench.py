@@ -103,7 +103,7 @@ def _train_step(lm: ShearingLM, opt: torch.optim.Optimizer, ids: torch.Tensor) -
     opt.zero_grad(set_to_none=True)
 
 
-def _steps(batch: int, seq: int):
+def _steps(batch: int, seq: int, with_optimizer: bool = False):
     model, l0 = smollm2_pruning_setup()
     ids = torch.randint(
         0, model.shape.vocab_size, (batch, seq), generator=torch.Generator().manual_seed(0)
@@ -111,10 +111,11 @@ def _steps(batch: int, seq: int):
     dense, pruning = ShearingLM(model, None, ["all"]), ShearingLM(model, l0, ["all"])
     dense.train(), pruning.train()
     opt = torch.optim.AdamW(pruning.parameters(), lr=1e-6)
-    return {
+    fns = {
         "dense": lambda: _train_step(dense, opt, ids),
         "pruning": lambda: _train_step(pruning, opt, ids),
     }
+    return (fns, opt) if with_optimizer else fns
 
 
 def bench_prune_step(reps: int, batch: int = 4, seq: int = 128) -> dict:
@@ -133,36 +134,50 @@ def bench_prune_step(reps: int, batch: int = 4, seq: int = 128) -> dict:
 
 
 def _peak_bytes(fn: Callable[[], object]) -> int:
-    """Peak resident memory added while `fn` runs (Linux: VmHWM reset via clear_refs)."""
-    import gc
+    """Peak bytes torch allocated (net of frees) while `fn` ran, from profiler memory events.
 
-    gc.collect()
-    Path("/proc/self/clear_refs").write_text("5")
-    before = _status_kb("VmRSS")
-    fn()
-    return (_status_kb("VmHWM") - before) * 1024
+    The CPU analogue of `torch.cuda.max_memory_allocated` measured from the step's start.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted(
+        (e.start_ns(), e.nbytes())
+        for e in prof.profiler.kineto_results.events()
+        if e.name() == "[memory]"
+    )
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return peak
 
 
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
+def _state_bytes(opt: torch.optim.Optimizer) -> int:
+    """Parameters and optimizer state held across steps (the same for both step kinds)."""
+    tensors = {id(p): p for g in opt.param_groups for p in g["params"]}
+    tensors |= {id(t): t for s in opt.state.values() for t in s.values() if torch.is_tensor(t)}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
 def bench_prune_memory(reps: int, batch: int = 4, seq: int = 128) -> dict:
-    fns = _steps(batch, seq)
+    fns, opt = _steps(batch, seq, with_optimizer=True)
     for fn in fns.values():  # allocate optimizer state first
         fn()
+    held = _state_bytes(opt)
     peaks: dict[str, list[int]] = {name: [] for name in fns}
     for _ in range(reps):
         for name, fn in fns.items():
-            peaks[name].append(_peak_bytes(fn))
+            peaks[name].append(held + _peak_bytes(fn))
     p = {name: statistics.median(v) for name, v in peaks.items()}
     ratio = p["pruning"] / p["dense"]
     return {
         "row": "prune_memory",
-        "what": f"peak MiB added by a training step, batch {batch} x {seq} (CPU RSS)",
+        "what": (
+            f"peak MiB of a training step, batch {batch} x {seq}: weights + AdamW state "
+            f"({held / 2**20:.0f} MiB) + peak allocated during the step (torch profiler)"
+        ),
         "shearing": p["pruning"] / 2**20,
         "baseline": p["dense"] / 2**20,
         "baseline_name": "dense step of the same model",

@@ -114,8 +114,8 @@ class RMSNorm(nn.Module):
         else:
             n_kept = (z_hidden > 0).sum().clamp(min=1)
             mean_sq = x32.pow(2).sum(-1, keepdim=True) / n_kept
-        y = self.weight * (x32 * torch.rsqrt(mean_sq + self.eps)).to(dtype)
-        return y if z_hidden is None else y * z_hidden
+        weight = self.weight if z_hidden is None else self.weight * z_hidden
+        return weight * (x32 * torch.rsqrt(mean_sq + self.eps)).to(dtype)
 
 
 class RotaryEmbedding(nn.Module):
@@ -190,9 +190,14 @@ class Attention(nn.Module):
         cos: Tensor,
         sin: Tensor,
         head_gate: Tensor | None = None,
+        out_gate: Tensor | None = None,
         cache: KVCache | None = None,
         layer_idx: int = 0,
     ) -> Tensor:
+        """Args:
+        head_gate: (K, G) or (K, 1) gate per query head, on o_proj's input columns.
+        out_gate: (d,) or scalar gate on o_proj's output rows.
+        """
         b, s, _ = x.shape
         q = self.q_proj(x).view(b, s, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, s, self.n_kv, self.head_dim).transpose(1, 2)
@@ -215,11 +220,14 @@ class Attention(nn.Module):
         else:  # a chunk after a cache: causal mask aligned to the end
             allowed = torch.ones(s, t, dtype=torch.bool, device=x.device).tril(t - s)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, **attend)
-        if head_gate is not None:  # (K, G) or (K, 1) over out viewed as (b, K, G, s, hd)
-            gate = head_gate.to(out.dtype).view(1, self.n_kv, -1, 1, 1)
-            out = (out.view(b, self.n_kv, -1, s, self.head_dim) * gate).view_as(out)
         out = out.transpose(1, 2).reshape(b, s, self.n_heads * self.head_dim)
-        return self.o_proj(out)
+        if head_gate is None and out_gate is None:
+            return self.o_proj(out)
+        cols = None
+        if head_gate is not None:  # (K, G|1) -> one value per input column of o_proj
+            per_head = head_gate.expand(self.n_kv, self.n_heads // self.n_kv).reshape(-1)
+            cols = per_head.repeat_interleave(self.head_dim)
+        return F.linear(out, gated_weight(self.o_proj.weight, out_gate, cols))
 
 
 class MLP(nn.Module):
@@ -233,11 +241,27 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(i, d, bias=False)
         self.act = ACTIVATIONS[shape.hidden_act]
 
-    def forward(self, x: Tensor, z_intermediate: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, z_intermediate: Tensor | None = None, out_gate: Tensor | None = None
+    ) -> Tensor:
         h = self.act(self.gate_proj(x)) * self.up_proj(x)
-        if z_intermediate is not None:
-            h = h * z_intermediate
-        return self.down_proj(h)
+        if z_intermediate is None and out_gate is None:
+            return self.down_proj(h)
+        return F.linear(h, gated_weight(self.down_proj.weight, out_gate, z_intermediate))
+
+
+def gated_weight(weight: Tensor, rows: Tensor | None, cols: Tensor | None) -> Tensor:
+    """`weight * rows[:, None] * cols[None, :]` (either may be None, `rows` may be a scalar).
+
+    Gating a projection's weight instead of its input or output activations gives the
+    same result (exactly, for binary gates) while autograd keeps a weight-sized tensor
+    instead of activation-sized ones, which at training batch sizes are much larger.
+    """
+    if rows is not None:
+        weight = weight * (rows.unsqueeze(-1) if rows.dim() else rows).to(weight.dtype)
+    if cols is not None:
+        weight = weight * cols.to(weight.dtype)
+    return weight
 
 
 ACTIVATIONS = {"silu": F.silu, "relu": F.relu}
@@ -266,19 +290,13 @@ class DecoderLayer(nn.Module):
         z_layer = None if masks.z_layer is None else masks.z_layer[layer_idx]
         z_int = None if masks.z_intermediate is None else masks.z_intermediate[layer_idx]
 
+        # z_hidden and z_layer both scale each block's output: one (d,) or scalar gate.
+        out_gate = (
+            z_hidden if z_layer is None else z_layer if z_hidden is None else z_hidden * z_layer
+        )
         h = self.input_layernorm(x, z_hidden)
-        h = self.self_attn(h, cos, sin, masks.head_gate(layer_idx), cache, layer_idx)
-        x = x + _gate_block(h, z_hidden, z_layer)
-        h = self.mlp(self.post_attention_layernorm(x, z_hidden), z_int)
-        return x + _gate_block(h, z_hidden, z_layer)
-
-
-def _gate_block(h: Tensor, z_hidden: Tensor | None, z_layer: Tensor | None) -> Tensor:
-    if z_hidden is not None:
-        h = h * z_hidden
-    if z_layer is not None:
-        h = h * z_layer
-    return h
+        x = x + self.self_attn(h, cos, sin, masks.head_gate(layer_idx), out_gate, cache, layer_idx)
+        return x + self.mlp(self.post_attention_layernorm(x, z_hidden), z_int, out_gate)
 
 
 class LlamaBackbone(nn.Module):

@@ -1,0 +1,126 @@
+"""Held-out loss per domain of any LLaMA-architecture model.
+
+    python -m shearing.eval --model HF_DIR_OR_GGUF --data MDS_DIR [--split eval]
+        [--max-rows N] [--batch-size B] [--json OUT]
+
+Prints, per domain, the token-weighted next-token cross-entropy and perplexity on the rows
+of `MDS_DIR/<split>/<domain>/` (a corpus written by data_prep/tokenize.py), then their
+average over domains (each domain counts once, as in Sheared-LLaMA's reports) and the
+token-weighted average. The source, pruned and continued models can be compared on the
+same rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from shearing.data.mixture import open_domain, read_manifest
+from shearing.models.hf_io import load_model
+from shearing.models.llama import MaskableLlama
+
+
+@torch.no_grad()
+def evaluate(
+    model: MaskableLlama,
+    data: str | Path,
+    split: str = "eval",
+    max_rows: int | None = None,
+    batch_size: int = 4,
+    domains: list[str] | None = None,
+) -> dict:
+    """Per-domain and average loss of `model` on a tokenized corpus.
+
+    Returns:
+        {"domains": {d: {"loss", "perplexity", "tokens", "rows"}}, "average": {...},
+         "token_weighted": {...}}
+    """
+    manifest = read_manifest(data)
+    domains = domains or list(manifest["domains"])
+    model.eval()
+    results = {}
+    for domain in domains:
+        rows = open_domain(data, split, domain)
+        n = len(rows) if max_rows is None else min(len(rows), max_rows)
+        loss_sum, tokens = 0.0, 0
+        for start in tqdm(
+            range(0, n, batch_size), desc=f"eval {domain}", unit="batch", disable=None
+        ):
+            ids = torch.from_numpy(
+                np.stack(
+                    [rows[i]["tokens"] for i in range(start, min(n, start + batch_size))]
+                ).astype(np.int64)
+            )
+            logits = model(ids)
+            loss = F.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="sum"
+            )
+            loss_sum += float(loss)
+            tokens += ids[:, 1:].numel()
+        if tokens:
+            results[domain] = _summary(loss_sum / tokens) | {"tokens": tokens, "rows": n}
+    losses = [r["loss"] for r in results.values()]
+    total_tokens = sum(r["tokens"] for r in results.values())
+    weighted = sum(r["loss"] * r["tokens"] for r in results.values()) / max(total_tokens, 1)
+    return {
+        "domains": results,
+        "average": _summary(sum(losses) / len(losses)) if losses else {},
+        "token_weighted": _summary(weighted) if total_tokens else {},
+    }
+
+
+def _summary(loss: float) -> dict:
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+
+
+def format_table(result: dict) -> str:
+    lines = [f"{'domain':<16} {'loss':>8} {'ppl':>10} {'tokens':>10}"]
+    for domain, r in result["domains"].items():
+        lines.append(f"{domain:<16} {r['loss']:>8.4f} {r['perplexity']:>10.2f} {r['tokens']:>10}")
+    for name in ("average", "token_weighted"):
+        if result[name]:
+            r = result[name]
+            lines.append(f"{name:<16} {r['loss']:>8.4f} {r['perplexity']:>10.2f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m shearing.eval", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--model", required=True, help="Hugging Face directory or .gguf file")
+    parser.add_argument("--data", required=True, help="corpus written by data_prep/tokenize.py")
+    parser.add_argument("--split", default="eval", choices=["eval", "train"])
+    parser.add_argument("--max-rows", type=int, default=None, help="rows per domain (default all)")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    try:
+        model = load_model(args.model)
+        result = evaluate(model, args.data, args.split, args.max_rows, args.batch_size)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    result |= {
+        "model": str(args.model),
+        "data": str(args.data),
+        "split": args.split,
+        "parameters": model.num_params(),
+        "non_embedding_parameters": model.num_params(include_embeddings=False),
+    }
+    print(format_table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
