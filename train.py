@@ -23,7 +23,12 @@ from shearing.build import (
     check_config,
     plan_data,
 )
-from shearing.callbacks import DomainEvalLogger, PruningCallback, WeightGradClipping
+from shearing.callbacks import (
+    DomainEvalLogger,
+    JSONLinesLogger,
+    PruningCallback,
+    WeightGradClipping,
+)
 from shearing.config import ConfigError, expand_path, load_config, parse_steps, to_yaml
 from shearing.data.dynamic import DynamicLoadingCallback
 
@@ -73,7 +78,9 @@ def main(argv: list[str]) -> int:
         save_folder.mkdir(parents=True, exist_ok=True)
         (save_folder / "config.yaml").write_text(to_yaml(cfg))
 
+    loggers = [] if save_folder is None else [JSONLinesLogger(save_folder / "metrics.jsonl")]
     trainer = Trainer(
+        loggers=loggers,
         model=model,
         run_name=cfg.run_name,
         seed=cfg.seed,

