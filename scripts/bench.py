@@ -14,6 +14,10 @@ Rows (SmolLM2-135M, the embedded default; fp32 on CPU):
     pruned_infer  Forward tokens/s of the model sliced to yaml/prune_smollm2.yaml's target /
                   the source's, divided by the ratio of their non-embedding parameter
                   counts. Goal: >= 0.8.
+    tokenize      data_prep/tokenize.py tokens/s with W workers / W x the single-process
+                  batched fast-tokenizer tokens/s on the same text (demo corpus). Goal: >= 0.8.
+    dataloader    Time to produce one training batch (domain draws, proportion reads,
+                  decoding) / a pruning step of SmolLM2 on that batch. Goal: <= 0.02.
 """
 
 from __future__ import annotations
@@ -225,11 +229,91 @@ def bench_pruned_infer(reps: int, batch: int = 4, seq: int = 256) -> dict:
     }
 
 
+def bench_tokenize(reps: int, workers: int = 2) -> dict:
+    import os
+    import subprocess
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    from shearing.data.demo_corpus import build
+
+    corpus = build(smollm2().parent.parent / "corpus" / "demo")
+    model = smollm2()
+    texts = [json.loads(x)["text"] for d in sorted(corpus.iterdir()) if d.is_dir()
+             for x in (d / "part-00000.jsonl").read_text().splitlines()]  # fmt: skip
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    tok = AutoTokenizer.from_pretrained(model)
+    n_tokens = sum(len(x) + 2 for x in tok(texts, add_special_tokens=False)["input_ids"])
+
+    def single():
+        for i in range(0, len(texts), 256):  # the tool's batch size
+            tok(texts[i : i + 256], add_special_tokens=False)
+
+    def tool():
+        with tempfile.TemporaryDirectory() as out:
+            cmd = [sys.executable, str(REPO / "data_prep" / "tokenize.py"), "--input", str(corpus),
+                   "--output", f"{out}/mds", "--tokenizer", str(model), "--seq-len", "256",
+                   "--eval-seqs", "0", "--workers", str(workers)]  # fmt: skip
+            subprocess.run(cmd, check=True, capture_output=True)
+
+    t = alternate({"tool": tool, "single": single}, reps)
+    ratio = (n_tokens / t["tool"]) / (workers * n_tokens / t["single"])
+    return {
+        "row": "tokenize",
+        "what": f"tokens/s over the demo corpus ({n_tokens:,} tokens), {workers} workers",
+        "shearing": n_tokens / t["tool"],
+        "baseline": workers * n_tokens / t["single"],
+        "baseline_name": f"{workers} x one process of batched fast tokenization",
+        "ratio": ratio,
+        "goal": ">= 0.8",
+        "met": ratio >= 0.8,
+    }
+
+
+def bench_dataloader(reps: int, batch: int = 4) -> dict:
+    from torch.utils.data import DataLoader
+
+    from shearing.data.mixture import DomainMixture, read_manifest
+
+    data = smollm2().parent.parent / "data" / "demo-smollm2"
+    domains = list(read_manifest(data)["domains"])
+    mixture = DomainMixture(data, domains, [1 / len(domains)] * len(domains), batch, seed=0)
+    batches = iter(DataLoader(mixture, batch_size=batch))
+    model, l0 = smollm2_pruning_setup()
+    pruning = ShearingLM(model, l0, domains).train()
+    opt = torch.optim.AdamW(pruning.parameters(), lr=1e-6)
+    sample = next(batches)
+
+    def load():
+        for _ in range(20):
+            next(batches)
+
+    t = alternate(
+        {"load": load, "step": lambda: _train_step(pruning, opt, sample["input_ids"])}, reps
+    )
+    per_batch = t["load"] / 20
+    ratio = per_batch / t["step"]
+    seq = sample["input_ids"].shape[1]
+    return {
+        "row": "dataloader",
+        "what": f"seconds per batch {batch} x {seq} from the domain mixture (in-process)",
+        "shearing": per_batch,
+        "baseline": t["step"],
+        "baseline_name": "pruning step on that batch",
+        "ratio": ratio,
+        "goal": "<= 0.02",
+        "met": ratio <= 0.02,
+    }
+
+
 ROWS = {
     "forward": bench_forward,
     "prune_step": bench_prune_step,
     "prune_memory": bench_prune_memory,
     "pruned_infer": bench_pruned_infer,
+    "tokenize": bench_tokenize,
+    "dataloader": bench_dataloader,
 }
 
 
@@ -243,10 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     results = [ROWS[name](args.reps) for name in (args.only or ROWS)]
-    print(f"{'row':<10} {'shearing':>12} {'baseline':>12} {'ratio':>7}  goal      met  what")
+    print(f"{'row':<12} {'shearing':>12} {'baseline':>12} {'ratio':>7}  goal      met  what")
     for r in results:
         print(
-            f"{r['row']:<10} {r['shearing']:>12.1f} {r['baseline']:>12.1f} {r['ratio']:>7.3f}  "
+            f"{r['row']:<12} {r['shearing']:>12.4g} {r['baseline']:>12.4g} {r['ratio']:>7.3f}  "
             f"{r['goal']:<9} {'yes' if r['met'] else 'NO':<4} {r['what']} (vs {r['baseline_name']})"
         )
     meta = {

@@ -11,6 +11,8 @@ from composer.core import Callback, State
 from composer.loggers import Logger, LoggerDestination
 from composer.utils import dist as composer_dist
 
+from shearing.data.dynamic import domain_losses
+
 
 def _unwrap(state: State):
     return state.model.module if hasattr(state.model, "module") else state.model
@@ -58,8 +60,6 @@ class DomainEvalLogger(Callback):
     """Logs held-out loss per domain after every evaluation."""
 
     def eval_end(self, state: State, logger: Logger) -> None:
-        from shearing.data.dynamic import domain_losses
-
         losses = domain_losses(state)
         logger.log_metrics({f"eval/loss/{d}": v for d, v in losses.items()})
 

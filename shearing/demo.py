@@ -1,6 +1,7 @@
 """`make demo`: the whole pipeline on the embedded default, on a CPU.
 
-fetch SmolLM2-135M and a small real corpus -> tokenize -> evaluate the source (its
+fetch SmolLM2-135M (print its shape, size and a greedy continuation) and a small real
+corpus -> tokenize -> evaluate the source (its
 per-domain losses become the reference losses) -> prune with yaml/prune_smollm2.yaml ->
 convert -> continue pretraining with yaml/continue_smollm2.yaml from the pruning run's
 last proportions -> convert -> evaluate pruned and continued models -> table and plots.
@@ -77,20 +78,23 @@ def main() -> int:
     cache = cache_dir()
 
     model = Path(sh(py, "-m", "shearing.assets", "smollm2"))
+    sh(py, "-m", "shearing.generate", "--model", model)
     corpus = Path(sh(py, "data_prep/fetch_demo_corpus.py", "--out", cache / "corpus" / "demo"))
     data = tokenized(corpus, model, cache / "data" / "demo-smollm2")
     domains = list(json.loads((data / "manifest.json").read_text())["domains"])
 
     source = evaluate(model, data, run / "eval_source.json")
     refs = "[" + ",".join(f"{source['domains'][d]['loss']:.4f}" for d in domains) + "]"
-    dynamic = [f"data.path={data}", f"data.reference_losses={refs}", "data.update_interval=10"]
+    dynamic = [f"data.path={data}", f"data.reference_losses={refs}"]
 
-    sh(py, "train.py", "yaml/prune_smollm2.yaml", f"save_folder={run / 'prune'}", *dynamic)
+    sh(py, "train.py", "yaml/prune_smollm2.yaml", f"save_folder={run / 'prune'}", *dynamic,
+       "data.update_interval=12")  # fmt: skip
     sh("bash", "scripts/convert_to_hf.sh", run / "prune", run / "pruned_hf", "--force")
     sh(py, "train.py", "yaml/continue_smollm2.yaml", f"model.path={run / 'pruned_hf'}",
        f"save_folder={run / 'continue'}", f"data.proportions_from={run / 'prune'}", *dynamic,
-       "data.update_interval=20")  # fmt: skip
+       "data.update_interval=16")  # fmt: skip
     sh("bash", "scripts/convert_to_hf.sh", run / "continue", run / "continued_hf", "--force")
+    sh(py, "-m", "shearing.generate", "--model", run / "continued_hf")
 
     results = {
         "source": source,

@@ -33,3 +33,63 @@ def greedy_generate(
             if bool(done.all()):
                 break
     return out
+
+
+def describe(model: MaskableLlama) -> list[tuple[str, str]]:
+    """Rows (name, value) describing a model's shape and size."""
+    s = model.shape
+    return [
+        ("layers", str(s.num_hidden_layers)),
+        ("hidden size", str(s.hidden_size)),
+        ("query heads / kv heads", f"{s.num_attention_heads} / {s.num_key_value_heads}"),
+        ("head dim", str(s.head_dim)),
+        ("FFN size", str(s.intermediate_size)),
+        ("vocab", str(s.vocab_size)),
+        ("tied embeddings", str(s.tie_word_embeddings)),
+        ("parameters", f"{model.num_params():,}"),
+        ("non-embedding parameters", f"{model.num_params(include_embeddings=False):,}"),
+    ]
+
+
+DEFAULT_PROMPT = "The three most useful things to know about pruning neural networks are"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m shearing.generate --model DIR [--prompt TEXT] [--max-new-tokens N]`:
+    print the model's shape and size and a greedy continuation of the prompt."""
+    import argparse
+    import sys
+    import time
+
+    from transformers import AutoTokenizer
+
+    from shearing.models.hf_io import load_model
+
+    parser = argparse.ArgumentParser(prog="python -m shearing.generate", description=main.__doc__)
+    parser.add_argument("--model", required=True, help="Hugging Face directory or .gguf file")
+    parser.add_argument("--prompt", default=DEFAULT_PROMPT)
+    parser.add_argument("--max-new-tokens", type=int, default=24)
+    args = parser.parse_args(argv)
+    try:
+        model = load_model(args.model).eval()
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    print(f"model: {args.model}")
+    rows = describe(model)
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}")
+    ids = tokenizer(args.prompt, return_tensors="pt").input_ids
+    start = time.perf_counter()
+    out = greedy_generate(model, ids, args.max_new_tokens, tokenizer.eos_token_id)
+    seconds = time.perf_counter() - start
+    new = out.shape[1] - ids.shape[1]
+    print(f"greedy continuation ({new} tokens, {new / seconds:.1f} tokens/s):")
+    print(f"  {args.prompt}{tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -73,10 +73,7 @@ def plot_run(prune: str | Path, out: str | Path, cont: str | Path | None = None)
     for key in _keys(p + c, "proportion/"):
         steps, values = series(p, key)
         cs, cv = series(c, key, offset)
-        line = ax.plot(steps + cs, values + cv, marker=".", label=key.removeprefix("proportion/"))[
-            0
-        ]
-        del line
+        ax.plot(steps + cs, values + cv, marker=".", label=key.removeprefix("proportion/"))
     if c:
         ax.axvline(offset, color="grey", lw=0.8, ls=":")
     ax.set(title="domain sampling proportions (pruning | continued)", xlabel="step")

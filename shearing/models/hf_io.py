@@ -231,7 +231,7 @@ def save_pretrained(
         hf_config["torch_dtype"] = str(next(iter(state.values())).dtype).removeprefix("torch.")
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
         _write_safetensors(state, tmp, max_shard_bytes)
-        _move_into_place(tmp, out)
+        move_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
@@ -260,7 +260,7 @@ def _write_safetensors(state: dict[str, Tensor], directory: Path, max_shard_byte
     (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
-def _move_into_place(tmp: Path, out: Path) -> None:
+def move_into_place(tmp: Path, out: Path) -> None:
     """Rename `tmp` to `out`; an existing `out` is removed only after the rename succeeds."""
     old = None
     if out.exists():
