@@ -231,11 +231,11 @@ def bench_pruned_infer(reps: int, batch: int = 4, seq: int = 256) -> dict:
 
 def bench_tokenize(reps: int, workers: int = 2) -> dict:
     import os
-    import subprocess
     import tempfile
 
     from transformers import AutoTokenizer
 
+    from shearing.data import prep
     from shearing.data.demo_corpus import build
 
     corpus = build(smollm2().parent.parent / "corpus" / "demo")
@@ -250,12 +250,12 @@ def bench_tokenize(reps: int, workers: int = 2) -> dict:
         for i in range(0, len(texts), 256):  # the tool's batch size
             tok(texts[i : i + 256], add_special_tokens=False)
 
-    def tool():
+    def tool():  # in-process: steady-state throughput, without interpreter start-up
         with tempfile.TemporaryDirectory() as out:
-            cmd = [sys.executable, str(REPO / "data_prep" / "tokenize.py"), "--input", str(corpus),
-                   "--output", f"{out}/mds", "--tokenizer", str(model), "--seq-len", "256",
-                   "--eval-seqs", "0", "--workers", str(workers)]  # fmt: skip
-            subprocess.run(cmd, check=True, capture_output=True)
+            args = prep.parse_args(["--input", str(corpus), "--output", f"{out}/mds",
+                                    "--tokenizer", str(model), "--seq-len", "256",
+                                    "--eval-seqs", "0", "--workers", str(workers)])  # fmt: skip
+            prep.run(args)
 
     t = alternate({"tool": tool, "single": single}, reps)
     ratio = (n_tokens / t["tool"]) / (workers * n_tokens / t["single"])

@@ -36,19 +36,16 @@ def run(args, **kwargs):
     return subprocess.run(args, cwd=REPO, capture_output=True, text=True, env=env, **kwargs)
 
 
+def train(ws, *overrides, **kwargs):
+    """`python train.py yaml/tiny_prune.yaml` on the tiny workspace, with overrides."""
+    paths = [f"model.path={ws['model']}", f"data.path={ws['data']}"]
+    return run([sys.executable, "train.py", "yaml/tiny_prune.yaml", *paths, *overrides], **kwargs)
+
+
 @pytest.fixture(scope="module")
 def pruning_run(tiny_workspace, tmp_path_factory):
     folder = tmp_path_factory.mktemp("run") / "prune"
-    result = run(
-        [
-            sys.executable,
-            "train.py",
-            "yaml/tiny_prune.yaml",
-            f"model.path={tiny_workspace['model']}",
-            f"data.path={tiny_workspace['data']}",
-            f"save_folder={folder}",
-        ]
-    )
+    result = train(tiny_workspace, f"save_folder={folder}")
     assert result.returncode == 0, result.stderr[-3000:]
     return folder
 
@@ -141,16 +138,7 @@ def test_convert_of_a_missing_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_bad_config_fails_before_building_with_one_line(tiny_workspace):
-    result = run(
-        [
-            sys.executable,
-            "train.py",
-            "yaml/tiny_prune.yaml",
-            f"model.path={tiny_workspace['model']}",
-            f"data.path={tiny_workspace['data']}",
-            "model.l0_module.target_model.num_hidden_layers=9",
-        ]
-    )
+    result = train(tiny_workspace, "model.l0_module.target_model.num_hidden_layers=9")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines == [

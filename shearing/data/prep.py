@@ -129,8 +129,8 @@ def _init_worker(spec: str) -> None:
     _worker_tokenizer = Tokenizer(spec)
 
 
-def _encode_task(texts: list[str]) -> list[np.ndarray]:
-    return [np.asarray(row, dtype=np.int64) for row in _worker_tokenizer.encode(texts)]
+def _encode_task(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    return _encode_with(_worker_tokenizer, texts)
 
 
 def document_batches(files: list[Path]) -> Iterator[list[str]]:
@@ -206,13 +206,14 @@ def tokenize_domain(
         else (_encode_with(tok, b) for b in batches)
     )
     with tqdm(desc=f"tokenizing {domain}", unit="doc", disable=None) as bar:
-        for docs in encoded:
+        for flat, ends in encoded:
+            if flat.max() > limit:
+                raise TokenizeError(
+                    f"domain {domain!r}: token id {int(flat.max())} does not fit "
+                    f"{np.dtype(dtype).name}"
+                )
+            docs = np.split(flat, ends[:-1])
             for ids in docs:
-                if ids.max() > limit:
-                    raise TokenizeError(
-                        f"domain {domain!r}: token id {int(ids.max())} does not fit "
-                        f"{np.dtype(dtype).name}"
-                    )
                 to_eval = (
                     doc_index % EVAL_STRIDE == 0
                     and held.tokens < eval_tokens_needed
@@ -237,8 +238,11 @@ def tokenize_domain(
     return stats
 
 
-def _encode_with(tok: Tokenizer, texts: list[str]) -> list[np.ndarray]:
-    return [np.asarray(row, dtype=np.int64) for row in tok.encode(texts)]
+def _encode_with(tok: Tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """All documents' ids in one array (cheap to send between processes) and their ends."""
+    rows = tok.encode(texts)
+    ids = np.concatenate([np.asarray(row, dtype=np.int64) for row in rows])
+    return ids, np.cumsum([len(row) for row in rows])
 
 
 def run(args: argparse.Namespace) -> Path:
