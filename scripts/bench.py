@@ -18,6 +18,8 @@ Rows (SmolLM2-135M, the embedded default; fp32 on CPU):
                   batched fast-tokenizer tokens/s on the same text (demo corpus). Goal: >= 0.8.
     dataloader    Time to produce one training batch (domain draws, proportion reads,
                   decoding) / a pruning step of SmolLM2 on that batch. Goal: <= 0.02.
+    sparse_ffn    Decode time per token of one SmolLM2-shaped ReLU FFN, dense / sparse, at
+                  90% synthetic activation sparsity. Goal: >= 0.6 x 1 / (1 - 0.9) = 6.
 """
 
 from __future__ import annotations
@@ -307,6 +309,55 @@ def bench_dataloader(reps: int, batch: int = 4) -> dict:
     }
 
 
+def bench_sparse_ffn(reps: int, sparsity: float = 0.9) -> dict:
+    from shearing.models.config import LlamaShape
+    from shearing.models.llama import MLP
+
+    shape = LlamaShape.from_hf({**load_model_config(), "hidden_act": "relu"})
+    torch.manual_seed(0)
+    mlp = MLP(shape).eval()
+    x = torch.randn(1, 1, shape.hidden_size)
+    with torch.no_grad():  # flip gate rows so that exactly `sparsity` of the units are inactive
+        g = mlp.gate_proj.weight @ x.flatten()
+        order = g.argsort()
+        n_off = int(sparsity * len(g))
+        sign = torch.ones_like(g)
+        sign[order[:n_off]] = torch.where(g[order[:n_off]] > 0, -1.0, 1.0)
+        sign[order[n_off:]] = torch.where(g[order[n_off:]] < 0, -1.0, 1.0)
+        mlp.gate_proj.weight.mul_(sign[:, None])
+    sparse = MLP(shape).eval()
+    sparse.load_state_dict(mlp.state_dict())
+    sparse.set_sparse_decode(True)
+
+    def tokens(m):
+        def run():
+            with torch.inference_mode():
+                for _ in range(200):
+                    m(x)
+
+        return run
+
+    t = alternate({"dense": tokens(mlp), "sparse": tokens(sparse)}, reps)
+    speedup = t["dense"] / t["sparse"]
+    goal = 0.6 / (1 - sparsity)
+    return {
+        "row": "sparse_ffn",
+        "what": f"FFN decode tokens/s at {sparsity:.0%} activation sparsity (d 576, I 1536)",
+        "shearing": 200 / t["sparse"],
+        "baseline": 200 / t["dense"],
+        "baseline_name": "dense FFN",
+        "ratio": speedup,
+        "goal": f">= {goal:.1f}",
+        "met": speedup >= goal,
+    }
+
+
+def load_model_config() -> dict:
+    import json as _json
+
+    return _json.loads((smollm2() / "config.json").read_text())
+
+
 ROWS = {
     "forward": bench_forward,
     "prune_step": bench_prune_step,
@@ -314,6 +365,7 @@ ROWS = {
     "pruned_infer": bench_pruned_infer,
     "tokenize": bench_tokenize,
     "dataloader": bench_dataloader,
+    "sparse_ffn": bench_sparse_ffn,
 }
 
 

@@ -69,9 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="Hugging Face directory or .gguf file")
     parser.add_argument("--prompt", default=DEFAULT_PROMPT)
     parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument(
+        "--sparse-ffn", action="store_true", help="compute only active FFN units (ReLU models)"
+    )
     args = parser.parse_args(argv)
     try:
         model = load_model(args.model).eval()
+        model.set_sparse_decode(args.sparse_ffn)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

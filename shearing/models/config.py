@@ -15,8 +15,11 @@ from typing import Any
 
 #: `model_type` values whose checkpoints this model reproduces exactly.
 SUPPORTED_MODEL_TYPES = ("llama", "mistral")
-#: FFN activations. `silu` is SwiGLU; the others are the activation-sparsity variants.
-SUPPORTED_ACTIVATIONS = ("silu", "relu")
+#: FFN activations. `silu` is SwiGLU; the others are the activation-sparsity variants:
+#: `relu` (ReluLLaMA), `fatrelu` (ProSparse's thresholded ReLU), `drelu` (Bamboo).
+SUPPORTED_ACTIVATIONS = ("silu", "relu", "fatrelu", "drelu")
+#: Activations a stock `transformers` LlamaForCausalLM can load.
+STOCK_ACTIVATIONS = ("silu", "relu")
 #: RoPE scaling types (`rope_scaling.rope_type`); `default` means no scaling.
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 #: Keys a Hugging Face config must have to describe a LLaMA decoder.
@@ -47,6 +50,7 @@ class LlamaShape:
         max_position_embeddings: longest sequence the RoPE config was made for.
         tie_word_embeddings: whether the LM head shares the embedding matrix.
         hidden_act: FFN activation, one of `SUPPORTED_ACTIVATIONS`.
+        fatrelu_threshold: T of `fatrelu` (x if x >= T else 0); ProSparse uses 0.01.
         initializer_range: std of the normal init for freshly built weights.
     """
 
@@ -63,6 +67,7 @@ class LlamaShape:
     max_position_embeddings: int = 2048
     tie_word_embeddings: bool = False
     hidden_act: str = "silu"
+    fatrelu_threshold: float = 0.01
     initializer_range: float = 0.02
     extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from shearing.models.config import LlamaShape
+from shearing.models.config import STOCK_ACTIVATIONS, LlamaShape
 from shearing.models.llama import MaskableLlama, RotaryEmbedding
 
 log = logging.getLogger(__name__)
@@ -212,6 +212,11 @@ def save_pretrained(
         FileExistsError: `out_dir` is not empty and `force` is not set.
     """
     out = Path(out_dir).expanduser()
+    if model.shape.hidden_act not in STOCK_ACTIVATIONS:
+        raise ValueError(
+            f"hidden_act={model.shape.hidden_act!r} cannot be saved as a stock Hugging Face "
+            f"model yet (supported: {', '.join(STOCK_ACTIVATIONS)})"
+        )
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise FileExistsError(f"output {str(out)!r} is not empty; pass --force to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)

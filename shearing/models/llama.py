@@ -230,8 +230,40 @@ class Attention(nn.Module):
         return F.linear(out, gated_weight(self.o_proj.weight, out_gate, cols))
 
 
+class GatedActivation(nn.Module):
+    """The FFN unit values from the gate and up projections.
+
+    silu / relu / fatrelu: `act(gate) * up`; drelu (Bamboo): `relu(gate) * relu(up)`.
+    A unit is inactive for a token when its value is exactly zero; a forward hook on this
+    module sees every unit value (the sparsity meter uses that).
+    """
+
+    def __init__(self, kind: str, threshold: float = 0.0) -> None:
+        super().__init__()
+        self.kind, self.threshold = kind, threshold
+
+    def gate(self, g: Tensor) -> Tensor:
+        """The activation applied to the gate projection."""
+        if self.kind == "silu":
+            return F.silu(g)
+        if self.kind == "fatrelu":
+            return g * (g >= self.threshold).to(g.dtype)
+        return F.relu(g)  # relu, drelu
+
+    def up(self, u: Tensor) -> Tensor:
+        return F.relu(u) if self.kind == "drelu" else u
+
+    def forward(self, g: Tensor, u: Tensor) -> Tensor:
+        return self.gate(g) * self.up(u)
+
+
 class MLP(nn.Module):
-    """Gated FFN: `down(act(gate(x)) * up(x) * z_intermediate)`."""
+    """Gated FFN: `down(act(gate(x), up(x)) * z_intermediate)`.
+
+    With `sparse_decode` set (ReLU-family activations, inference, one token), only the
+    rows of up_proj and columns of down_proj of active units are computed; the result
+    equals the dense FFN.
+    """
 
     def __init__(self, shape: LlamaShape) -> None:
         super().__init__()
@@ -239,15 +271,34 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(d, i, bias=False)
         self.up_proj = nn.Linear(d, i, bias=False)
         self.down_proj = nn.Linear(i, d, bias=False)
-        self.act = ACTIVATIONS[shape.hidden_act]
+        self.act_fn = GatedActivation(shape.hidden_act, shape.fatrelu_threshold)
+        self.sparse_decode = False
+        self._down_rows: Tensor | None = None  # down_proj.weight.T, contiguous, when sparse
+
+    def set_sparse_decode(self, enabled: bool) -> None:
+        if enabled and self.act_fn.kind == "silu":
+            raise ValueError("sparse FFN decoding needs a ReLU-family hidden_act, not silu")
+        self.sparse_decode = enabled
+        self._down_rows = self.down_proj.weight.detach().t().contiguous() if enabled else None
 
     def forward(
         self, x: Tensor, z_intermediate: Tensor | None = None, out_gate: Tensor | None = None
     ) -> Tensor:
-        h = self.act(self.gate_proj(x)) * self.up_proj(x)
+        if self.sparse_decode and x.shape[:-1].numel() == 1 and z_intermediate is None:
+            return self._sparse(x)
+        h = self.act_fn(self.gate_proj(x), self.up_proj(x))
         if z_intermediate is None and out_gate is None:
             return self.down_proj(h)
         return F.linear(h, gated_weight(self.down_proj.weight, out_gate, z_intermediate))
+
+    @torch.no_grad()
+    def _sparse(self, x: Tensor) -> Tensor:
+        x1 = x.reshape(-1)  # (d,)
+        a = self.act_fn.gate(self.gate_proj.weight @ x1)  # (I,)
+        active = a.nonzero().squeeze(-1)  # units with a non-zero gate activation
+        u = self.act_fn.up(self.up_proj.weight.index_select(0, active) @ x1)
+        out = (a.index_select(0, active) * u) @ self._down_rows.index_select(0, active)
+        return out.view_as(x)
 
 
 def gated_weight(weight: Tensor, rows: Tensor | None, cols: Tensor | None) -> Tensor:
@@ -262,9 +313,6 @@ def gated_weight(weight: Tensor, rows: Tensor | None, cols: Tensor | None) -> Te
     if cols is not None:
         weight = weight * cols.to(weight.dtype)
     return weight
-
-
-ACTIVATIONS = {"silu": F.silu, "relu": F.relu}
 
 
 class DecoderLayer(nn.Module):
@@ -370,6 +418,11 @@ class MaskableLlama(nn.Module):
         """
         masks = masks if masks is not None else Masks()
         return self.lm_head(self.model(input_ids, masks, cache))
+
+    def set_sparse_decode(self, enabled: bool = True) -> None:
+        """Compute only active FFN units when decoding one token (ReLU-family models)."""
+        for layer in self.model.layers:
+            layer.mlp.set_sparse_decode(enabled)
 
     def num_params(self, include_embeddings: bool = True) -> int:
         """Parameter count (shared tensors counted once)."""

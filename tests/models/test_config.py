@@ -35,7 +35,10 @@ def test_to_hf_roundtrips_through_transformers():
         ({"mlp_bias": True}, "mlp_bias=True is not supported"),
         ({"model_type": "gpt2"}, "model_type='gpt2' is not supported; supported: llama, mistral"),
         ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "rope_scaling type 'yarn'"),
-        ({"hidden_act": "gelu"}, "hidden_act='gelu' is not supported; supported: silu, relu"),
+        (
+            {"hidden_act": "gelu"},
+            "hidden_act='gelu' is not supported; supported: silu, relu, fatrelu",
+        ),
         ({"num_key_value_heads": 3}, "num_attention_heads=4 must be a multiple of"),
         ({"model_type": "mistral", "sliding_window": 4096}, "sliding_window=4096"),
     ],
