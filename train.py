@@ -26,7 +26,7 @@ from shearing.build import (
 from shearing.callbacks import (
     DomainEvalLogger,
     JSONLinesLogger,
-    PruningCallback,
+    TrainingStateCallback,
     WeightGradClipping,
 )
 from shearing.config import ConfigError, expand_path, load_config, parse_steps, to_yaml
@@ -69,8 +69,10 @@ def main(argv: list[str]) -> int:
             history_dir=save_folder,
         ),
     ]
-    if model.l0 is not None:
-        callbacks.append(PruningCallback())
+    shift = cfg.threshold_shift
+    callbacks.append(
+        TrainingStateCallback(shift.step if shift else None, shift.threshold if shift else 0.01)
+    )
     if cfg.max_grad_norm is not None:
         callbacks.append(WeightGradClipping(cfg.max_grad_norm))
 

@@ -120,11 +120,19 @@ def build_model(
     meta: bool = False,
 ) -> ShearingLM:
     """The composer model: source weights (or meta tensors) plus the L0 module."""
+    activation = cfg.model.activation
     if meta:
         with torch.device("meta"):
             model = MaskableLlama(source)
     else:
-        model = load_model(expand_path(cfg.model.path))
+        model = load_model(
+            expand_path(cfg.model.path),
+            hidden_act=activation,
+            fatrelu_threshold=cfg.model.fatrelu_threshold,
+        )
+    teacher = None
+    if cfg.distillation is not None and not meta:
+        teacher = load_model(expand_path(cfg.distillation.teacher_path or cfg.model.path))
     l0 = None
     if cfg.model.l0_module is not None:
         l0_cfg = cfg.model.l0_module
@@ -132,7 +140,17 @@ def build_model(
             l0 = L0Module(
                 source, target, l0_cfg.pruning_modules, l0_cfg.lagrangian_warmup_steps, cfg.seed
             )
-    return ShearingLM(model, l0, domains)
+    d = cfg.distillation
+    l1 = cfg.activation_l1
+    return ShearingLM(
+        model,
+        l0,
+        domains,
+        teacher=teacher,
+        distill_alpha=d.alpha if d else 1.0,
+        distill_temperature=d.temperature if d else 1.0,
+        l1_stages=[(s.steps, s.penalty) for s in l1.stages] if l1 else None,
+    )
 
 
 def build_dataloaders(cfg: TrainConfig, data: DataPlan) -> tuple[DataLoader, DataLoader]:

@@ -12,20 +12,40 @@ from composer.loggers import Logger, LoggerDestination
 from composer.utils import dist as composer_dist
 
 from shearing.data.dynamic import domain_losses
+from shearing.objectives import l1_penalty
 
 
 def _unwrap(state: State):
     return state.model.module if hasattr(state.model, "module") else state.model
 
 
-class PruningCallback(Callback):
-    """Tells the L0 module the current step (for the target ramp) and logs its state."""
+class TrainingStateCallback(Callback):
+    """Sets the step on the model (L0 ramp and noise, L1 schedule), shifts the ReLU
+    threshold when due, and logs L0 state and training activation sparsity.
+
+    Args:
+        shift_step, shift_threshold: switch relu -> fatrelu(threshold) from this step on.
+    """
+
+    def __init__(self, shift_step: int | None = None, shift_threshold: float = 0.01) -> None:
+        self.shift_step, self.shift_threshold = shift_step, shift_threshold
 
     def batch_start(self, state: State, logger: Logger) -> None:
-        _unwrap(state).l0.set_step(int(state.timestamp.batch.value))
+        model = _unwrap(state)
+        step = int(state.timestamp.batch.value)
+        model.set_step(step)
+        if self.shift_step is not None and step >= self.shift_step:
+            for layer in model.model.model.layers:
+                layer.mlp.act_fn.kind, layer.mlp.act_fn.threshold = "fatrelu", self.shift_threshold
 
     def batch_end(self, state: State, logger: Logger) -> None:
-        logger.log_metrics(_unwrap(state).l0.metrics())
+        model = _unwrap(state)
+        metrics = {} if model.l0 is None else model.l0.metrics()
+        if model.last_activation_sparsity is not None:
+            metrics["sparsity/train_activation"] = model.last_activation_sparsity
+        if model.l1_stages is not None:
+            metrics["sparsity/l1_penalty"] = l1_penalty(model.l1_stages, model.step)
+        logger.log_metrics(metrics)
 
 
 class WeightGradClipping(Callback):

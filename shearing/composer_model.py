@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 import torch.nn.functional as F
 from composer.models import ComposerModel
 from torch import Tensor, nn
 
 from shearing.data.metrics import DomainCrossEntropy
 from shearing.models.llama import DecoderLayer, MaskableLlama, Masks
+from shearing.objectives import ActivationRecorder, distillation_loss, l1_penalty
 from shearing.pruning.l0 import L0Module
 
 
@@ -22,14 +24,40 @@ class ShearingLM(ComposerModel):
     model: the LLaMA to train or prune.
     l0: the L0 module (None: plain training).
     domains: domain names for the per-domain eval metric.
+    teacher: frozen model for distillation (kept out of the state dict and optimizer).
+    distill_alpha, distill_temperature: distillation weight and temperature.
+    l1_stages: ProSparse L1 stages as (steps, coefficient); None = no L1 term.
     """
 
-    def __init__(self, model: MaskableLlama, l0: L0Module | None, domains: Sequence[str]) -> None:
+    def __init__(
+        self,
+        model: MaskableLlama,
+        l0: L0Module | None,
+        domains: Sequence[str],
+        teacher: MaskableLlama | None = None,
+        distill_alpha: float = 1.0,
+        distill_temperature: float = 1.0,
+        l1_stages: Sequence[tuple[int, float]] | None = None,
+    ) -> None:
         super().__init__()
         self.model = model
         self.l0 = l0
         self.domains = list(domains)
         self.eval_metric = DomainCrossEntropy(self.domains)
+        self._teacher = [teacher] if teacher is not None else []  # a list: not a submodule
+        if teacher is not None:
+            teacher.eval().requires_grad_(False)
+        self.distill_alpha, self.distill_temperature = distill_alpha, distill_temperature
+        self.l1_stages = None if l1_stages is None else [tuple(s) for s in l1_stages]
+        self.recorder = ActivationRecorder(model)
+        self.step = 0
+        self.last_activation_sparsity: float | None = None
+
+    def set_step(self, step: int) -> None:
+        """Called before each training batch (L0 ramp and noise, L1 schedule)."""
+        self.step = step
+        if self.l0 is not None:
+            self.l0.set_step(step)
 
     def masks(self) -> Masks | None:
         if self.l0 is None:
@@ -42,13 +70,28 @@ class ShearingLM(ComposerModel):
     def loss(self, outputs: Tensor, batch: dict) -> dict[str, Tensor] | Tensor:
         ids = batch["input_ids"]
         ce = F.cross_entropy(outputs[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
-        if self.l0 is None:
+        terms = {"ce": ce}
+        magnitude, self.last_activation_sparsity = self.recorder.take()
+        if self.l0 is not None:
+            terms["lagrangian"] = self.l0.lagrangian()[0]
+        if self._teacher:
+            teacher = self._teacher[0]
+            if teacher.lm_head.weight.device != ids.device:
+                teacher.to(ids.device)
+            with torch.no_grad():
+                target = teacher(ids)
+            kd = distillation_loss(outputs, target, self.distill_temperature)
+            terms["distillation"] = self.distill_alpha * kd
+        if self.l1_stages is not None and magnitude is not None:
+            terms["activation_l1"] = l1_penalty(self.l1_stages, self.step) * magnitude
+        if len(terms) == 1:
             return ce
-        lagrangian, _ = self.l0.lagrangian()
-        return {"total": ce + lagrangian, "ce": ce, "lagrangian": lagrangian}
+        return {"total": sum(terms.values()), **terms}
 
     def eval_forward(self, batch: dict, outputs: Tensor | None = None) -> Tensor:
-        return outputs if outputs is not None else self.forward(batch)
+        out = outputs if outputs is not None else self.forward(batch)
+        self.recorder.take()  # evaluation activations feed no loss
+        return out
 
     def get_metrics(self, is_train: bool = False) -> dict:
         return {} if is_train else {"DomainCrossEntropy": self.eval_metric}

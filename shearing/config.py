@@ -45,6 +45,43 @@ class ModelConfig:
     path: str = MISSING
     #: Structured pruning; null for plain (continued) pretraining.
     l0_module: L0Config | None = None
+    #: Replace the FFN activation on load: relu, fatrelu, drelu (null: keep the source's).
+    activation: str | None = None
+    #: Threshold T of fatrelu.
+    fatrelu_threshold: float = 0.01
+
+
+@dataclass
+class DistillationConfig:
+    """ReluLLaMA-style distillation: loss += alpha * T^2 * KL(teacher || student)."""
+
+    alpha: float = 1.0
+    temperature: float = 1.0
+    #: Frozen teacher; null = the source model (model.path) with its own activation.
+    teacher_path: str | None = None
+
+
+@dataclass
+class L1Stage:
+    #: Length of the stage in steps.
+    steps: int = MISSING
+    #: L1 coefficient reached at the end of the stage (sine ramp from the previous one).
+    penalty: float = MISSING
+
+
+@dataclass
+class ActivationL1Config:
+    """ProSparse's progressive L1 on FFN activations: loss += lambda(step) * mean |h|."""
+
+    stages: list[L1Stage] = field(default_factory=list)
+
+
+@dataclass
+class ThresholdShiftConfig:
+    """Switch relu -> fatrelu with `threshold` from `step` on (ProSparse)."""
+
+    step: int = MISSING
+    threshold: float = 0.01
 
 
 @dataclass
@@ -101,6 +138,9 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    distillation: DistillationConfig | None = None
+    activation_l1: ActivationL1Config | None = None
+    threshold_shift: ThresholdShiftConfig | None = None
     #: Free-form values for ${variables.x} interpolation.
     variables: dict[str, Any] = field(default_factory=dict)
     run_name: str | None = None
@@ -255,6 +295,7 @@ def validate(cfg: TrainConfig, source: LlamaShape, seq_len: int | None = None) -
             f"scheduler.t_warmup={cfg.scheduler.t_warmup} is longer than the run ({steps} steps)"
         )
     _validate_dynamic(cfg, steps, seq_len)
+    _validate_sparsity(cfg, source)
     if cfg.model.l0_module is None:
         return None
     l0 = cfg.model.l0_module
@@ -286,6 +327,33 @@ def _validate_dynamic(cfg: TrainConfig, steps: int, seq_len: int | None) -> None
         )
     if not 0 <= d.smoothing <= 1:
         raise ConfigError(f"data.smoothing={d.smoothing} must be in [0, 1]")
+
+
+def _validate_sparsity(cfg: TrainConfig, source: LlamaShape) -> None:
+    from shearing.models.config import SUPPORTED_ACTIVATIONS
+
+    act = cfg.model.activation
+    if act is not None and act not in SUPPORTED_ACTIVATIONS:
+        raise ConfigError(
+            f"model.activation={act!r} is not supported; use {', '.join(SUPPORTED_ACTIVATIONS)}"
+        )
+    final = act or source.hidden_act
+    if cfg.threshold_shift is not None and final not in ("relu", "fatrelu"):
+        raise ConfigError(f"threshold_shift needs a relu or fatrelu model, not {final!r}")
+    if cfg.activation_l1 is not None:
+        if not cfg.activation_l1.stages:
+            raise ConfigError("activation_l1.stages is empty")
+        for i, stage in enumerate(cfg.activation_l1.stages):
+            if stage.steps <= 0 or stage.penalty < 0:
+                raise ConfigError(
+                    f"activation_l1.stages[{i}] needs steps > 0 and penalty >= 0, "
+                    f"got steps={stage.steps}, penalty={stage.penalty}"
+                )
+    d = cfg.distillation
+    if d is not None and (d.alpha < 0 or d.temperature <= 0):
+        raise ConfigError(
+            f"distillation needs alpha >= 0 and temperature > 0, got {d.alpha}, {d.temperature}"
+        )
 
 
 def expand_path(path: str) -> Path:

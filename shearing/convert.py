@@ -78,7 +78,13 @@ def load_checkpoint(ckpt: Path, cfg: TrainConfig) -> tuple[MaskableLlama, L0Modu
         weights = state["state"]["model"]
     except (KeyError, TypeError):
         raise ConversionError(f"{ckpt} is not a composer checkpoint (no state.model)") from None
-    source = LlamaShape.from_hf(read_hf_config(expand_path(cfg.model.path)))
+    hf_config = read_hf_config(expand_path(cfg.model.path))
+    if cfg.model.activation is not None:  # the run trained with a replaced activation
+        hf_config |= {"hidden_act": cfg.model.activation}
+    hf_config |= {"fatrelu_threshold": cfg.model.fatrelu_threshold}
+    if cfg.threshold_shift is not None:  # the run ends with the shifted (FATReLU) activation
+        hf_config |= {"hidden_act": "fatrelu", "fatrelu_threshold": cfg.threshold_shift.threshold}
+    source = LlamaShape.from_hf(hf_config)
     model_state = {k[len("model.") :]: v for k, v in weights.items() if k.startswith("model.")}
     if not model_state:
         raise ConversionError(f"{ckpt} holds no model weights (a sharded FSDP checkpoint?)")

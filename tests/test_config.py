@@ -242,3 +242,28 @@ def test_proportions_from_a_previous_run(tiny_workspace, tmp_path):
         lambda: plan_data(tiny(tiny_workspace, f"data.proportions_from={tmp_path}/x")),
         "has no domain history",
     )
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        (["model.activation=gelu"], "model.activation='gelu' is not supported"),
+        (["threshold_shift.step=5"], "threshold_shift needs a relu or fatrelu model, not 'silu'"),
+        (["activation_l1.stages=[]"], "activation_l1.stages is empty"),
+        (["distillation.temperature=0"], "distillation needs alpha >= 0 and temperature > 0"),
+    ],
+)
+def test_bad_activation_sparsity_config(tiny_workspace, overrides, match):
+    one_line_error(lambda: check(tiny(tiny_workspace, *overrides)), match)
+
+
+def test_shipped_sparsity_recipes_validate(tiny_workspace):
+    for name in ("relufy_smollm2", "prosparse_smollm2", "drelu_smollm2"):
+        cfg = load_config(
+            YAML / f"{name}.yaml",
+            [f"model.path={tiny_workspace['model']}", f"data.path={tiny_workspace['data']}"],
+        )
+        check(cfg)
+    cfg = load_config(YAML / "prosparse_7b.yaml", ["model.path=x", "data.path=y"])
+    assert [s.penalty for s in cfg.activation_l1.stages] == [0.0, 5e-3, 5e-2, 5e-2, 2e-1, 2e-1]
+    assert cfg.optimizer.lr == 3e-5 and cfg.threshold_shift.threshold == 0.01

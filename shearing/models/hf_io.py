@@ -78,6 +78,7 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     hidden_act: str | None = None,
+    fatrelu_threshold: float | None = None,
 ) -> MaskableLlama:
     """Load a source checkpoint into a `MaskableLlama`.
 
@@ -94,6 +95,8 @@ def load_model(
     hf_config = read_hf_config(src)
     if hidden_act is not None:
         hf_config = {**hf_config, "hidden_act": hidden_act}
+    if fatrelu_threshold is not None:
+        hf_config = {**hf_config, "fatrelu_threshold": fatrelu_threshold}
     shape = LlamaShape.from_hf(hf_config)
     state = _gguf_state_dict(src) if src.suffix == ".gguf" else _hf_state_dict(src)
     return model_from_state_dict(shape, state, dtype=dtype, device=device)

@@ -1,0 +1,62 @@
+"""Extra training objectives for activation sparsity (ReluLLaMA, ProSparse).
+
+- Distillation: `alpha * T^2 * KL(teacher || student)` over the vocabulary, teacher frozen.
+- Progressive L1 (ProSparse): `lambda(step) * R`, R = mean |FFN unit value| over layers;
+  lambda is piecewise by stage, rising within stage i from lambda_{i-1} to lambda_i as
+  `lambda_{i-1} + (lambda_i - lambda_{i-1}) * sin(pi/2 * progress)`, then holding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from shearing.models.llama import MaskableLlama
+
+
+def l1_penalty(stages: Sequence[tuple[int, float]], step: int) -> float:
+    """The L1 coefficient at `step` for stages of (length in steps, final coefficient)."""
+    previous, start = 0.0, 0
+    for steps, value in stages:
+        if step < start + steps:
+            progress = (step - start) / steps
+            return previous + (value - previous) * math.sin(math.pi / 2 * progress)
+        previous, start = value, start + steps
+    return previous
+
+
+def distillation_loss(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:
+    """Mean over tokens of T^2 * KL(softmax(teacher / T) || softmax(student / T))."""
+    t = temperature
+    log_p_teacher = F.log_softmax(teacher.float() / t, dim=-1).flatten(0, -2)
+    log_p_student = F.log_softmax(student.float() / t, dim=-1).flatten(0, -2)
+    kl = F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean")
+    return kl * t * t
+
+
+class ActivationRecorder:
+    """Forward hooks on every FFN activation: mean |h| (differentiable) and zero fraction."""
+
+    def __init__(self, model: MaskableLlama) -> None:
+        self.magnitudes: list[Tensor] = []
+        self.zero_fractions: list[float] = []
+        self.handles = [
+            layer.mlp.act_fn.register_forward_hook(self._record) for layer in model.model.layers
+        ]
+
+    def _record(self, module, inputs, output: Tensor) -> None:
+        self.magnitudes.append(output.abs().mean())
+        self.zero_fractions.append(float((output == 0).float().mean()))
+
+    def take(self) -> tuple[Tensor | None, float | None]:
+        """(mean |h| over layers, mean zero fraction) of the last forward; then reset."""
+        if not self.magnitudes:
+            return None, None
+        magnitude = torch.stack(self.magnitudes).mean()
+        sparsity = sum(self.zero_fractions) / len(self.zero_fractions)
+        self.magnitudes, self.zero_fractions = [], []
+        return magnitude, sparsity
