@@ -107,10 +107,22 @@ def test_sparsity_meter_matches_transformers_relu_activations(tiny_workspace, tm
     assert set(result["loss"]) == {"alpha", "beta", "gamma"}
 
 
-def test_fatrelu_and_drelu_models_refuse_a_stock_export(tmp_path):
-    from shearing.models.hf_io import save_pretrained
+@pytest.mark.parametrize("kind", ["relu", "fatrelu", "drelu"])
+def test_exports_reload_in_transformers_with_equal_logits(kind, tmp_path):
+    from shearing.models.hf_io import load_model, save_pretrained
 
     _, model = tiny_pair()
-    model.shape = model.shape.replace(hidden_act="drelu")
-    with pytest.raises(ValueError, match="hidden_act='drelu' cannot be saved as a stock"):
-        save_pretrained(model, tmp_path / "x")
+    save_pretrained(model, tmp_path / "silu")
+    sparse = load_model(tmp_path / "silu", hidden_act=kind, fatrelu_threshold=0.05)
+    save_pretrained(sparse, tmp_path / kind)
+    remote = kind != "relu"  # relu is a stock transformers activation
+    hf, info = transformers.AutoModelForCausalLM.from_pretrained(
+        tmp_path / kind, trust_remote_code=remote, output_loading_info=True
+    )
+    assert all(not v for v in info.values())
+    assert type(hf).__name__ == ("ShearingLlamaForCausalLM" if remote else "LlamaForCausalLM")
+    ids = torch.randint(0, 97, (2, 16), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        diff = (hf.eval()(ids).logits - sparse(ids)).abs().max().item()
+        silu_diff = (hf(ids).logits - model(ids)).abs().max().item()
+    assert diff < 1e-4 and silu_diff > 1e-3  # the activation really changed

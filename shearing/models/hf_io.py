@@ -39,6 +39,9 @@ TOKENIZER_FILES = (
 #: Checkpoint keys that are recomputed, not loaded (old LLaMA checkpoints store them).
 IGNORED_KEY_SUFFIXES = ("rotary_emb.inv_freq",)
 DEFAULT_MAX_SHARD_BYTES = 5 * 1024**3
+#: Modeling file shipped with fatrelu / drelu checkpoints, and the class auto_map names.
+REMOTE_CODE = Path(__file__).resolve().parent.parent / "export" / "modeling_shearing.py"
+REMOTE_CLASS = "modeling_shearing.ShearingLlamaForCausalLM"
 
 
 def resolve_source(path: str | os.PathLike) -> Path:
@@ -215,11 +218,6 @@ def save_pretrained(
         FileExistsError: `out_dir` is not empty and `force` is not set.
     """
     out = Path(out_dir).expanduser()
-    if model.shape.hidden_act not in STOCK_ACTIVATIONS:
-        raise ValueError(
-            f"hidden_act={model.shape.hidden_act!r} cannot be saved as a stock Hugging Face "
-            f"model yet (supported: {', '.join(STOCK_ACTIVATIONS)})"
-        )
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise FileExistsError(f"output {str(out)!r} is not empty; pass --force to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -236,6 +234,11 @@ def save_pretrained(
         if source is not None:
             copy_tokenizer(source, tmp)
         hf_config = model.shape.to_hf()
+        if model.shape.hidden_act not in STOCK_ACTIVATIONS:
+            # fatrelu / drelu: ship the modeling file that transformers loads with
+            # trust_remote_code=True
+            shutil.copy2(REMOTE_CODE, tmp / REMOTE_CODE.name)
+            hf_config["auto_map"] = {"AutoModelForCausalLM": REMOTE_CLASS}
         hf_config["torch_dtype"] = str(next(iter(state.values())).dtype).removeprefix("torch.")
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
         _write_safetensors(state, tmp, max_shard_bytes)

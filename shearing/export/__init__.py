@@ -1,0 +1,1 @@
+"""Files shipped inside exported checkpoints."""
