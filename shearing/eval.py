@@ -92,16 +92,20 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m shearing.eval", description=__doc__.split("\n\n")[0]
-    )
+def model_data_parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """Arguments shared by the commands that measure a model on a tokenized corpus."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="Hugging Face directory or .gguf file")
     parser.add_argument("--data", required=True, help="corpus written by data_prep/tokenize.py")
     parser.add_argument("--split", default="eval", choices=["eval", "train"])
     parser.add_argument("--max-rows", type=int, default=None, help="rows per domain (default all)")
-    parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--json", default=None, help="also write the results here")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = model_data_parser("python -m shearing.eval", __doc__)
+    parser.add_argument("--batch-size", type=int, default=4)
     args = parser.parse_args(argv)
     try:
         model = load_model(args.model)

@@ -12,14 +12,13 @@ Hugging Face directory, including stock ones with `hidden_act: relu`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import torch
 
-from shearing.eval import evaluate
+from shearing.eval import evaluate, model_data_parser
 from shearing.models.hf_io import load_model
 from shearing.models.llama import MaskableLlama
 
@@ -73,14 +72,7 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m shearing.sparsity", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--model", required=True, help="Hugging Face directory or .gguf file")
-    parser.add_argument("--data", required=True, help="corpus written by data_prep/tokenize.py")
-    parser.add_argument("--split", default="eval", choices=["eval", "train"])
-    parser.add_argument("--max-rows", type=int, default=None, help="rows per domain")
-    parser.add_argument("--json", default=None, help="also write the results here")
+    parser = model_data_parser("python -m shearing.sparsity", __doc__)
     args = parser.parse_args(argv)
     try:
         result = measure(load_model(args.model), args.data, args.split, args.max_rows)

@@ -50,6 +50,7 @@ def tiny_workspace(tmp_path_factory):
     from shearing.data.prep import main as tokenize_main
     from shearing.models.config import LlamaShape
     from shearing.models.hf_io import model_from_state_dict, save_pretrained
+    from tests.helpers import WORKSPACE_VOCAB, tiny_hf_config
 
     root = tmp_path_factory.mktemp("tiny")
     texts = write_corpus(root / "corpus")
@@ -67,15 +68,7 @@ def tiny_workspace(tmp_path_factory):
     args += ["--tokenizer", str(root / "sp.model"), "--seq-len", "32", "--eval-seqs", "4"]
     assert tokenize_main(args) == 0
     torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-    )
+    cfg = tiny_hf_config(vocab_size=WORKSPACE_VOCAB)
     ref = transformers.LlamaForCausalLM(cfg)
     model = model_from_state_dict(LlamaShape.from_hf(cfg.to_dict()), dict(ref.state_dict()))
     save_pretrained(model, root / "model")

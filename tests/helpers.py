@@ -18,6 +18,10 @@ TINY = dict(
 )
 
 
+#: Vocabulary of the tiny workspace's models (its SentencePiece tokenizer has 40 pieces).
+WORKSPACE_VOCAB = 64
+
+
 def tiny_hf_config(**overrides) -> transformers.LlamaConfig:
     """A tiny LLaMA config; defaults to 4 query heads over 2 key/value heads."""
     kwargs = {**TINY, "num_attention_heads": 4, "num_key_value_heads": 2, **overrides}

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from shearing.objectives import distillation_loss, l1_penalty
+from tests.helpers import WORKSPACE_VOCAB, tiny_hf_config
 
 REPO = Path(__file__).resolve().parent.parent
 STAGES = [(10, 0.0), (20, 5e-3), (20, 5e-2), (10, 2e-1)]
@@ -41,14 +42,7 @@ def test_tiny_prosparse_run_increases_activation_sparsity(tiny_workspace, tmp_pa
     import transformers
 
     torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
+    cfg = tiny_hf_config(vocab_size=WORKSPACE_VOCAB)
     transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "silu")
     folder = tmp_path / "run"
     args = [sys.executable, "train.py", "yaml/prosparse_smollm2.yaml",

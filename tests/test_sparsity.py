@@ -8,7 +8,7 @@ import transformers
 
 from shearing.models.llama import MLP, GatedActivation
 from shearing.sparsity import main
-from tests.helpers import tiny_pair
+from tests.helpers import WORKSPACE_VOCAB, tiny_hf_config, tiny_pair
 
 G = torch.tensor([-1.0, -0.005, 0.0, 0.005, 0.02, 2.0])
 U = torch.tensor([0.5, -2.0, 3.0, -1.0, 4.0, -0.5])
@@ -53,15 +53,7 @@ def test_sparse_decoding_needs_a_relu_family_activation():
 
 def test_sparsity_meter_matches_transformers_relu_activations(tiny_workspace, tmp_path):
     torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        hidden_act="relu",
-    )
+    cfg = tiny_hf_config(vocab_size=WORKSPACE_VOCAB, hidden_act="relu")
     hf = transformers.LlamaForCausalLM(cfg).eval()
     hf.save_pretrained(tmp_path / "relu")
     out = tmp_path / "sparsity.json"
