@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from shearing.config import ConfigError, TrainConfig, expand_path, load_config, target_shape
-from shearing.models.config import LlamaShape
+from shearing.models.config import STOCK_ACTIVATIONS, LlamaShape
 from shearing.models.hf_io import (
     model_from_state_dict,
     move_into_place,
@@ -180,8 +180,9 @@ def _check_with_transformers(path: Path, final: MaskableLlama, ids: torch.Tensor
     """Reload `path` strictly with transformers; its logits must equal `final`'s (same rounding)."""
     from transformers import AutoModelForCausalLM
 
+    remote = final.shape.hidden_act not in STOCK_ACTIVATIONS  # ships modeling_shearing.py
     hf, info = AutoModelForCausalLM.from_pretrained(
-        path, dtype=torch.float32, output_loading_info=True
+        path, dtype=torch.float32, output_loading_info=True, trust_remote_code=remote
     )
     problems = {k: v for k, v in info.items() if v}
     if problems:

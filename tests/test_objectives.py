@@ -66,3 +66,13 @@ def test_tiny_prosparse_run_increases_activation_sparsity(tiny_workspace, tmp_pa
     stage0, stage1, stage2, shifted = mean(10, 15), mean(25, 30), mean(40, 45), mean(50, 56)
     assert stage0 < stage1 < stage2 <= shifted
     assert stage2 - stage0 > 0.05
+
+    # the run ends with FATReLU: the export ships its modeling file and reloads with it
+    out = tmp_path / "hf"
+    result = subprocess.run(["bash", "scripts/convert_to_hf.sh", str(folder), str(out)],
+                            cwd=REPO, env=env, capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((out / "config.json").read_text())
+    assert config["hidden_act"] == "fatrelu" and config["fatrelu_threshold"] == 0.01
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
+    assert type(hf).__name__ == "ShearingLlamaForCausalLM"
