@@ -42,7 +42,7 @@ class TrainingStateCallback(Callback):
         model = _unwrap(state)
         metrics = {} if model.l0 is None else model.l0.metrics()
         if model.last_activation_sparsity is not None:
-            metrics["sparsity/train_activation"] = model.last_activation_sparsity
+            metrics["sparsity/train_activation"] = float(model.last_activation_sparsity)
         if model.l1_stages is not None:
             metrics["sparsity/l1_penalty"] = l1_penalty(model.l1_stages, model.step)
         logger.log_metrics(metrics)

@@ -49,9 +49,11 @@ class ShearingLM(ComposerModel):
             teacher.eval().requires_grad_(False)
         self.distill_alpha, self.distill_temperature = distill_alpha, distill_temperature
         self.l1_stages = None if l1_stages is None else [tuple(s) for s in l1_stages]
-        self.recorder = ActivationRecorder(model)
+        # Activation statistics only where they mean something (L1 term, ReLU-family FFNs).
+        wanted = self.l1_stages is not None or model.shape.hidden_act != "silu"
+        self.recorder = ActivationRecorder(model) if wanted else None
         self.step = 0
-        self.last_activation_sparsity: float | None = None
+        self.last_activation_sparsity: Tensor | None = None
 
     def set_step(self, step: int) -> None:
         """Called before each training batch (L0 ramp and noise, L1 schedule)."""
@@ -71,7 +73,9 @@ class ShearingLM(ComposerModel):
         ids = batch["input_ids"]
         ce = F.cross_entropy(outputs[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
         terms = {"ce": ce}
-        magnitude, self.last_activation_sparsity = self.recorder.take()
+        magnitude = None
+        if self.recorder is not None:
+            magnitude, self.last_activation_sparsity = self.recorder.take()
         if self.l0 is not None:
             terms["lagrangian"] = self.l0.lagrangian()[0]
         if self._teacher:
@@ -90,7 +94,8 @@ class ShearingLM(ComposerModel):
 
     def eval_forward(self, batch: dict, outputs: Tensor | None = None) -> Tensor:
         out = outputs if outputs is not None else self.forward(batch)
-        self.recorder.take()  # evaluation activations feed no loss
+        if self.recorder is not None:
+            self.recorder.take()  # evaluation activations feed no loss
         return out
 
     def get_metrics(self, is_train: bool = False) -> dict:

@@ -39,24 +39,27 @@ def distillation_loss(student: Tensor, teacher: Tensor, temperature: float = 1.0
 
 
 class ActivationRecorder:
-    """Forward hooks on every FFN activation: mean |h| (differentiable) and zero fraction."""
+    """Forward hooks on every FFN activation: mean |h| (differentiable) and zero fraction.
+
+    Values stay tensors (no host sync per layer); callers convert once per step.
+    """
 
     def __init__(self, model: MaskableLlama) -> None:
         self.magnitudes: list[Tensor] = []
-        self.zero_fractions: list[float] = []
+        self.zero_fractions: list[Tensor] = []
         self.handles = [
             layer.mlp.act_fn.register_forward_hook(self._record) for layer in model.model.layers
         ]
 
     def _record(self, module, inputs, output: Tensor) -> None:
         self.magnitudes.append(output.abs().mean())
-        self.zero_fractions.append(float((output == 0).float().mean()))
+        self.zero_fractions.append((output == 0).float().mean().detach())
 
-    def take(self) -> tuple[Tensor | None, float | None]:
+    def take(self) -> tuple[Tensor | None, Tensor | None]:
         """(mean |h| over layers, mean zero fraction) of the last forward; then reset."""
         if not self.magnitudes:
             return None, None
         magnitude = torch.stack(self.magnitudes).mean()
-        sparsity = sum(self.zero_fractions) / len(self.zero_fractions)
+        sparsity = torch.stack(self.zero_fractions).mean()
         self.magnitudes, self.zero_fractions = [], []
         return magnitude, sparsity
