@@ -32,8 +32,6 @@ from shearing.callbacks import (
 from shearing.config import ConfigError, expand_path, load_config, parse_steps, to_yaml
 from shearing.data.dynamic import DynamicLoadingCallback
 
-log = logging.getLogger("shearing.train")
-
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0].startswith("-"):

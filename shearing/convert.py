@@ -35,7 +35,7 @@ from shearing.models.hf_io import (
 )
 from shearing.models.llama import MaskableLlama
 from shearing.pruning.finalize import masks_report, slice_model
-from shearing.pruning.l0 import L0Module
+from shearing.pruning.l0 import MODULE_KEYS, L0Module
 
 CHECK_SEQS = 4
 CHECK_LEN = 32
@@ -148,9 +148,7 @@ def convert(
         save_pretrained(final, tmp, source=expand_path(cfg.model.path), dtype=DTYPES[dtype])
         if l0 is not None:
             report = masks_report(masks, l0.scores())
-            report["target"] = {
-                k: getattr(final.shape, k) for k in l0.target.to_hf() if k in _SHAPE_KEYS
-            }
+            report["target"] = {k: getattr(final.shape, k) for k in MODULE_KEYS.values()}
             (tmp / "pruning_masks.json").write_text(json.dumps(report) + "\n")
         _check_with_transformers(tmp, final, ids, DTYPES[dtype])
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -158,15 +156,6 @@ def convert(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
-
-
-_SHAPE_KEYS = (
-    "hidden_size",
-    "num_attention_heads",
-    "num_key_value_heads",
-    "num_hidden_layers",
-    "intermediate_size",
-)
 
 
 def _check(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
