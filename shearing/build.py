@@ -17,6 +17,7 @@ from shearing.data.mixture import DomainEvalSet, DomainMixture, read_manifest
 from shearing.models.config import LlamaShape
 from shearing.models.hf_io import load_model, read_hf_config
 from shearing.models.llama import MaskableLlama
+from shearing.pruning.importance import calibration_batches, importance_scores
 from shearing.pruning.l0 import L0Module
 
 PROPORTION_TOLERANCE = 1e-6
@@ -140,6 +141,11 @@ def build_model(
             l0 = L0Module(
                 source, target, l0_cfg.pruning_modules, l0_cfg.lagrangian_warmup_steps, cfg.seed
             )
+        if l0_cfg.init == "importance" and not meta:
+            batches = calibration_batches(
+                expand_path(cfg.data.path), l0_cfg.calibration_rows, domains=domains
+            )
+            l0.init_from_scores(importance_scores(model, batches))
     d = cfg.distillation
     l1 = cfg.activation_l1
     return ShearingLM(

@@ -18,7 +18,7 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from shearing.models.config import LlamaShape
-from shearing.pruning.l0 import MODULE_KEYS, resolve_modules
+from shearing.pruning.l0 import INITS, MODULE_KEYS, resolve_modules
 
 
 class ConfigError(ValueError):
@@ -37,6 +37,11 @@ class L0Config:
     target_model: dict[str, int] = field(default_factory=dict)
     #: Steps over which target sparsity ramps linearly from 0 to its final value.
     lagrangian_warmup_steps: int = 0
+    #: Gate logits at the start: "default" (all equal) or "importance" (ordered by
+    #: activation importance on calibration rows, see shearing.pruning.importance).
+    init: str = "default"
+    #: Rows per domain of the train split that importance init scores the model on.
+    calibration_rows: int = 16
 
 
 @dataclass
@@ -299,6 +304,12 @@ def validate(cfg: TrainConfig, source: LlamaShape, seq_len: int | None = None) -
     if cfg.model.l0_module is None:
         return None
     l0 = cfg.model.l0_module
+    if l0.init not in INITS:
+        raise ConfigError(f"model.l0_module.init={l0.init!r} is not valid; use {', '.join(INITS)}")
+    if l0.calibration_rows <= 0:
+        raise ConfigError(
+            f"model.l0_module.calibration_rows={l0.calibration_rows} must be positive"
+        )
     if l0.lagrangian_warmup_steps > steps:
         raise ConfigError(
             f"model.l0_module.lagrangian_warmup_steps={l0.lagrangian_warmup_steps} is longer "

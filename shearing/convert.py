@@ -33,7 +33,7 @@ from shearing.models.hf_io import (
     read_hf_config,
     save_pretrained,
 )
-from shearing.models.llama import MaskableLlama
+from shearing.models.llama import MaskableLlama, Masks
 from shearing.pruning.finalize import masks_report, slice_model
 from shearing.pruning.l0 import MODULE_KEYS, L0Module
 
@@ -124,30 +124,47 @@ def convert(
         raise ConversionError(f"no run config at {cfg_path}; pass --config")
     cfg = load_config(cfg_path)
     model, l0 = load_checkpoint(ckpt, cfg)
-    model.eval()
-    masks = l0.deterministic_masks() if l0 is not None else None
-    final = slice_model(model, masks) if masks is not None else model
-
     source_cfg = read_hf_config(expand_path(cfg.model.path))
     dtype = dtype or str(source_cfg.get("torch_dtype") or "float32")
     if dtype not in DTYPES:
         raise ConversionError(f"--dtype {dtype!r} is not supported; use {', '.join(DTYPES)}")
+    masks = l0.deterministic_masks() if l0 is not None else None
+    scores = l0.scores() if l0 is not None else None
+    return export(model, masks, out, source=expand_path(cfg.model.path), dtype=dtype, scores=scores)
 
+
+@torch.no_grad()
+def export(
+    model: MaskableLlama,
+    masks: Masks | None,
+    out: Path,
+    *,
+    source: Path,
+    dtype: str,
+    scores: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Slice `model` by binary `masks` (if any) and write it to `out`, checked.
+
+    The sliced model must reproduce the masked model's logits, and the written directory,
+    reloaded strictly by transformers, the sliced model's; only then is `out` replaced.
+    With masks, `pruning_masks.json` records them (and the gates' `scores`).
+    """
+    model.eval()
+    final = slice_model(model, masks) if masks is not None else model
     ids = torch.randint(
         0,
         model.shape.vocab_size,
         (CHECK_SEQS, CHECK_LEN),
         generator=torch.Generator().manual_seed(0),
     )
-    expected = model(ids, masks=masks)
-    _check(final(ids), expected, "sliced model vs masked model")
+    _check(final(ids), model(ids, masks=masks), "sliced model vs masked model")
 
     tmp = out.parent / f".{out.name}.converting"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        save_pretrained(final, tmp, source=expand_path(cfg.model.path), dtype=DTYPES[dtype])
-        if l0 is not None:
-            report = masks_report(masks, l0.scores())
+        save_pretrained(final, tmp, source=source, dtype=DTYPES[dtype])
+        if masks is not None:
+            report = masks_report(masks, scores)
             report["target"] = {k: getattr(final.shape, k) for k in MODULE_KEYS.values()}
             (tmp / "pruning_masks.json").write_text(json.dumps(report) + "\n")
         _check_with_transformers(tmp, final, ids, DTYPES[dtype])

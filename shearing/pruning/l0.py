@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from shearing.models.config import LlamaShape
 from shearing.models.llama import Masks
+from shearing.pruning.importance import row_quantiles
 
 #: Hard-concrete constants (Louizos et al. 2018): temperature, stretch limits, clamp eps.
 BETA = 2.0 / 3.0
@@ -36,6 +37,11 @@ EPS = 1e-6
 #: Initial gate logit: every gate starts open with probability ~0.999.
 INIT_LOG_ALPHA = 5.0
 INIT_LOG_ALPHA_STD = 0.01
+#: Importance init (`init_from_scores`): logits fall linearly with a unit's rank in its row,
+#: from INIT_LOG_ALPHA (most important) to INIT_LOG_ALPHA - IMPORTANCE_SPREAD (least).
+IMPORTANCE_SPREAD = 4.0
+#: Ways to initialise the gate logits (`model.l0_module.init`).
+INITS = ("default", "importance")
 
 MODULES = ("layer", "hidden", "head", "kv_group", "intermediate")
 #: Target-config key that each module changes.
@@ -163,6 +169,27 @@ class L0Module(nn.Module):
             log_alpha.normal_(INIT_LOG_ALPHA, INIT_LOG_ALPHA_STD)
         for lam in (*self.lambda1.values(), *self.lambda2.values()):
             lam.zero_()
+
+    @torch.no_grad()
+    def init_from_scores(
+        self, scores: dict[str, Tensor], spread: float = IMPORTANCE_SPREAD
+    ) -> None:
+        """Order every row's gate logits by `scores` (e.g. `importance_scores`).
+
+        All gates stay open with high probability, but the least important ones start
+        lowest, so the Lagrangian closes them first, and `deterministic_masks` keeps the
+        top-scored units of every row until training says otherwise.
+
+        Raises:
+            ValueError: a module's scores are missing or have the wrong shape.
+        """
+        for m, log_alpha in self.log_alpha.items():
+            score = scores.get(m)
+            if score is None or tuple(score.shape) != tuple(log_alpha.shape):
+                got = None if score is None else tuple(score.shape)
+                raise ValueError(f"{m} scores have shape {got}, gates {tuple(log_alpha.shape)}")
+            q = row_quantiles(score.cpu()).to(log_alpha)
+            log_alpha.copy_(INIT_LOG_ALPHA - spread * (1.0 - q))
 
     def gate_parameters(self) -> list[nn.Parameter]:
         return list(self.log_alpha.values())

@@ -1,0 +1,112 @@
+"""One-shot structured pruning to a pruning config's target shape, with no training.
+
+    python -m shearing.oneshot --config yaml/prune_smollm2.yaml --method importance|random
+        --out HF_DIR [--data MDS_DIR] [--calibration-rows N] [--seed S] [--force]
+        [key=value ...]
+
+The baselines that targeted pruning is measured against. From the config's source model
+(`model.path`) and target (`model.l0_module.target_model`, `pruning_modules`), every gate
+row keeps its top-scoring units, with the same grouped-query structure as an L0 run:
+
+- `importance`: activation importance on the first `--calibration-rows` train rows of each
+  domain of `--data` (default: the config's `data.path`); see shearing.pruning.importance.
+- `random`: uniformly random scores from `--seed`.
+
+The output is a stock Hugging Face directory checked like `convert_to_hf.sh` output (the
+sliced model equals the masked one; transformers reloads it strictly with equal logits),
+with the masks and scores in `pruning_masks.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from shearing.config import ConfigError, expand_path, load_config, target_shape
+from shearing.convert import ConversionError, export
+from shearing.models.config import LlamaShape
+from shearing.models.hf_io import load_model, read_hf_config
+from shearing.pruning.importance import calibration_batches, importance_scores, random_scores
+from shearing.pruning.l0 import L0Module
+
+METHODS = ("importance", "random")
+
+
+def oneshot(
+    config: str | Path,
+    method: str,
+    out: str | Path,
+    *,
+    data: str | Path | None = None,
+    calibration_rows: int = 16,
+    seed: int = 0,
+    overrides: list[str] | None = None,
+    force: bool = False,
+) -> Path:
+    """Prune the config's source model to its target in one shot; see the module docstring.
+
+    Raises:
+        ConfigError: the config has no l0_module or an invalid target.
+        ValueError: an unknown method or bad calibration data.
+        FileExistsError: `out` is not empty and `force` is not set.
+    """
+    if method not in METHODS:
+        raise ValueError(f"--method {method!r} is not valid; use {', '.join(METHODS)}")
+    out = Path(out).expanduser()
+    if out.exists() and any(out.iterdir()) and not force:
+        raise FileExistsError(f"output {str(out)!r} is not empty; pass --force to replace it")
+    cfg = load_config(config, overrides)
+    if cfg.model.l0_module is None:
+        raise ConfigError(f"{config} has no model.l0_module, so no target shape to prune to")
+    source_path = expand_path(cfg.model.path)
+    source_cfg = read_hf_config(source_path)
+    source = LlamaShape.from_hf(source_cfg)
+    l0_cfg = cfg.model.l0_module
+    l0 = L0Module(source, target_shape(source, l0_cfg), l0_cfg.pruning_modules, 0)
+    model = load_model(source_path)
+    if method == "importance":
+        data = expand_path(str(data or cfg.data.path))
+        scores = importance_scores(model, calibration_batches(data, calibration_rows))
+    else:
+        scores = random_scores(model, seed)
+    l0.init_from_scores(scores)
+    masks = l0.deterministic_masks()
+    dtype = str(source_cfg.get("torch_dtype") or "float32")
+    kept_scores = {m: scores[m].float() for m in l0.log_alpha}
+    return export(model, masks, out, source=source_path, dtype=dtype, scores=kept_scores)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m shearing.oneshot", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--config", required=True, help="a pruning config (yaml/prune_*.yaml)")
+    parser.add_argument("--method", required=True, choices=METHODS)
+    parser.add_argument("--out", required=True, help="output Hugging Face directory")
+    parser.add_argument("--data", help="calibration corpus (default: the config's data.path)")
+    parser.add_argument("--calibration-rows", type=int, default=16, help="train rows per domain")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random method")
+    parser.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    parser.add_argument("overrides", nargs="*", help="config overrides, key=value")
+    args = parser.parse_args(argv)
+    try:
+        out = oneshot(
+            args.config,
+            args.method,
+            args.out,
+            data=args.data,
+            calibration_rows=args.calibration_rows,
+            seed=args.seed,
+            overrides=args.overrides,
+            force=args.force,
+        )
+    except (ConfigError, ConversionError, FileExistsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
