@@ -1,7 +1,7 @@
 """Held-out loss per domain of any LLaMA-architecture model.
 
     python -m shearing.eval --model HF_DIR_OR_GGUF --data MDS_DIR [--split eval]
-        [--max-rows N] [--batch-size B] [--json OUT]
+        [--max-rows N] [--batch-size B] [--sparse-ffn] [--json OUT]
 
 Prints, per domain, the token-weighted next-token cross-entropy and perplexity on the rows
 of `MDS_DIR/<split>/<domain>/` (a corpus written by data_prep/tokenize.py), then their
@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from shearing.data.mixture import open_domain, read_manifest
+from shearing.generate import stepwise_logits
 from shearing.models.hf_io import load_model
 from shearing.models.llama import MaskableLlama
 
@@ -36,8 +37,13 @@ def evaluate(
     max_rows: int | None = None,
     batch_size: int = 4,
     domains: list[str] | None = None,
+    sparse_ffn: bool = False,
 ) -> dict:
     """Per-domain and average loss of `model` on a tokenized corpus.
+
+    With `sparse_ffn` the logits are computed as decoding computes them (one token per
+    forward, key/value cache, only the active FFN units; see `MLP.set_sparse_decode`),
+    which is slow but shows on real rows that sparse inference loses nothing.
 
     Returns:
         {"domains": {d: {"loss", "perplexity", "tokens", "rows"}}, "average": {...},
@@ -46,6 +52,8 @@ def evaluate(
     manifest = read_manifest(data)
     domains = domains or list(manifest["domains"])
     model.eval()
+    model.set_sparse_decode(sparse_ffn)
+    forward = stepwise_logits if sparse_ffn else lambda m, ids: m(ids)
     results = {}
     for domain in domains:
         rows = open_domain(data, split, domain)
@@ -59,7 +67,7 @@ def evaluate(
                     [rows[i]["tokens"] for i in range(start, min(n, start + batch_size))]
                 ).astype(np.int64)
             )
-            logits = model(ids)
+            logits = forward(model, ids)
             loss = F.cross_entropy(
                 logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="sum"
             )
@@ -106,10 +114,17 @@ def model_data_parser(prog: str, doc: str) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = model_data_parser("python -m shearing.eval", __doc__)
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument(
+        "--sparse-ffn",
+        action="store_true",
+        help="decode token by token computing only active FFN units (ReLU-family models; slow)",
+    )
     args = parser.parse_args(argv)
     try:
         model = load_model(args.model)
-        result = evaluate(model, args.data, args.split, args.max_rows, args.batch_size)
+        result = evaluate(
+            model, args.data, args.split, args.max_rows, args.batch_size, sparse_ffn=args.sparse_ffn
+        )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -35,6 +35,19 @@ def greedy_generate(
     return out
 
 
+@torch.no_grad()
+def stepwise_logits(model: MaskableLlama, input_ids: Tensor) -> Tensor:
+    """The (b, s, V) logits of `input_ids` computed as decoding does: one row at a time,
+    one token per forward, with a key/value cache (so sparse FFN decoding applies)."""
+    rows = []
+    for row in input_ids.split(1):
+        cache = KVCache(model.shape.num_hidden_layers)
+        rows.append(
+            torch.cat([model(row[:, t : t + 1], cache=cache) for t in range(row.shape[1])], 1)
+        )
+    return torch.cat(rows)
+
+
 def describe(model: MaskableLlama) -> list[tuple[str, str]]:
     """Rows (name, value) describing a model's shape and size."""
     s = model.shape

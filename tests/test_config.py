@@ -267,3 +267,32 @@ def test_shipped_sparsity_recipes_validate(tiny_workspace):
     cfg = load_config(YAML / "prosparse_7b.yaml", ["model.path=x", "data.path=y"])
     assert [s.penalty for s in cfg.activation_l1.stages] == [0.0, 5e-3, 5e-2, 5e-2, 2e-1, 2e-1]
     assert cfg.optimizer.lr == 3e-5 and cfg.threshold_shift.threshold == 0.01
+
+
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("model.l0_module.init=magnitude", "model.l0_module.init='magnitude' is not valid"),
+        ("model.l0_module.calibration_rows=0", "calibration_rows=0 must be positive"),
+    ],
+)
+def test_bad_gate_init(tiny_workspace, override, match):
+    one_line_error(lambda: check(tiny(tiny_workspace, override)), match)
+
+
+def test_importance_init_orders_the_gates_by_importance(tiny_workspace):
+    from shearing.pruning.importance import calibration_batches, importance_scores
+
+    cfg = tiny(
+        tiny_workspace, "model.l0_module.init=importance", "model.l0_module.calibration_rows=3"
+    )
+    data = plan_data(cfg)
+    source, target = check_config(cfg, data)
+    lm = build_model(cfg, source, target, data.domains)
+    scores = importance_scores(lm.model, calibration_batches(data.root, 3))
+    for module, logits in lm.l0.log_alpha.items():
+        n = logits.shape[-1]
+        order = logits.detach().reshape(-1, n).argsort(-1)
+        assert torch.equal(order, scores[module].reshape(-1, n).argsort(-1)), module
+    default = build_model(tiny(tiny_workspace), source, target, data.domains)
+    assert default.l0.log_alpha["intermediate"].std() < 0.1  # all gates start alike
