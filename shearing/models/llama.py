@@ -297,7 +297,12 @@ class MLP(nn.Module):
         a = self.act_fn.gate(self.gate_proj.weight @ x1)  # (I,)
         active = a.nonzero().squeeze(-1)  # units with a non-zero gate activation
         u = self.act_fn.up(self.up_proj.weight.index_select(0, active) @ x1)
-        out = (a.index_select(0, active) * u) @ self._down_rows.index_select(0, active)
+        # sum_k h_k * down_proj.weight[:, k] over active units, reading only their rows of
+        # the transposed weight and without copying them out
+        h = (a.index_select(0, active) * u).unsqueeze(0)
+        out = F.embedding_bag(
+            active.unsqueeze(0), self._down_rows, per_sample_weights=h, mode="sum"
+        )
         return out.view_as(x)
 
 

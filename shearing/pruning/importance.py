@@ -145,12 +145,11 @@ def random_scores(model: MaskableLlama, seed: int) -> dict[str, Tensor]:
     }
 
 
-def row_quantiles(scores: Tensor) -> Tensor:
-    """Rank of each score within its row (last dimension), scaled to [0, 1] (1 = highest).
+def row_ranks(scores: Tensor) -> Tensor:
+    """Rank of each score within its row (last dimension): 0 = lowest, n - 1 = highest.
 
-    Ties are broken by position (a stable sort), so the result has no ties.
+    Ties are broken by position (a stable sort), so every row is a permutation.
     """
     n = scores.shape[-1]
     order = scores.argsort(dim=-1, stable=True)
-    ranks = torch.empty_like(order).scatter_(-1, order, torch.arange(n).expand_as(order))
-    return ranks.double() / max(n - 1, 1)
+    return torch.empty_like(order).scatter_(-1, order, torch.arange(n).expand_as(order))

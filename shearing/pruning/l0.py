@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from shearing.models.config import LlamaShape
 from shearing.models.llama import Masks
-from shearing.pruning.importance import row_quantiles
+from shearing.pruning.importance import row_ranks
 
 #: Hard-concrete constants (Louizos et al. 2018): temperature, stretch limits, clamp eps.
 BETA = 2.0 / 3.0
@@ -37,9 +37,10 @@ EPS = 1e-6
 #: Initial gate logit: every gate starts open with probability ~0.999.
 INIT_LOG_ALPHA = 5.0
 INIT_LOG_ALPHA_STD = 0.01
-#: Importance init (`init_from_scores`): logits fall linearly with a unit's rank in its row,
-#: from INIT_LOG_ALPHA (most important) to INIT_LOG_ALPHA - IMPORTANCE_SPREAD (least).
-IMPORTANCE_SPREAD = 4.0
+#: Importance init (`init_from_scores`): the units the target keeps in each row start in
+#: [INIT_LOG_ALPHA - 1, INIT_LOG_ALPHA] (open), the others in [PRUNED_LOG_ALPHA - 1,
+#: PRUNED_LOG_ALPHA] (open with probability <= 0.2), each group ordered by score.
+PRUNED_LOG_ALPHA = -3.0
 #: Ways to initialise the gate logits (`model.l0_module.init`).
 INITS = ("default", "importance")
 
@@ -155,6 +156,9 @@ class L0Module(nn.Module):
         self.lambda1 = nn.ParameterDict({m: nn.Parameter(torch.zeros(())) for m in self.specs})
         self.lambda2 = nn.ParameterDict({m: nn.Parameter(torch.zeros(())) for m in self.specs})
         self.seed = seed
+        #: Expected sparsity the target ramps from, per module (0 unless initialised
+        #: from scores).
+        self.ramp_from: dict[str, float] = {}
         self.step = 0
         self._draws = 0
         self.reset_parameters()
@@ -171,14 +175,14 @@ class L0Module(nn.Module):
             lam.zero_()
 
     @torch.no_grad()
-    def init_from_scores(
-        self, scores: dict[str, Tensor], spread: float = IMPORTANCE_SPREAD
-    ) -> None:
-        """Order every row's gate logits by `scores` (e.g. `importance_scores`).
+    def init_from_scores(self, scores: dict[str, Tensor]) -> None:
+        """Start at the mask that `scores` (e.g. `importance_scores`) choose.
 
-        All gates stay open with high probability, but the least important ones start
-        lowest, so the Lagrangian closes them first, and `deterministic_masks` keeps the
-        top-scored units of every row until training says otherwise.
+        In every row the `keep` top-scored units start open and the rest mostly closed
+        (see PRUNED_LOG_ALPHA), both ordered by score, so `deterministic_masks` is the
+        one-shot mask of `scores` and training starts near it; the target sparsity then
+        ramps from the gates' initial expected sparsity instead of from 0, so the
+        Lagrangian does not reopen what the scores closed.
 
         Raises:
             ValueError: a module's scores are missing or have the wrong shape.
@@ -188,8 +192,15 @@ class L0Module(nn.Module):
             if score is None or tuple(score.shape) != tuple(log_alpha.shape):
                 got = None if score is None else tuple(score.shape)
                 raise ValueError(f"{m} scores have shape {got}, gates {tuple(log_alpha.shape)}")
-            q = row_quantiles(score.cpu()).to(log_alpha)
-            log_alpha.copy_(INIT_LOG_ALPHA - spread * (1.0 - q))
+            n, keep = log_alpha.shape[-1], self.specs[m].keep
+            rank = row_ranks(score.cpu()).to(log_alpha)
+            kept = rank >= n - keep
+            # position within its group, in [0, 1], the best unit of each group at 1
+            within = torch.where(kept, 1 - (n - 1 - rank) / max(keep - 1, 1),
+                                 rank / max(n - keep - 1, 1))  # fmt: skip
+            top = torch.where(kept, INIT_LOG_ALPHA, PRUNED_LOG_ALPHA)
+            log_alpha.copy_(top - 1.0 + within)
+        self.ramp_from = {m: float(s) for m, s in self.expected_sparsity().items()}
 
     def gate_parameters(self) -> list[nn.Parameter]:
         return list(self.log_alpha.values())
@@ -227,7 +238,11 @@ class L0Module(nn.Module):
         """Target sparsity per module, ramped linearly over `warmup_steps`."""
         step = self.step if step is None else step
         ramp = 1.0 if self.warmup_steps <= 0 else min(1.0, step / self.warmup_steps)
-        return {m: spec.target_sparsity * ramp for m, spec in self.specs.items()}
+        out = {}
+        for m, spec in self.specs.items():
+            start = self.ramp_from.get(m, 0.0)
+            out[m] = start + (spec.target_sparsity - start) * ramp
+        return out
 
     def expected_num_params(self, scores: dict[str, Tensor] | None = None) -> Tensor:
         """Expected non-embedding parameter count (incl. norms) under independent gates.

@@ -11,9 +11,9 @@ from shearing.pruning.importance import (
     calibration_batches,
     importance_scores,
     random_scores,
-    row_quantiles,
+    row_ranks,
 )
-from shearing.pruning.l0 import IMPORTANCE_SPREAD, INIT_LOG_ALPHA, L0Module
+from shearing.pruning.l0 import INIT_LOG_ALPHA, PRUNED_LOG_ALPHA, L0Module, open_probability
 from tests.helpers import tiny_pair
 
 ALL = ["layer", "hidden", "head", "kv_group", "intermediate"]
@@ -94,10 +94,9 @@ def test_a_zeroed_unit_scores_lowest(mha):
     assert scores["layer"].argmin() == 2 and scores["layer"][2].abs() < 1e-6
 
 
-def test_row_quantiles_hand_computed():
-    q = row_quantiles(torch.tensor([[0.3, 0.1, 0.9], [2.0, 2.0, 1.0]]))
-    expected = torch.tensor([[0.5, 0.0, 1.0], [0.5, 1.0, 0.0]], dtype=torch.float64)
-    torch.testing.assert_close(q, expected)  # ties broken by position
+def test_row_ranks_hand_computed():
+    r = row_ranks(torch.tensor([[0.3, 0.1, 0.9], [2.0, 2.0, 1.0]]))
+    assert r.tolist() == [[1, 0, 2], [1, 2, 0]]  # ties broken by position
 
 
 def test_importance_init_starts_at_the_importance_mask():
@@ -112,12 +111,26 @@ def test_importance_init_starts_at_the_importance_mask():
     assert masks.z_layer.tolist() == [1.0, 1.0, 0.0]  # the identity layer goes
     assert masks.z_hidden[5] == 0 and masks.z_intermediate[1, 7] == 0
     assert masks.z_kv[0].tolist() == [1.0, 0.0]  # the silent key/value head goes
+    expected, targets = l0.expected_sparsity(), l0.target_sparsity(step=0)
     for m, a in l0.log_alpha.items():
         assert float(a.max()) == pytest.approx(INIT_LOG_ALPHA)
-        assert float(a.min()) == pytest.approx(INIT_LOG_ALPHA - IMPORTANCE_SPREAD)
-        assert l0.expected_sparsity()[m] < 0.05  # still (almost) dense at the start
+        kept = masks_of(l0)[m] > 0
+        if (~kept).any():  # (the head module keeps both heads of the kept group)
+            assert float(a.min()) == pytest.approx(PRUNED_LOG_ALPHA - 1)
+            assert open_probability(a[~kept]).max() < 0.2  # mostly closed
+        assert open_probability(a[kept]).min() > 0.98  # (almost) surely open
+        # the target ramps from where the gates start, not from 0
+        assert targets[m] == pytest.approx(float(expected[m]))
+        assert l0.target_sparsity(step=10)[m] == pytest.approx(l0.specs[m].target_sparsity)
     with pytest.raises(ValueError, match="layer scores have shape"):
         l0.init_from_scores({**scores, "layer": torch.ones(5)})
+
+
+def masks_of(l0):
+    from shearing.pruning.l0 import MASK_FIELDS
+
+    masks = l0.deterministic_masks()
+    return {m: getattr(masks, MASK_FIELDS[m]) for m in l0.log_alpha}
 
 
 def test_random_scores_depend_on_the_seed_only():
