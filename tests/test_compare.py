@@ -18,7 +18,8 @@ def test_compare_runs_every_method_at_equal_tokens(tiny_workspace, tmp_path):
 
     out = tmp_path / "cmp"
     args = [sys.executable, "scripts/compare.py", "--out", str(out),
-            "--model", str(tiny_workspace["model"]), "--data", str(tiny_workspace["data"]),
+            "--methods", ",".join(METHODS), "--model", str(tiny_workspace["model"]),
+            "--data", str(tiny_workspace["data"]),
             "--prune-config", "yaml/tiny_prune.yaml", "--prune-steps", "8",
             "--continue-steps", "8", "--eval-rows", "4"]  # fmt: skip
     result = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
