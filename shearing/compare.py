@@ -77,6 +77,11 @@ class Plan:
     references: list[float]
     domains: list[str]
 
+    @property
+    def calibration_tokens(self) -> int:
+        """Tokens that importance scoring reads (CALIBRATION_ROWS train rows per domain)."""
+        return CALIBRATION_ROWS * len(self.domains) * self.seq_len
+
     def paths(self) -> list[str]:
         """Overrides that point a config at this comparison's model and data."""
         return [f"model.path={self.model}", f"data.path={self.data}"]
@@ -149,9 +154,11 @@ def run_method(method: str, plan: Plan, out: Path) -> dict:
     tokens = 0
     if method.startswith("shearing"):
         prune = Stage(plan.prune_config, plan.model, plan.prune_steps, work / "prune", plan)
-        extra = ["model.l0_module.init=importance"] if method.endswith("importance_init") else []
-        if extra:
-            tokens += CALIBRATION_ROWS * len(plan.domains) * plan.seq_len
+        extra = []
+        if method.endswith("importance_init"):  # scored on the rows counted below
+            extra = ["model.l0_module.init=importance",
+                     f"model.l0_module.calibration_rows={CALIBRATION_ROWS}"]  # fmt: skip
+            tokens += plan.calibration_tokens
         with clock:
             prune.run(*extra)
             prune.convert(work / "pruned_hf")
@@ -170,7 +177,7 @@ def run_method(method: str, plan: Plan, out: Path) -> dict:
                 oneshot(plan.prune_config, method, init, data=plan.data,
                         calibration_rows=CALIBRATION_ROWS, overrides=plan.paths())  # fmt: skip
         if method == "importance":
-            tokens += CALIBRATION_ROWS * len(plan.domains) * plan.seq_len
+            tokens += plan.calibration_tokens
         curve.append([tokens, evaluate_dir(init, plan)["average"]["loss"]])
         cont = Stage(plan.continue_config, init, budget_steps(plan), work / "continue", plan)
         extra = []
