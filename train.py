@@ -21,6 +21,7 @@ from shearing.build import (
     build_optimizer,
     build_scheduler,
     check_config,
+    check_save_folder,
     plan_data,
 )
 from shearing.callbacks import (
@@ -29,8 +30,10 @@ from shearing.callbacks import (
     TrainingStateCallback,
     WeightGradClipping,
 )
-from shearing.config import ConfigError, expand_path, load_config, parse_steps, to_yaml
+from shearing.checkpoints import install_composer_validation
+from shearing.config import ConfigError, load_config, parse_steps, to_yaml
 from shearing.data.dynamic import DynamicLoadingCallback
+from shearing.files import write_text_atomic
 
 
 def main(argv: list[str]) -> int:
@@ -42,17 +45,22 @@ def main(argv: list[str]) -> int:
         cfg = load_config(argv[0], argv[1:])
         data = plan_data(cfg)
         source, target = check_config(cfg, data)
+        save_folder = check_save_folder(cfg)
     except (ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
+    install_composer_validation()  # composer's autoresume load checks files weights-only first
     reproducibility.seed_all(cfg.seed)
-    model = build_model(cfg, source, target, data.domains)
+    try:
+        model = build_model(cfg, source, target, data.domains)
+    except ValueError as err:  # unreadable weights: named, one line
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     train_loader, eval_loader = build_dataloaders(cfg, data)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer, data.seq_len)
 
-    save_folder = None if cfg.save_folder is None else expand_path(cfg.save_folder)
     d = cfg.data
     callbacks = [
         DomainEvalLogger(),
@@ -73,10 +81,6 @@ def main(argv: list[str]) -> int:
     )
     if cfg.max_grad_norm is not None:
         callbacks.append(WeightGradClipping(cfg.max_grad_norm))
-
-    if save_folder is not None and dist.get_global_rank() == 0:
-        save_folder.mkdir(parents=True, exist_ok=True)
-        (save_folder / "config.yaml").write_text(to_yaml(cfg))
 
     loggers = [] if save_folder is None else [JSONLinesLogger(save_folder / "metrics.jsonl")]
     trainer = Trainer(
@@ -105,6 +109,9 @@ def main(argv: list[str]) -> int:
         log_to_console=cfg.log_to_console,
         console_log_interval=cfg.console_log_interval,
     )
+    # Records only once composer has accepted the folder (and resumed, if it does).
+    if save_folder is not None and dist.get_global_rank() == 0:
+        write_text_atomic(save_folder / "config.yaml", to_yaml(cfg))
     trainer.fit()
     trainer.close()
     return 0

@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from composer.utils import dist
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 
+from shearing.checkpoints import CheckpointError, checkpoint_files, prepare_resume
 from shearing.composer_model import ShearingLM
-from shearing.config import ConfigError, TrainConfig, expand_path, parse_steps, validate
+from shearing.config import (
+    ConfigError,
+    TrainConfig,
+    expand_path,
+    load_config,
+    parse_steps,
+    validate,
+)
 from shearing.data.dynamic import last_proportions
 from shearing.data.mixture import DomainEvalSet, DomainMixture, read_manifest
+from shearing.files import OutputError, check_separate
 from shearing.models.config import LlamaShape
 from shearing.models.hf_io import load_model, read_hf_config
 from shearing.models.llama import MaskableLlama
@@ -110,7 +120,73 @@ def check_config(
             f"global_train_batch_size={cfg.global_train_batch_size} is not divisible by the "
             f"{world} training processes"
         )
+    micro = cfg.device_train_microbatch_size
+    device_batch = cfg.global_train_batch_size // world
+    if micro is not None and (micro <= 0 or device_batch % micro):
+        raise ConfigError(
+            f"device_train_microbatch_size={micro} must be a positive divisor of the "
+            f"per-device batch {device_batch} (global_train_batch_size="
+            f"{cfg.global_train_batch_size} over {world} process(es))"
+        )
     return source, target
+
+
+#: Files a run writes into its save folder besides checkpoints.
+RUN_RECORDS = ("config.yaml", "metrics.jsonl", "domain_history.jsonl")
+
+
+def check_save_folder(cfg: TrainConfig) -> Path | None:
+    """Check `save_folder` before anything is loaded or written; return it (or None).
+
+    A folder that already holds a run is refused unless `autoresume` continues it; a
+    continued run must have the same model section (its checkpoints are of that model),
+    and the checkpoint it resumes from is prepared (`checkpoints.prepare_resume`). The
+    folder must not be, hold or lie inside an input.
+
+    Raises:
+        ConfigError: one line naming the folder and what to do.
+    """
+    if cfg.save_folder is None:
+        return None
+    folder = expand_path(cfg.save_folder)
+    inputs = {"model.path": expand_path(cfg.model.path), "data.path": expand_path(cfg.data.path)}
+    if cfg.distillation is not None and cfg.distillation.teacher_path:
+        inputs["distillation.teacher_path"] = expand_path(cfg.distillation.teacher_path)
+    if cfg.data.proportions_from:
+        inputs["data.proportions_from"] = expand_path(cfg.data.proportions_from)
+    try:
+        check_separate(folder, "save_folder", inputs)
+    except OutputError as err:
+        raise ConfigError(str(err)) from None
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"save_folder {str(folder)!r} is a file, not a folder")
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return folder
+    held = [n for n in RUN_RECORDS if (folder / n).exists()]
+    held += [p.name for p in checkpoint_files(folder)]
+    if not cfg.autoresume:
+        what = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "") if held else "files"
+        raise ConfigError(
+            f"save_folder {str(folder)!r} already holds a run ({what}); pass autoresume=true "
+            "to continue it, or choose a new folder"
+        )
+    previous = folder / "config.yaml"
+    if previous.is_file():
+        try:
+            before = load_config(previous).model
+        except ConfigError as err:
+            raise ConfigError(f"save_folder's config.yaml cannot be read: {err}") from None
+        if before != cfg.model:
+            raise ConfigError(
+                f"save_folder {str(folder)!r} holds a run of another model section "
+                "(model.*); autoresume continues only the same model and target"
+            )
+    if dist.get_local_rank() == 0:
+        try:
+            prepare_resume(folder)
+        except CheckpointError as err:
+            raise ConfigError(f"autoresume: {err}") from None
+    return folder
 
 
 def build_model(

@@ -17,6 +17,7 @@ from typing import Any
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+import yaml
 from shearing.models.config import LlamaShape
 from shearing.pruning.l0 import INITS, MODULE_KEYS, resolve_modules
 
@@ -182,6 +183,8 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     Raises:
         ConfigError: unknown or missing keys, or values of the wrong type.
     """
+    if not Path(path).expanduser().is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
         schema = OmegaConf.structured(TrainConfig)
         merged = OmegaConf.merge(
@@ -198,6 +201,9 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
         if "not in struct" in msg or "Key '" in msg and "not in" in msg:
             raise ConfigError(f"unknown config key {key!r}") from None
         raise ConfigError(f"config key {key!r}: {msg}") from None
+    except yaml.YAMLError as err:
+        msg = str(err).splitlines()[0]
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML ({msg})") from None
 
 
 def to_yaml(cfg: TrainConfig) -> str:
@@ -294,13 +300,19 @@ def validate(cfg: TrainConfig, source: LlamaShape, seq_len: int | None = None) -
     if cfg.global_train_batch_size <= 0:
         raise ConfigError(f"global_train_batch_size={cfg.global_train_batch_size} must be positive")
     steps = parse_steps(cfg.max_duration, "max_duration", cfg, seq_len)
+    if steps <= 0:
+        raise ConfigError(f"max_duration={cfg.max_duration} must be at least 1 step")
     warmup = parse_steps(cfg.scheduler.t_warmup, "scheduler.t_warmup", cfg, seq_len)
+    if warmup < 0:
+        raise ConfigError(f"scheduler.t_warmup={cfg.scheduler.t_warmup} must not be negative")
     if warmup > steps:
         raise ConfigError(
             f"scheduler.t_warmup={cfg.scheduler.t_warmup} is longer than the run ({steps} steps)"
         )
+    _validate_intervals(cfg, seq_len)
+    _validate_numbers(cfg)
     _validate_dynamic(cfg, steps, seq_len)
-    _validate_sparsity(cfg, source)
+    _validate_sparsity(cfg, source, steps)
     if cfg.model.l0_module is None:
         return None
     l0 = cfg.model.l0_module
@@ -310,12 +322,54 @@ def validate(cfg: TrainConfig, source: LlamaShape, seq_len: int | None = None) -
         raise ConfigError(
             f"model.l0_module.calibration_rows={l0.calibration_rows} must be positive"
         )
+    if l0.lagrangian_warmup_steps < 0:
+        raise ConfigError(
+            f"model.l0_module.lagrangian_warmup_steps={l0.lagrangian_warmup_steps} must not be "
+            "negative"
+        )
     if l0.lagrangian_warmup_steps > steps:
         raise ConfigError(
             f"model.l0_module.lagrangian_warmup_steps={l0.lagrangian_warmup_steps} is longer "
             f"than the run (max_duration={cfg.max_duration}, {steps} steps)"
         )
     return target_shape(source, l0)
+
+
+def _validate_intervals(cfg: TrainConfig, seq_len: int | None) -> None:
+    for key in ("eval_interval", "save_interval", "console_log_interval"):
+        value = getattr(cfg, key)
+        if parse_steps(value, key, cfg, seq_len) <= 0:
+            raise ConfigError(f"{key}={value} must be at least 1 step")
+
+
+def _validate_numbers(cfg: TrainConfig) -> None:
+    """Signs and ranges of plain numbers; each error names the key and what is valid."""
+    o, d = cfg.optimizer, cfg.data
+    checks = [
+        ("device_eval_batch_size", cfg.device_eval_batch_size, cfg.device_eval_batch_size > 0,
+         "a positive integer"),
+        ("save_num_checkpoints_to_keep", cfg.save_num_checkpoints_to_keep,
+         cfg.save_num_checkpoints_to_keep >= -1, "-1 (keep all) or more"),
+        ("max_grad_norm", cfg.max_grad_norm,
+         cfg.max_grad_norm is None or cfg.max_grad_norm > 0, "positive, or null (no clipping)"),
+        ("optimizer.lr", o.lr, o.lr >= 0, "0 or more"),
+        ("optimizer.l0_lr", o.l0_lr, o.l0_lr >= 0, "0 or more"),
+        ("optimizer.weight_decay", o.weight_decay, o.weight_decay >= 0, "0 or more"),
+        ("optimizer.eps", o.eps, o.eps > 0, "positive"),
+        ("optimizer.betas", o.betas, len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas),
+         "two values in [0, 1)"),
+        ("scheduler.alpha_f", cfg.scheduler.alpha_f, 0 <= cfg.scheduler.alpha_f <= 1,
+         "in [0, 1]"),
+        ("data.num_workers", d.num_workers, d.num_workers >= 0, "0 or more"),
+        ("data.eval_max_rows", d.eval_max_rows, d.eval_max_rows is None or d.eval_max_rows > 0,
+         "positive, or null (all rows)"),
+        ("data.eta", d.eta, d.eta > 0, "positive"),
+        ("model.fatrelu_threshold", cfg.model.fatrelu_threshold,
+         cfg.model.fatrelu_threshold >= 0, "0 or more"),
+    ]  # fmt: skip
+    for key, value, ok, valid in checks:
+        if not ok:
+            raise ConfigError(f"{key}={value} is not valid; it must be {valid}")
 
 
 def _validate_dynamic(cfg: TrainConfig, steps: int, seq_len: int | None) -> None:
@@ -340,7 +394,7 @@ def _validate_dynamic(cfg: TrainConfig, steps: int, seq_len: int | None) -> None
         raise ConfigError(f"data.smoothing={d.smoothing} must be in [0, 1]")
 
 
-def _validate_sparsity(cfg: TrainConfig, source: LlamaShape) -> None:
+def _validate_sparsity(cfg: TrainConfig, source: LlamaShape, steps: int) -> None:
     from shearing.models.config import SUPPORTED_ACTIVATIONS
 
     act = cfg.model.activation
@@ -349,8 +403,14 @@ def _validate_sparsity(cfg: TrainConfig, source: LlamaShape) -> None:
             f"model.activation={act!r} is not supported; use {', '.join(SUPPORTED_ACTIVATIONS)}"
         )
     final = act or source.hidden_act
-    if cfg.threshold_shift is not None and final not in ("relu", "fatrelu"):
+    shift = cfg.threshold_shift
+    if shift is not None and final not in ("relu", "fatrelu"):
         raise ConfigError(f"threshold_shift needs a relu or fatrelu model, not {final!r}")
+    if shift is not None and not (0 <= shift.step < steps and shift.threshold >= 0):
+        raise ConfigError(
+            f"threshold_shift needs 0 <= step < {steps} (the run's steps) and threshold >= 0, "
+            f"got step={shift.step}, threshold={shift.threshold}"
+        )
     if cfg.activation_l1 is not None:
         if not cfg.activation_l1.stages:
             raise ConfigError("activation_l1.stages is empty")

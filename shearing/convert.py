@@ -18,20 +18,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import shutil
 import sys
 from pathlib import Path
 
 import torch
 
+from shearing.checkpoints import CheckpointError, complete_checkpoints, load_state
 from shearing.config import ConfigError, TrainConfig, expand_path, load_config, target_shape
+from shearing.files import OutputError, check_replaceable, check_separate, staged_output
 from shearing.models.config import STOCK_ACTIVATIONS, LlamaShape
 from shearing.models.hf_io import (
     model_from_state_dict,
-    move_into_place,
     read_hf_config,
-    save_pretrained,
+    write_pretrained,
 )
 from shearing.models.llama import MaskableLlama, Masks
 from shearing.pruning.finalize import masks_report, slice_model
@@ -50,15 +49,16 @@ class ConversionError(RuntimeError):
 
 
 def find_checkpoint(path: str | Path) -> Path:
-    """The checkpoint file `path` names: a `.pt` file or a run folder's latest checkpoint."""
+    """The checkpoint file `path` names: a `.pt` file or a run folder's latest checkpoint.
+
+    In a run folder, a checkpoint left incomplete by an interrupted write is skipped with a
+    warning and the latest complete one is used.
+    """
     p = Path(path).expanduser()
     if p.is_file():
         return p
     if p.is_dir():
-        latest = p / "latest-rank0.pt"
-        if latest.exists():
-            return latest.resolve()
-        found = sorted(p.glob("ep*-ba*-rank0.pt"), key=_batch_of)
+        found = complete_checkpoints(p)
         if found:
             return found[-1]
     raise ConversionError(
@@ -66,14 +66,9 @@ def find_checkpoint(path: str | Path) -> Path:
     )
 
 
-def _batch_of(path: Path) -> int:
-    match = re.search(r"-ba(\d+)-", path.name)
-    return int(match.group(1)) if match else -1
-
-
 def load_checkpoint(ckpt: Path, cfg: TrainConfig) -> tuple[MaskableLlama, L0Module | None]:
     """Rebuild the model (and L0 module) of a run from its checkpoint, on the CPU."""
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = load_state(ckpt)
     try:
         weights = state["state"]["model"]
     except (KeyError, TypeError):
@@ -113,16 +108,18 @@ def convert(
 
     Raises:
         ConversionError: a missing checkpoint or config, or a logit mismatch.
-        FileExistsError: OUT_DIR is not empty and `force` is not set.
+        OutputError: OUT_DIR is a file, overlaps an input, or is not empty without `force`.
+        CheckpointError: the checkpoint is incomplete or holds more than tensors and data.
     """
     out = Path(out_dir).expanduser()
-    if out.exists() and any(out.iterdir()) and not force:
-        raise FileExistsError(f"output {str(out)!r} is not empty; pass --force to replace it")
+    check_replaceable(out, force, "OUT_DIR")
+    check_separate(out, "OUT_DIR", {"CHECKPOINT": checkpoint, "--config": config})
     ckpt = find_checkpoint(checkpoint)
     cfg_path = Path(config) if config else ckpt.parent / "config.yaml"
     if not cfg_path.is_file():
         raise ConversionError(f"no run config at {cfg_path}; pass --config")
     cfg = load_config(cfg_path)
+    check_separate(out, "OUT_DIR", {"model.path of the run": expand_path(cfg.model.path)})
     model, l0 = load_checkpoint(ckpt, cfg)
     source_cfg = read_hf_config(expand_path(cfg.model.path))
     dtype = dtype or str(source_cfg.get("torch_dtype") or "float32")
@@ -159,19 +156,13 @@ def export(
     )
     _check(final(ids), model(ids, masks=masks), "sliced model vs masked model")
 
-    tmp = out.parent / f".{out.name}.converting"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        save_pretrained(final, tmp, source=source, dtype=DTYPES[dtype])
+    with staged_output(out, force=True, flag="OUT_DIR") as tmp:
+        write_pretrained(final, tmp, source=source, dtype=DTYPES[dtype])
         if masks is not None:
             report = masks_report(masks, scores)
             report["target"] = {k: getattr(final.shape, k) for k in MODULE_KEYS.values()}
             (tmp / "pruning_masks.json").write_text(json.dumps(report) + "\n")
         _check_with_transformers(tmp, final, ids, DTYPES[dtype])
-        out.parent.mkdir(parents=True, exist_ok=True)
-        move_into_place(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -213,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         out = convert(
             args.checkpoint, args.out_dir, config=args.config, dtype=args.dtype, force=args.force
         )
-    except (ConversionError, ConfigError, FileExistsError, ValueError) as err:
+    except (ConversionError, CheckpointError, ConfigError, OutputError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(out)

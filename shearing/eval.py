@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from shearing.data.mixture import open_domain, read_manifest
+from shearing.files import OutputError, check_separate, write_text_atomic
 from shearing.generate import stepwise_logits
 from shearing.models.hf_io import load_model
 from shearing.models.llama import MaskableLlama
@@ -49,6 +50,10 @@ def evaluate(
         {"domains": {d: {"loss", "perplexity", "tokens", "rows"}}, "average": {...},
          "token_weighted": {...}}
     """
+    if max_rows is not None and max_rows <= 0:
+        raise ValueError(f"--max-rows {max_rows} must be positive (omit it for all rows)")
+    if batch_size <= 0:
+        raise ValueError(f"--batch-size {batch_size} must be positive")
     manifest = read_manifest(data)
     domains = domains or list(manifest["domains"])
     model.eval()
@@ -75,6 +80,8 @@ def evaluate(
             tokens += ids[:, 1:].numel()
         if tokens:
             results[domain] = _summary(loss_sum / tokens) | {"tokens": tokens, "rows": n}
+    if not results:
+        raise ValueError(f"--data {str(data)!r} has no {split} rows to evaluate on")
     losses = [r["loss"] for r in results.values()]
     total_tokens = sum(r["tokens"] for r in results.values())
     weighted = sum(r["loss"] * r["tokens"] for r in results.values()) / max(total_tokens, 1)
@@ -111,6 +118,20 @@ def model_data_parser(prog: str, doc: str) -> argparse.ArgumentParser:
     return parser
 
 
+def check_json_output(args: argparse.Namespace) -> None:
+    """`--json` must be writable as a file and apart from the model and the data; checked
+    before the (long) evaluation, so its results are never lost to a bad path."""
+    if not args.json:
+        return
+    path = Path(args.json).expanduser()
+    if path.is_dir():
+        raise OutputError(f"--json {args.json!r} is a directory; give a file name")
+    check_separate(path, "--json", {"--model": args.model, "--data": args.data})
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise OutputError(f"--json {args.json!r}: {str(parent)!r} is a file, not a folder")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = model_data_parser("python -m shearing.eval", __doc__)
     parser.add_argument("--batch-size", type=int, default=4)
@@ -121,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
+        check_json_output(args)
         model = load_model(args.model)
         result = evaluate(
             model, args.data, args.split, args.max_rows, args.batch_size, sparse_ffn=args.sparse_ffn
@@ -137,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(format_table(result))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        write_text_atomic(Path(args.json).expanduser(), json.dumps(result, indent=2) + "\n")
     return 0
 
 

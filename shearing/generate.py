@@ -74,9 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
     import time
 
-    from transformers import AutoTokenizer
-
-    from shearing.models.hf_io import load_model
+    from shearing.models.hf_io import load_model, load_tokenizer
 
     parser = argparse.ArgumentParser(prog="python -m shearing.generate", description=main.__doc__)
     parser.add_argument("--model", required=True, help="Hugging Face directory or .gguf file")
@@ -87,12 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
+        if args.max_new_tokens < 0:
+            raise ValueError(f"--max-new-tokens {args.max_new_tokens} must be 0 or more")
         model = load_model(args.model).eval()
         model.set_sparse_decode(args.sparse_ffn)
+        tokenizer = load_tokenizer(args.model)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
     print(f"model: {args.model}")
     rows = describe(model)
     width = max(len(name) for name, _ in rows)

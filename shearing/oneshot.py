@@ -25,6 +25,7 @@ from pathlib import Path
 
 from shearing.config import ConfigError, expand_path, load_config, target_shape
 from shearing.convert import ConversionError, export
+from shearing.files import OutputError, check_replaceable, check_separate
 from shearing.models.config import LlamaShape
 from shearing.models.hf_io import load_model, read_hf_config
 from shearing.pruning.importance import calibration_batches, importance_scores, random_scores
@@ -49,25 +50,29 @@ def oneshot(
     Raises:
         ConfigError: the config has no l0_module or an invalid target.
         ValueError: an unknown method or bad calibration data.
-        FileExistsError: `out` is not empty and `force` is not set.
+        OutputError: `out` is a file, overlaps an input, or is not empty without `force`.
     """
     if method not in METHODS:
         raise ValueError(f"--method {method!r} is not valid; use {', '.join(METHODS)}")
+    if calibration_rows <= 0:
+        raise ValueError(f"--calibration-rows {calibration_rows} must be positive")
     out = Path(out).expanduser()
-    if out.exists() and any(out.iterdir()) and not force:
-        raise FileExistsError(f"output {str(out)!r} is not empty; pass --force to replace it")
+    check_replaceable(out, force, "--out")
     cfg = load_config(config, overrides)
     if cfg.model.l0_module is None:
         raise ConfigError(f"{config} has no model.l0_module, so no target shape to prune to")
     source_path = expand_path(cfg.model.path)
+    data_path = expand_path(str(data or cfg.data.path)) if method == "importance" else None
+    check_separate(
+        out, "--out", {"--config": config, "model.path": source_path, "--data": data_path}
+    )
     source_cfg = read_hf_config(source_path)
     source = LlamaShape.from_hf(source_cfg)
     l0_cfg = cfg.model.l0_module
     l0 = L0Module(source, target_shape(source, l0_cfg), l0_cfg.pruning_modules, 0)
     model = load_model(source_path)
     if method == "importance":
-        data = expand_path(str(data or cfg.data.path))
-        scores = importance_scores(model, calibration_batches(data, calibration_rows))
+        scores = importance_scores(model, calibration_batches(data_path, calibration_rows))
     else:
         scores = random_scores(model, seed)
     l0.init_from_scores(scores)
@@ -101,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides=args.overrides,
             force=args.force,
         )
-    except (ConfigError, ConversionError, FileExistsError, ValueError) as err:
+    except (ConfigError, ConversionError, OutputError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(out)

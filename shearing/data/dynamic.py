@@ -59,6 +59,9 @@ def update_proportions(
 def last_proportions(history: str | Path, domains: Sequence[str]) -> list[float]:
     """The proportions a previous run ended with, read from its `domain_history.jsonl`.
 
+    With the same domains the written values are returned unchanged; for a subset they are
+    renormalised over it.
+
     Raises:
         ValueError: no history, or it lacks one of `domains`.
     """
@@ -74,7 +77,17 @@ def last_proportions(history: str | Path, domains: Sequence[str]) -> list[float]
         raise ValueError(
             f"data.proportions_from {str(history)!r} has no proportion for domain {missing[0]!r}"
         )
+    if set(domains) == set(last):
+        # The same domains: the proportions exactly as written (JSON round-trips floats
+        # bit for bit), so a continued run starts where the previous one ended.
+        return [float(last[d]) for d in domains]
+    # A subset of the domains: renormalise over the ones kept.
     total = sum(last[d] for d in domains)
+    if not total > 0:
+        raise ValueError(
+            f"data.proportions_from {str(history)!r} gives the domains "
+            f"{', '.join(domains)} a total proportion of {total}; nothing to sample"
+        )
     return [last[d] / total for d in domains]
 
 

@@ -26,8 +26,8 @@ import gzip
 import io
 import json
 import os
-import shutil
 import sys
+import zlib
 from collections.abc import Iterator
 from multiprocessing import Pool
 from pathlib import Path
@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 from streaming import MDSWriter
 from tqdm import tqdm
+
+from shearing.files import OutputError, check_replaceable, check_separate, staged_output
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".parquet")
 EVAL_STRIDE = 10  # every 10th document is held out while eval rows are still needed
@@ -68,17 +70,24 @@ def read_texts(path: Path) -> Iterator[str]:
                 yield text
         return
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as raw:
-        for n, line in enumerate(io.TextIOWrapper(raw, encoding="utf-8"), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise TokenizeError(f"{path}:{n}: not JSON ({err.msg})") from None
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise TokenizeError(f"{path}:{n}: record has no 'text' field")
-            yield record["text"]
+    try:
+        with opener(path, "rb") as raw:
+            for n, line in enumerate(io.TextIOWrapper(raw, encoding="utf-8"), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise TokenizeError(f"{path}:{n}: not JSON ({err.msg})") from None
+                if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                    raise TokenizeError(f"{path}:{n}: record has no 'text' field")
+                yield record["text"]
+    except UnicodeDecodeError as err:
+        raise TokenizeError(
+            f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x})"
+        ) from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+        raise TokenizeError(f"{path}: not a complete gzip file ({err})") from None
 
 
 # --- tokenizing -----------------------------------------------------------------------
@@ -249,12 +258,18 @@ def run(args: argparse.Namespace) -> Path:
     src, out = Path(args.input).expanduser(), Path(args.output).expanduser()
     if not src.is_dir():
         raise TokenizeError(f"--input {str(src)!r} is not a directory of domain folders")
-    if out.exists() and any(out.iterdir()) and not args.force:
-        raise TokenizeError(f"--output {str(out)!r} is not empty; pass --force to replace it")
+    check_separate(out, "--output", {"--input": src, "--tokenizer": args.tokenizer})
+    check_replaceable(out, args.force, "--output")
     if args.seq_len < 2:
         raise TokenizeError(f"--seq-len {args.seq_len} must be at least 2")
+    if args.eval_seqs < 0:
+        raise TokenizeError(f"--eval-seqs {args.eval_seqs} must be 0 or more")
+    if args.workers < 1:
+        raise TokenizeError(f"--workers {args.workers} must be at least 1")
     available = sorted(p.name for p in src.iterdir() if p.is_dir())
     domains = args.domains.split(",") if args.domains else available
+    if not domains:
+        raise TokenizeError(f"--input {str(src)!r} has no domain folders")
     files = {}
     for d in domains:
         if d not in available:
@@ -266,29 +281,24 @@ def run(args: argparse.Namespace) -> Path:
             raise TokenizeError(f"domain {d!r} has no {'/'.join(SUFFIXES)} files in {src / d}")
     tok = Tokenizer(args.tokenizer)
 
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     pool = Pool(args.workers, _init_worker, (args.tokenizer,)) if args.workers > 1 else None
     try:
-        stats = {d: tokenize_domain(d, files[d], tmp, args, tok, pool) for d in domains}
-        manifest = {
-            "seq_len": args.seq_len,
-            "tokenizer": str(args.tokenizer),
-            "vocab_size": tok.vocab_size,
-            "bos_token_id": tok.bos,
-            "eos_token_id": tok.eos,
-            "dtype": "uint16" if tok.vocab_size <= 65536 else "uint32",
-            "domains": stats,
-        }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        with staged_output(out, force=args.force, flag="--output") as tmp:
+            stats = {d: tokenize_domain(d, files[d], tmp, args, tok, pool) for d in domains}
+            manifest = {
+                "seq_len": args.seq_len,
+                "tokenizer": str(args.tokenizer),
+                "vocab_size": tok.vocab_size,
+                "bos_token_id": tok.bos,
+                "eos_token_id": tok.eos,
+                "dtype": "uint16" if tok.vocab_size <= 65536 else "uint32",
+                "domains": stats,
+            }
+            text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+            (tmp / "manifest.json").write_text(text)
     finally:
         if pool is not None:
             pool.terminate()
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -313,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         out = run(args)
-    except TokenizeError as err:
+    except (TokenizeError, OutputError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(out)

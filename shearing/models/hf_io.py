@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from shearing.files import staged_output
 from shearing.models.config import STOCK_ACTIVATIONS, LlamaShape
 from shearing.models.llama import MaskableLlama, RotaryEmbedding
 
@@ -72,7 +73,10 @@ def read_hf_config(path: str | os.PathLike) -> dict:
     src = resolve_source(path)
     if src.suffix == ".gguf":
         return _gguf_config(src)
-    return json.loads((src / "config.json").read_text())
+    try:
+        return json.loads((src / "config.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{str(src / 'config.json')!r} is not valid JSON ({err})") from None
 
 
 def load_model(
@@ -138,6 +142,44 @@ def model_from_state_dict(
     return model
 
 
+def load_tokenizer(path: str | os.PathLike):
+    """The tokenizer of a model: its Hugging Face directory's files or a GGUF's vocabulary.
+
+    Raises:
+        ValueError: no model at `path`, or it has no tokenizer.
+    """
+    from transformers import AutoTokenizer
+
+    src = resolve_source(path)
+    if src.suffix != ".gguf" and not any(
+        (src / n).is_file() for n in ("tokenizer.json", "tokenizer.model", "vocab.json")
+    ):
+        raise ValueError(
+            f"model path {str(path)!r} has no tokenizer (tokenizer.json, tokenizer.model or "
+            "vocab.json)"
+        )
+    try:
+        if src.suffix == ".gguf":
+            return AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+        return AutoTokenizer.from_pretrained(src)
+    except (OSError, ValueError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"model path {str(path)!r} has no usable tokenizer ({first})") from None
+
+
+def _read_weights(reader, path: Path) -> dict[str, Tensor]:
+    """One weights file, with a one-line error for a truncated or corrupt file."""
+    try:
+        return reader(str(path))
+    except FileNotFoundError:
+        raise ValueError(f"weights file {str(path)!r} is missing") from None
+    except Exception as err:  # safetensors, torch and pickle each raise their own types
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        raise ValueError(
+            f"weights file {str(path)!r} is truncated or corrupt ({type(err).__name__}: {first})"
+        ) from None
+
+
 def _hf_state_dict(directory: Path) -> dict[str, Tensor]:
     for index_name, reader in (
         ("model.safetensors.index.json", load_file),
@@ -148,11 +190,11 @@ def _hf_state_dict(directory: Path) -> dict[str, Tensor]:
             shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
             state: dict[str, Tensor] = {}
             for shard in shards:
-                state.update(reader(str(directory / shard)))
+                state.update(_read_weights(reader, directory / shard))
             return state
     for name, reader in (("model.safetensors", load_file), ("pytorch_model.bin", _load_bin)):
         if (directory / name).is_file():
-            return reader(str(directory / name))
+            return _read_weights(reader, directory / name)
     raise ValueError(
         f"model path {str(directory)!r} has config.json but no weights: expected "
         "model.safetensors, pytorch_model.bin or their sharded index"
@@ -176,7 +218,13 @@ def _gguf_config(path: Path) -> dict:
 def _gguf_architecture(path: Path) -> str:
     from gguf import GGUFReader
 
-    field = GGUFReader(str(path)).fields.get("general.architecture")
+    try:
+        reader = GGUFReader(str(path))
+    except Exception as err:  # gguf raises ValueError, struct.error, IndexError, ...
+        raise ValueError(
+            f"GGUF file {str(path)!r} is truncated or corrupt ({type(err).__name__})"
+        ) from None
+    field = reader.fields.get("general.architecture")
     if field is None:
         return "unknown"
     return bytes(field.parts[field.data[0]]).decode()
@@ -215,37 +263,39 @@ def save_pretrained(
         The output directory.
 
     Raises:
-        FileExistsError: `out_dir` is not empty and `force` is not set.
+        OutputError: `out_dir` is a file, or not empty and `force` is not set.
     """
-    out = Path(out_dir).expanduser()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise FileExistsError(f"output {str(out)!r} is not empty; pass --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        state = {
-            k: (v if dtype is None else v.to(dtype)).detach().cpu().contiguous()
-            for k, v in model.state_dict().items()
-        }
-        if model.shape.tie_word_embeddings:
-            state.pop("lm_head.weight")
-        if source is not None:
-            copy_tokenizer(source, tmp)
-        hf_config = model.shape.to_hf()
-        if model.shape.hidden_act not in STOCK_ACTIVATIONS:
-            # fatrelu / drelu: ship the modeling file that transformers loads with
-            # trust_remote_code=True
-            shutil.copy2(REMOTE_CODE, tmp / REMOTE_CODE.name)
-            hf_config["auto_map"] = {"AutoModelForCausalLM": REMOTE_CLASS}
-        hf_config["torch_dtype"] = str(next(iter(state.values())).dtype).removeprefix("torch.")
-        (tmp / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
-        _write_safetensors(state, tmp, max_shard_bytes)
-        move_into_place(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    with staged_output(out_dir, force=force) as tmp:
+        write_pretrained(model, tmp, source=source, dtype=dtype, max_shard_bytes=max_shard_bytes)
+    return Path(out_dir).expanduser()
+
+
+def write_pretrained(
+    model: MaskableLlama,
+    directory: Path,
+    *,
+    source: str | os.PathLike | None = None,
+    dtype: torch.dtype | None = None,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+) -> None:
+    """The files of `save_pretrained`, written into an existing (staging) `directory`."""
+    state = {
+        k: (v if dtype is None else v.to(dtype)).detach().cpu().contiguous()
+        for k, v in model.state_dict().items()
+    }
+    if model.shape.tie_word_embeddings:
+        state.pop("lm_head.weight")
+    if source is not None:
+        copy_tokenizer(source, directory)
+    hf_config = model.shape.to_hf()
+    if model.shape.hidden_act not in STOCK_ACTIVATIONS:
+        # fatrelu / drelu: ship the modeling file that transformers loads with
+        # trust_remote_code=True
+        shutil.copy2(REMOTE_CODE, directory / REMOTE_CODE.name)
+        hf_config["auto_map"] = {"AutoModelForCausalLM": REMOTE_CLASS}
+    hf_config["torch_dtype"] = str(next(iter(state.values())).dtype).removeprefix("torch.")
+    (directory / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
+    _write_safetensors(state, directory, max_shard_bytes)
 
 
 def _write_safetensors(state: dict[str, Tensor], directory: Path, max_shard_bytes: int) -> None:
@@ -269,17 +319,6 @@ def _write_safetensors(state: dict[str, Tensor], directory: Path, max_shard_byte
     total = sum(t.numel() * t.element_size() for t in state.values())
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
-
-
-def move_into_place(tmp: Path, out: Path) -> None:
-    """Rename `tmp` to `out`; an existing `out` is removed only after the rename succeeds."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        out.rename(old)
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
 
 
 def copy_tokenizer(source: str | os.PathLike, out_dir: str | os.PathLike) -> None:

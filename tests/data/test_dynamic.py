@@ -52,3 +52,22 @@ def test_last_proportions_of_a_history(tmp_path):
         last_proportions(tmp_path, ["a", "z"])
     with pytest.raises(ValueError, match="has no domain history"):
         last_proportions(tmp_path / "nothing", ["a"])
+
+
+def test_last_proportions_are_returned_bit_for_bit(tmp_path):
+    # Proportions as a run writes them, whose float sum is not exactly 1: dividing by it
+    # would change a bit of each.
+    written = {"a": 0.9414746821824703, "b": 0.03194898747681001, "c": 0.02657633034071963}
+    total = sum(written.values())
+    assert total != 1.0 and written["a"] / total != written["a"]
+    line = json.dumps({"step": 10, "proportions": written})
+    (tmp_path / "domain_history.jsonl").write_text(line + "\n")
+    read = last_proportions(tmp_path, ["c", "a", "b"])
+    assert [x.hex() for x in read] == [written[d].hex() for d in ("c", "a", "b")]
+
+
+def test_last_proportions_of_domains_that_were_never_sampled(tmp_path):
+    line = json.dumps({"step": 10, "proportions": {"a": 0.0, "b": 1.0}})
+    (tmp_path / "domain_history.jsonl").write_text(line + "\n")
+    with pytest.raises(ValueError, match="a total proportion of 0.0"):
+        last_proportions(tmp_path, ["a"])

@@ -7,6 +7,7 @@ import torch
 import transformers
 
 from shearing.assets import smollm2_gguf
+from shearing.files import OutputError
 from shearing.models.hf_io import load_model, model_from_state_dict, save_pretrained
 from tests.helpers import tiny_pair
 
@@ -96,7 +97,7 @@ def test_save_refuses_a_non_empty_output_and_force_replaces_it(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("user data")
-    with pytest.raises(FileExistsError, match="is not empty; pass --force"):
+    with pytest.raises(OutputError, match="is not empty; pass --force"):
         save_pretrained(ours, out)
     assert (out / "keep.txt").read_text() == "user data"
     save_pretrained(ours, out, force=True)
