@@ -27,6 +27,7 @@ from shearing.build import (
 from shearing.callbacks import (
     DomainEvalLogger,
     JSONLinesLogger,
+    ReplicatedGradSync,
     TrainingStateCallback,
     WeightGradClipping,
 )
@@ -79,9 +80,12 @@ def main(argv: list[str]) -> int:
     callbacks.append(
         TrainingStateCallback(shift.step if shift else None, shift.threshold if shift else 0.01)
     )
+    if cfg.fsdp_config:
+        callbacks.append(ReplicatedGradSync())
     if cfg.max_grad_norm is not None:
         callbacks.append(WeightGradClipping(cfg.max_grad_norm))
 
+    steps = parse_steps(cfg.max_duration, "max_duration", cfg, data.seq_len)
     loggers = [] if save_folder is None else [JSONLinesLogger(save_folder / "metrics.jsonl")]
     trainer = Trainer(
         loggers=loggers,
@@ -91,7 +95,7 @@ def main(argv: list[str]) -> int:
         train_dataloader=train_loader,
         eval_dataloader=eval_loader,
         eval_interval=cfg.eval_interval,
-        max_duration=f"{parse_steps(cfg.max_duration, 'max_duration', cfg, data.seq_len)}ba",
+        max_duration=f"{steps}ba",
         optimizers=optimizer,
         schedulers=scheduler,
         step_schedulers_every_batch=True,
@@ -109,6 +113,11 @@ def main(argv: list[str]) -> int:
         log_to_console=cfg.log_to_console,
         console_log_interval=cfg.console_log_interval,
     )
+    done = int(trainer.state.timestamp.batch.value)
+    if done >= steps:  # autoresume of a finished run: nothing to train, nothing to write
+        print(f"{save_folder} already holds the finished run ({done} of {steps} steps)")
+        trainer.close()
+        return 0
     # Records only once composer has accepted the folder (and resumed, if it does).
     if save_folder is not None and dist.get_global_rank() == 0:
         write_text_atomic(save_folder / "config.yaml", to_yaml(cfg))

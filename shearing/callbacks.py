@@ -11,6 +11,7 @@ from composer.core import Callback, State
 from composer.loggers import Logger, LoggerDestination
 from composer.utils import dist as composer_dist
 
+from shearing.composer_model import average_replicated_grads
 from shearing.data.dynamic import domain_losses
 from shearing.objectives import l1_penalty
 
@@ -74,6 +75,15 @@ class WeightGradClipping(Callback):
         for p in params:
             p.grad.detach().mul_(scale.to(p.grad.dtype))
         logger.log_metrics({"grad_norm/weights": float(norm)})
+
+
+class ReplicatedGradSync(Callback):
+    """Under FSDP, average the L0 module's gradients over ranks before the optimizer step
+    (see `composer_model.average_replicated_grads`)."""
+
+    def after_train_batch(self, state: State, logger: Logger) -> None:
+        if state.fsdp_enabled:
+            average_replicated_grads(_unwrap(state))
 
 
 class DomainEvalLogger(Callback):

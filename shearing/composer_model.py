@@ -11,10 +11,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from composer.models import ComposerModel
-from torch import Tensor, nn
+from torch import Tensor
 
 from shearing.data.metrics import DomainCrossEntropy
-from shearing.models.llama import DecoderLayer, MaskableLlama, Masks
+from shearing.models.llama import MaskableLlama, Masks
 from shearing.objectives import ActivationRecorder, distillation_loss, l1_penalty
 from shearing.pruning.l0 import L0Module
 
@@ -67,6 +67,10 @@ class ShearingLM(ComposerModel):
         return self.l0.sample_masks() if self.training else self.l0.deterministic_masks()
 
     def forward(self, batch: dict) -> Tensor:
+        if self.l0 is not None:
+            first = next(iter(self.l0.log_alpha.values()))
+            if first.device != batch["input_ids"].device:  # not moved by FSDP (unwrapped)
+                self.l0.to(batch["input_ids"].device)
         return self.model(batch["input_ids"], masks=self.masks())
 
     def loss(self, outputs: Tensor, batch: dict) -> dict[str, Tensor] | Tensor:
@@ -104,9 +108,23 @@ class ShearingLM(ComposerModel):
     def update_metric(self, batch: dict, outputs: Tensor, metric) -> None:
         metric.update(outputs, batch["input_ids"], batch["domain_idx"])
 
-    # FSDP: shard and checkpoint one decoder layer at a time.
-    def fsdp_wrap_fn(self, module: nn.Module) -> bool:
-        return isinstance(module, DecoderLayer)
 
-    def activation_checkpointing_fn(self, module: nn.Module) -> bool:
-        return isinstance(module, DecoderLayer)
+
+def average_replicated_grads(model: ShearingLM) -> None:
+    """Average the gradients of the L0 module over the training processes.
+
+    Under FSDP the L0 module is not wrapped (`L0Module._fsdp_wrap`): its parameters are
+    small and every rank keeps all of them, but nothing reduces their gradients, which
+    depend on each rank's data. Without DDP or FSDP, or with one process, this is a no-op.
+    """
+    import torch.distributed as dist
+
+    if model.l0 is None or not dist.is_available() or not dist.is_initialized():
+        return
+    world = dist.get_world_size()
+    if world == 1:
+        return
+    for p in model.l0.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad.div_(world)

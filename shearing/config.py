@@ -309,6 +309,17 @@ def validate(cfg: TrainConfig, source: LlamaShape, seq_len: int | None = None) -
         raise ConfigError(
             f"scheduler.t_warmup={cfg.scheduler.t_warmup} is longer than the run ({steps} steps)"
         )
+    fsdp = cfg.fsdp_config or {}
+    if (
+        cfg.model.l0_module is not None
+        and fsdp.get("activation_checkpointing")
+        and fsdp.get("activation_checkpointing_reentrant", True)
+    ):
+        raise ConfigError(
+            "fsdp_config.activation_checkpointing with model.l0_module needs "
+            "fsdp_config.activation_checkpointing_reentrant: false (the layers take the "
+            "pruning masks, which carry gradients)"
+        )
     _validate_intervals(cfg, seq_len)
     _validate_numbers(cfg)
     _validate_dynamic(cfg, steps, seq_len)

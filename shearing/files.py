@@ -115,9 +115,13 @@ def _remove(path: Path) -> None:
 def check_replaceable(out: Path, force: bool, flag: str) -> None:
     """`out` must be missing, an empty directory, or (with `force`) a directory to replace.
 
+    What killed runs left while writing `out` is cleaned first (`clean_leftovers`), so a
+    result they had moved aside is back in place before it is judged.
+
     Raises:
         OutputError: `out` is a file, or a non-empty directory without `force`.
     """
+    clean_leftovers(out)
     if out.exists() and not out.is_dir():
         raise OutputError(f"{flag} {str(out)!r} is a file, not a directory")
     if out.is_dir() and any(out.iterdir()) and not force:
@@ -154,7 +158,6 @@ def staged_output(
     On an exception the staging directory is removed and `out` is untouched.
     """
     out = Path(out).expanduser()
-    clean_leftovers(out)
     check_replaceable(out, force, flag)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"

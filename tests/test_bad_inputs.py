@@ -399,6 +399,13 @@ TRAIN_ROWS = [
         "error: distillation needs alpha >= 0 and temperature > 0, got 1.0, 0.0",
     ),
     T(
+        "FSDP reentrant activation checkpointing while pruning",
+        ("fsdp_config={{activation_checkpointing: true}}",),
+        "error: fsdp_config.activation_checkpointing with model.l0_module needs "
+        "fsdp_config.activation_checkpointing_reentrant: false (the layers take the pruning "
+        "masks, which carry gradients)",
+    ),
+    T(
         "save folder that is the source model",
         ("save_folder={model}",),
         "error: save_folder '{model}' is the input model.path '{model}'; write the output "

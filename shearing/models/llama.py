@@ -388,6 +388,14 @@ class MaskableLlama(nn.Module):
         self.lm_head = nn.Linear(shape.hidden_size, shape.vocab_size, bias=False)
         self.reset_parameters()
 
+    # FSDP (composer wraps this module, a child of the composer model, and asks it): shard
+    # and checkpoint activations one decoder layer at a time.
+    def fsdp_wrap_fn(self, module: nn.Module) -> bool:
+        return isinstance(module, DecoderLayer)
+
+    def activation_checkpointing_fn(self, module: nn.Module) -> bool:
+        return isinstance(module, DecoderLayer)
+
     def tie_weights(self) -> None:
         """Share the LM head with the embedding when the config says so."""
         if self.shape.tie_word_embeddings:

@@ -137,6 +137,11 @@ class L0Module(nn.Module):
             every rank samples the same gates.
     """
 
+    #: composer's FSDP leaves this module unwrapped: its few parameters stay whole on every
+    #: rank (FSDP would shard them, and its methods are not called through `forward`);
+    #: `composer_model.average_replicated_grads` reduces their gradients.
+    _fsdp_wrap = False
+
     def __init__(
         self,
         source: LlamaShape,
@@ -153,8 +158,9 @@ class L0Module(nn.Module):
         self.log_alpha = nn.ParameterDict(
             {m: nn.Parameter(torch.empty(spec.shape)) for m, spec in self.specs.items()}
         )
-        self.lambda1 = nn.ParameterDict({m: nn.Parameter(torch.zeros(())) for m in self.specs})
-        self.lambda2 = nn.ParameterDict({m: nn.Parameter(torch.zeros(())) for m in self.specs})
+        # One-element vectors, not scalars: FSDP cannot shard 0-dimensional parameters.
+        self.lambda1 = nn.ParameterDict({m: nn.Parameter(torch.zeros(1)) for m in self.specs})
+        self.lambda2 = nn.ParameterDict({m: nn.Parameter(torch.zeros(1)) for m in self.specs})
         self.seed = seed
         #: Expected sparsity the target ramps from, per module (0 unless initialised
         #: from scores).
@@ -270,8 +276,15 @@ class L0Module(nn.Module):
         total = 0.0
         for m, s in expected.items():
             gap = s - targets[m]
-            total = total + self.lambda1[m] * gap + self.lambda2[m] * gap * gap
+            total = total + self.lambda1[m][0] * gap + self.lambda2[m][0] * gap * gap
         return total, expected
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # Checkpoints written before the lambdas became one-element vectors hold scalars.
+        for key, value in state_dict.items():
+            if key.startswith((prefix + "lambda1.", prefix + "lambda2.")) and value.dim() == 0:
+                state_dict[key] = value.reshape(1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()
     def metrics(self) -> dict[str, float]:
