@@ -109,7 +109,6 @@ class ShearingLM(ComposerModel):
         metric.update(outputs, batch["input_ids"], batch["domain_idx"])
 
 
-
 def average_replicated_grads(model: ShearingLM) -> None:
     """Average the gradients of the L0 module over the training processes.
 

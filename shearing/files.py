@@ -143,6 +143,7 @@ def move_into_place(tmp: Path, out: Path) -> None:
 def write_text_atomic(path: Path, text: str) -> None:
     """Write a small text file by rename, so a reader sees the old or the new text."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(path)
     tmp = path.parent / f".{path.name}.partial-{os.getpid()}"
     tmp.write_text(text)
     os.replace(tmp, path)

@@ -1016,6 +1016,12 @@ def markdown_table() -> str:
     return "\n".join(lines)
 
 
+def test_docs_list_every_row():
+    page = (REPO / "docs" / "bad-inputs.md").read_text()
+    assert markdown_table() in page, "regenerate the table: python tests/test_bad_inputs.py"
+    assert len(ROWS) >= 70
+
+
 if __name__ == "__main__":
     sys.path.insert(0, str(REPO))
     print(markdown_table())

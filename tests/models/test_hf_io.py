@@ -147,3 +147,13 @@ def test_gguf_of_another_architecture_is_rejected(tmp_path):
     writer.close()
     with pytest.raises(ValueError, match="has architecture 'gpt2'; supported: llama"):
         load_model(path)
+
+
+def test_generate_runs_on_a_gguf_file(capsys):
+    """`python -m shearing.generate --model X.gguf`: weights and tokenizer from the GGUF."""
+    from shearing.generate import main
+
+    assert main(["--model", str(smollm2_gguf()), "--max-new-tokens", "3", "--prompt", "Hi"]) == 0
+    out = capsys.readouterr().out
+    assert "hidden size" in out and "576" in out
+    assert "greedy continuation (" in out
