@@ -127,13 +127,15 @@ def checkpoint_files(folder: str | os.PathLike, rank: int = 0) -> list[Path]:
 
 def complete_checkpoints(folder: str | os.PathLike, rank: int = 0) -> list[Path]:
     """`checkpoint_files`, less incomplete ones (each skipped with a warning)."""
-    kept = []
-    for p in checkpoint_files(folder, rank):
-        if is_complete(p):
-            kept.append(p)
-        else:
-            log.warning("skipping %s: incomplete (a checkpoint write was interrupted)", p)
-    return kept
+    complete, incomplete = _by_completeness(folder, rank)
+    for p in incomplete:
+        log.warning("skipping %s: incomplete (a checkpoint write was interrupted)", p)
+    return complete
+
+
+def _by_completeness(folder: str | os.PathLike, rank: int) -> tuple[list[Path], list[Path]]:
+    files = checkpoint_files(folder, rank)
+    return [p for p in files if is_complete(p)], [p for p in files if not is_complete(p)]
 
 
 def prepare_resume(folder: str | os.PathLike, rank: int = 0) -> Path | None:
@@ -150,13 +152,10 @@ def prepare_resume(folder: str | os.PathLike, rank: int = 0) -> Path | None:
     folder = Path(folder)
     if not folder.is_dir():
         return None
-    complete = []
-    for p in checkpoint_files(folder, rank):
-        if is_complete(p):
-            complete.append(p)
-        else:
-            log.warning("removing %s: incomplete (a checkpoint write was interrupted)", p)
-            p.unlink()
+    complete, incomplete = _by_completeness(folder, rank)
+    for p in incomplete:
+        log.warning("removing %s: incomplete (a checkpoint write was interrupted)", p)
+        p.unlink()
     latest = folder / LATEST.format(rank=rank)
     if not complete:
         if latest.is_symlink():
