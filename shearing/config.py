@@ -320,6 +320,9 @@ def validate(cfg: TrainConfig, source: LlamaShape, seq_len: int | None = None) -
             "fsdp_config.activation_checkpointing_reentrant: false (the layers take the "
             "pruning masks, which carry gradients)"
         )
+    if cfg.autoresume and (cfg.save_folder is None or cfg.run_name is None):
+        missing = "save_folder" if cfg.save_folder is None else "run_name"
+        raise ConfigError(f"autoresume=true needs {missing}: it finds the run to resume by both")
     _validate_intervals(cfg, seq_len)
     _validate_numbers(cfg)
     _validate_dynamic(cfg, steps, seq_len)

@@ -406,6 +406,16 @@ TRAIN_ROWS = [
         "masks, which carry gradients)",
     ),
     T(
+        "autoresume without a run name",
+        ("save_folder={tmp}/r", "autoresume=true"),
+        "error: autoresume=true needs run_name: it finds the run to resume by both",
+    ),
+    T(
+        "autoresume without a save folder",
+        ("autoresume=true", "run_name=r"),
+        "error: autoresume=true needs save_folder: it finds the run to resume by both",
+    ),
+    T(
         "save folder that is the source model",
         ("save_folder={model}",),
         "error: save_folder '{model}' is the input model.path '{model}'; write the output "

@@ -81,7 +81,8 @@ def llama2_dir(tmp_path_factory):
     ],
 )
 def test_published_configs_build_on_meta_device_with_real_counts(name, target, llama2_dir):
-    cfg = load_config(YAML / name, [f"model.path={llama2_dir}", "data.path=unused"])
+    paths = [f"model.path={llama2_dir}", "data.path=unused", "save_folder=unused"]
+    cfg = load_config(YAML / name, paths)
     source, tgt = check_config(cfg)
     model = build_model(cfg, source, tgt, cfg.data.domains, meta=True)
     assert model.model.model.embed_tokens.weight.is_meta
