@@ -19,7 +19,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 import yaml
 from shearing.models.config import LlamaShape
-from shearing.pruning.l0 import INITS, MODULE_KEYS, resolve_modules
+from shearing.pruning.l0 import INITS
+from shearing.pruning.modules import MODULE_KEYS, TABLE, resolve_modules
 
 
 class ConfigError(ValueError):
@@ -275,17 +276,10 @@ def target_shape(source: LlamaShape, l0: L0Config) -> LlamaShape:
             f"source can only be pruned to a multi-head target (num_key_value_heads = "
             f"num_attention_heads = {target.num_attention_heads})"
         )
-    needs = {
-        "layer": target.num_hidden_layers != source.num_hidden_layers,
-        "hidden": target.hidden_size != source.hidden_size,
-        "kv_group": target.num_key_value_heads != source.num_key_value_heads,
-        "head": target.group_size != source.group_size,
-        "intermediate": target.intermediate_size != source.intermediate_size,
-    }
-    for module, needed in needs.items():
-        if needed and module not in modules:
-            key = MODULE_KEYS[module]
-            name = "head" if module == "kv_group" and source.group_size == 1 else module
+    for module in TABLE.values():
+        if module.changes(source, target) and module.name not in modules:
+            key = module.hf_key
+            name = "head" if module.name == "kv_group" and source.group_size == 1 else module.name
             raise ConfigError(
                 f"{prefix}.target_model.{key}={getattr(target, key)} differs from the source's "
                 f"{getattr(source, key)} but {name!r} is not in {prefix}.pruning_modules"

@@ -34,7 +34,8 @@ from shearing.models.hf_io import (
 )
 from shearing.models.llama import MaskableLlama, Masks
 from shearing.pruning.finalize import masks_report, slice_model
-from shearing.pruning.l0 import MODULE_KEYS, L0Module
+from shearing.pruning.l0 import L0Module
+from shearing.pruning.modules import MODULE_KEYS
 
 CHECK_SEQS = 4
 CHECK_LEN = 32

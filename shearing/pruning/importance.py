@@ -28,6 +28,7 @@ from torch import Tensor
 
 from shearing.data.mixture import open_domain, read_manifest
 from shearing.models.llama import MaskableLlama
+from shearing.pruning.modules import TABLE
 
 
 def calibration_batches(
@@ -129,27 +130,8 @@ def importance_scores(model: MaskableLlama, batches: Iterable[Tensor]) -> dict[s
 
 def random_scores(model: MaskableLlama, seed: int) -> dict[str, Tensor]:
     """Scores of the same shapes as `importance_scores`, uniformly random (a baseline)."""
-    s = model.shape
-    L, K, G = s.num_hidden_layers, s.num_key_value_heads, s.group_size
     generator = torch.Generator().manual_seed(seed)
-    shapes = {
-        "layer": (L,),
-        "hidden": (s.hidden_size,),
-        "head": (L, K, G),
-        "kv_group": (L, K),
-        "intermediate": (L, s.intermediate_size),
-    }
     return {
-        m: torch.rand(shape, generator=generator, dtype=torch.float64)
-        for m, shape in shapes.items()
+        m.name: torch.rand(m.gate_shape(model.shape), generator=generator, dtype=torch.float64)
+        for m in TABLE.values()
     }
-
-
-def row_ranks(scores: Tensor) -> Tensor:
-    """Rank of each score within its row (last dimension): 0 = lowest, n - 1 = highest.
-
-    Ties are broken by position (a stable sort), so every row is a permutation.
-    """
-    n = scores.shape[-1]
-    order = scores.argsort(dim=-1, stable=True)
-    return torch.empty_like(order).scatter_(-1, order, torch.arange(n).expand_as(order))

@@ -1,19 +1,9 @@
 """Hard-concrete L0 gates and the Lagrangian that pushes them toward a target shape.
 
 Implements Sheared-LLaMA's targeted structured pruning (Xia et al., arXiv 2310.06694),
-with hard-concrete gates from Louizos, Welling and Kingma (2018) over the units of CoFi
-pruning, extended to grouped-query attention:
-
-| module         | gates      | a gate removes                           | kept at the end   |
-|----------------|------------|------------------------------------------|-------------------|
-| `layer`        | [L]        | a decoder layer                          | L_t               |
-| `hidden`       | [d]        | a hidden dimension everywhere            | d_t               |
-| `head`         | [L, K, G]  | query head g of key/value group k        | G_t per group     |
-| `kv_group`     | [L, K]     | a key/value head and its query heads     | K_t per layer     |
-| `intermediate` | [L, I]     | an FFN unit                              | I_t per layer     |
-
-With plain multi-head attention (G = 1) a query head *is* a key/value group, so `head`
-acts on the `kv_group` gates.
+with hard-concrete gates from Louizos, Welling and Kingma (2018) over CoFi pruning's units
+extended to grouped-query attention: the modules of `shearing.pruning.modules.TABLE` (layers,
+hidden dimensions, query heads within key/value groups, key/value groups, FFN units).
 """
 
 from __future__ import annotations
@@ -27,7 +17,7 @@ from torch import Tensor, nn
 
 from shearing.models.config import LlamaShape
 from shearing.models.llama import Masks
-from shearing.pruning.importance import row_ranks
+from shearing.pruning.modules import MASK_FIELDS, TABLE, resolve_modules, row_ranks
 
 #: Hard-concrete constants (Louizos et al. 2018): temperature, stretch limits, clamp eps.
 BETA = 2.0 / 3.0
@@ -44,24 +34,6 @@ PRUNED_LOG_ALPHA = -3.0
 #: Ways to initialise the gate logits (`model.l0_module.init`).
 INITS = ("default", "importance")
 
-MODULES = ("layer", "hidden", "head", "kv_group", "intermediate")
-#: Target-config key that each module changes.
-MODULE_KEYS = {
-    "layer": "num_hidden_layers",
-    "hidden": "hidden_size",
-    "head": "num_attention_heads",
-    "kv_group": "num_key_value_heads",
-    "intermediate": "intermediate_size",
-}
-#: Masks field fed by each module's gates.
-MASK_FIELDS = {
-    "layer": "z_layer",
-    "hidden": "z_hidden",
-    "head": "z_head",
-    "kv_group": "z_kv",
-    "intermediate": "z_intermediate",
-}
-
 
 @dataclass(frozen=True)
 class GateSpec:
@@ -75,34 +47,9 @@ class GateSpec:
         return 1.0 - self.keep / self.shape[-1]
 
 
-def resolve_modules(source: LlamaShape, modules: Iterable[str]) -> tuple[str, ...]:
-    """Validate module names; with multi-head attention, `head` means `kv_group`.
-
-    Raises:
-        ValueError: an unknown module name.
-    """
-    resolved = []
-    for m in modules:
-        if m not in MODULES:
-            raise ValueError(f"pruning_modules entry {m!r} is unknown; valid: {', '.join(MODULES)}")
-        if m == "head" and source.group_size == 1:
-            m = "kv_group"
-        if m not in resolved:
-            resolved.append(m)
-    return tuple(resolved)
-
-
 def gate_specs(source: LlamaShape, target: LlamaShape, modules: Iterable[str]) -> dict:
-    """Gate shapes and kept counts for `modules` (already resolved)."""
-    L, K, G = source.num_hidden_layers, source.num_key_value_heads, source.group_size
-    all_specs = {
-        "layer": GateSpec((L,), target.num_hidden_layers),
-        "hidden": GateSpec((source.hidden_size,), target.hidden_size),
-        "head": GateSpec((L, K, G), target.group_size),
-        "kv_group": GateSpec((L, K), target.num_key_value_heads),
-        "intermediate": GateSpec((L, source.intermediate_size), target.intermediate_size),
-    }
-    return {m: all_specs[m] for m in modules}
+    """Gate shapes and kept counts for `modules` (already resolved), from the module table."""
+    return {m: GateSpec(TABLE[m].gate_shape(source), TABLE[m].kept(target)) for m in modules}
 
 
 def open_probability(log_alpha: Tensor) -> Tensor:
@@ -129,7 +76,7 @@ class L0Module(nn.Module):
     Args:
         source: the shape being pruned.
         target: the shape to reach (Hugging Face config names).
-        pruning_modules: names from `MODULES`; every dimension that differs between
+        pruning_modules: names from `modules.MODULES`; every dimension that differs between
             `source` and `target` must be covered.
         warmup_steps: target sparsity ramps linearly from 0 over this many steps.
         seed: gate noise is a pure function of (seed, step, draw within the step), so a

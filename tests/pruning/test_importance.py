@@ -7,13 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from shearing.models.llama import MaskableLlama
-from shearing.pruning.importance import (
-    calibration_batches,
-    importance_scores,
-    random_scores,
-    row_ranks,
-)
+from shearing.pruning.importance import calibration_batches, importance_scores, random_scores
 from shearing.pruning.l0 import INIT_LOG_ALPHA, PRUNED_LOG_ALPHA, L0Module, open_probability
+from shearing.pruning.modules import row_ranks
 from tests.helpers import tiny_pair
 
 ALL = ["layer", "hidden", "head", "kv_group", "intermediate"]
@@ -127,7 +123,7 @@ def test_importance_init_starts_at_the_importance_mask():
 
 
 def masks_of(l0):
-    from shearing.pruning.l0 import MASK_FIELDS
+    from shearing.pruning.modules import MASK_FIELDS
 
     masks = l0.deterministic_masks()
     return {m: getattr(masks, MASK_FIELDS[m]) for m in l0.log_alpha}

@@ -7,7 +7,8 @@ import torch
 
 from shearing.models.config import LlamaShape
 from shearing.pruning import l0 as l0mod
-from shearing.pruning.l0 import L0Module, open_probability, resolve_modules, sample_gates
+from shearing.pruning.l0 import L0Module, open_probability, sample_gates
+from shearing.pruning.modules import resolve_modules
 
 SOURCE = LlamaShape(
     vocab_size=50,
