@@ -4,7 +4,8 @@
     python train.py yaml/prune_smollm2.yaml [key=value ...]     # one process
 
 Overrides use OmegaConf dot-list syntax (`max_duration=12ba save_folder=/tmp/run`).
-This file only wires: config -> model, data, optimizer, schedule, callbacks -> Trainer.fit.
+This file only wires: config -> resolved run (shearing.run) -> model, data, optimizer,
+schedule, callbacks (shearing.build, shearing.callbacks) -> composer's Trainer.fit.
 """
 
 from __future__ import annotations
@@ -15,15 +16,7 @@ import sys
 from composer import Trainer
 from composer.utils import dist, reproducibility
 
-from shearing.build import (
-    build_dataloaders,
-    build_model,
-    build_optimizer,
-    build_scheduler,
-    check_config,
-    check_save_folder,
-    plan_data,
-)
+from shearing.build import build_dataloaders, build_model, build_optimizer, build_scheduler
 from shearing.callbacks import (
     DomainEvalLogger,
     JSONLinesLogger,
@@ -32,9 +25,10 @@ from shearing.callbacks import (
     WeightGradClipping,
 )
 from shearing.checkpoints import install_composer_validation
-from shearing.config import ConfigError, load_config, parse_steps, to_yaml
+from shearing.config import ConfigError, load_config, to_yaml
 from shearing.data.dynamic import DynamicLoadingCallback
 from shearing.files import write_text_atomic
+from shearing.run import prepare_save_folder, resolve
 
 
 def main(argv: list[str]) -> int:
@@ -44,9 +38,8 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
         cfg = load_config(argv[0], argv[1:])
-        data = plan_data(cfg)
-        source, target = check_config(cfg, data)
-        save_folder = check_save_folder(cfg)
+        run = resolve(cfg, world_size=dist.get_world_size())
+        save_folder = prepare_save_folder(run)
     except (ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -54,20 +47,20 @@ def main(argv: list[str]) -> int:
     install_composer_validation()  # composer's autoresume load checks files weights-only first
     reproducibility.seed_all(cfg.seed)
     try:
-        model = build_model(cfg, source, target, data.domains)
+        model = build_model(run)
     except ValueError as err:  # unreadable weights: named, one line
         print(f"error: {err}", file=sys.stderr)
         return 2
-    train_loader, eval_loader = build_dataloaders(cfg, data)
-    optimizer = build_optimizer(cfg, model)
-    scheduler = build_scheduler(cfg, optimizer, data.seq_len)
+    train_loader, eval_loader = build_dataloaders(run)
+    optimizer = build_optimizer(run, model)
+    scheduler = build_scheduler(run, optimizer)
 
-    d = cfg.data
+    d, steps = cfg.data, run.steps
     callbacks = [
         DomainEvalLogger(),
         DynamicLoadingCallback(
             train_loader.dataset,
-            data.reference_losses,
+            run.data.reference_losses,
             d.update_interval,
             eta=d.eta,
             smoothing=d.smoothing,
@@ -75,17 +68,13 @@ def main(argv: list[str]) -> int:
             update_type=d.update_type,
             history_dir=save_folder,
         ),
+        TrainingStateCallback(),
     ]
-    shift = cfg.threshold_shift
-    callbacks.append(
-        TrainingStateCallback(shift.step if shift else None, shift.threshold if shift else 0.01)
-    )
     if cfg.fsdp_config:
         callbacks.append(ReplicatedGradSync())
     if cfg.max_grad_norm is not None:
         callbacks.append(WeightGradClipping(cfg.max_grad_norm))
 
-    steps = parse_steps(cfg.max_duration, "max_duration", cfg, data.seq_len)
     loggers = [] if save_folder is None else [JSONLinesLogger(save_folder / "metrics.jsonl")]
     trainer = Trainer(
         loggers=loggers,
@@ -94,8 +83,8 @@ def main(argv: list[str]) -> int:
         seed=cfg.seed,
         train_dataloader=train_loader,
         eval_dataloader=eval_loader,
-        eval_interval=cfg.eval_interval,
-        max_duration=f"{steps}ba",
+        eval_interval=f"{steps.eval_interval}ba",
+        max_duration=f"{steps.total}ba",
         optimizers=optimizer,
         schedulers=scheduler,
         step_schedulers_every_batch=True,
@@ -106,16 +95,16 @@ def main(argv: list[str]) -> int:
         parallelism_config={"fsdp": dict(cfg.fsdp_config)} if cfg.fsdp_config else None,
         callbacks=callbacks,
         save_folder=None if save_folder is None else str(save_folder),
-        save_interval=cfg.save_interval,
+        save_interval=f"{steps.save_interval}ba",
         save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
         autoresume=cfg.autoresume,
         progress_bar=cfg.progress_bar,
         log_to_console=cfg.log_to_console,
-        console_log_interval=cfg.console_log_interval,
+        console_log_interval=f"{steps.console_log_interval}ba",
     )
     done = int(trainer.state.timestamp.batch.value)
-    if done >= steps:  # autoresume of a finished run: nothing to train, nothing to write
-        print(f"{save_folder} already holds the finished run ({done} of {steps} steps)")
+    if done >= steps.total:  # autoresume of a finished run: nothing to train or write
+        print(f"{save_folder} already holds the finished run ({done} of {steps.total} steps)")
         trainer.close()
         return 0
     # Records only once composer has accepted the folder (and resumed, if it does).

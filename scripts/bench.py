@@ -42,11 +42,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shearing.assets import smollm2  # noqa: E402
+from shearing.build import build_l0  # noqa: E402
 from shearing.composer_model import ShearingLM  # noqa: E402
-from shearing.config import load_config, target_shape  # noqa: E402
+from shearing.config import load_config  # noqa: E402
 from shearing.models.hf_io import load_model  # noqa: E402
 from shearing.pruning.finalize import slice_model  # noqa: E402
-from shearing.pruning.l0 import L0Module  # noqa: E402
+from shearing.run import resolve  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -99,11 +100,9 @@ def bench_forward(reps: int, batch: int = 4, seq: int = 256) -> dict:
 
 def smollm2_pruning_setup():
     """SmolLM2 and an L0 module toward yaml/prune_smollm2.yaml's target."""
-    cfg = load_config(REPO / "yaml" / "prune_smollm2.yaml")
-    model = load_model(smollm2())
-    target = target_shape(model.shape, cfg.model.l0_module)
-    l0 = L0Module(model.shape, target, cfg.model.l0_module.pruning_modules, warmup_steps=10)
-    return model, l0
+    cfg = load_config(REPO / "yaml" / "prune_smollm2.yaml", [f"model.path={smollm2()}"])
+    run = resolve(cfg, with_data=False)
+    return load_model(run.model_path, shape=run.source), build_l0(run, warmup_steps=10)
 
 
 def _train_step(lm: ShearingLM, opt: torch.optim.Optimizer, ids: torch.Tensor) -> None:

@@ -21,23 +21,11 @@ def _unwrap(state: State):
 
 
 class TrainingStateCallback(Callback):
-    """Sets the step on the model (L0 ramp and noise, L1 schedule), shifts the ReLU
-    threshold when due, and logs L0 state and training activation sparsity.
-
-    Args:
-        shift_step, shift_threshold: switch relu -> fatrelu(threshold) from this step on.
-    """
-
-    def __init__(self, shift_step: int | None = None, shift_threshold: float = 0.01) -> None:
-        self.shift_step, self.shift_threshold = shift_step, shift_threshold
+    """Sets the step on the model (L0 ramp and noise, L1 schedule, the scheduled FATReLU
+    threshold) and logs L0 state and training activation sparsity."""
 
     def batch_start(self, state: State, logger: Logger) -> None:
-        model = _unwrap(state)
-        step = int(state.timestamp.batch.value)
-        model.set_step(step)
-        if self.shift_step is not None and step >= self.shift_step:
-            for layer in model.model.model.layers:
-                layer.mlp.act_fn.kind, layer.mlp.act_fn.threshold = "fatrelu", self.shift_threshold
+        _unwrap(state).set_step(int(state.timestamp.batch.value))
 
     def batch_end(self, state: State, logger: Logger) -> None:
         model = _unwrap(state)

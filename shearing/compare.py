@@ -42,14 +42,14 @@ from pathlib import Path
 
 import torch
 
-from shearing.config import load_config, parse_steps, target_shape
+from shearing.config import load_config
 from shearing.convert import convert
 from shearing.demo import sh
 from shearing.eval import evaluate
-from shearing.models.config import LlamaShape
-from shearing.models.hf_io import load_model, read_hf_config, save_pretrained
+from shearing.models.hf_io import load_model, save_pretrained
 from shearing.models.llama import MaskableLlama
 from shearing.oneshot import oneshot
+from shearing.run import resolve
 
 METHODS = ("shearing", "shearing_importance_init", "importance", "random", "scratch")
 #: Run unless --methods says otherwise (scratch is opt-in: it adds a quarter to the time).
@@ -101,9 +101,10 @@ class Stage:
 
     def __init__(self, config: str, model: Path, steps: int, folder: Path, plan: Plan) -> None:
         self.config, self.folder, self.steps, self.seq_len = config, folder, steps, plan.seq_len
-        cfg = load_config(config, [f"model.path={model}", *plan.overrides])
-        scale = steps / parse_steps(cfg.max_duration, "max_duration", cfg, plan.seq_len)
-        warmup = parse_steps(cfg.scheduler.t_warmup, "scheduler.t_warmup", cfg, plan.seq_len)
+        run = resolve(load_config(config, [f"model.path={model}", *plan.overrides]))
+        cfg = run.cfg
+        scale = steps / run.steps.total
+        warmup = run.steps.warmup
         every = max(1, steps // EVALS_PER_STAGE)
         self.batch = cfg.global_train_batch_size
         self.tokens = steps * self.batch * plan.seq_len
@@ -226,10 +227,9 @@ def budget_steps(plan: Plan) -> int:
 
 def scratch_model(plan: Plan, out: Path) -> None:
     """The target shape with transformers' initialisation (normal(0, initializer_range))."""
-    cfg = load_config(plan.prune_config, plan.paths())
-    source = LlamaShape.from_hf(read_hf_config(plan.model))
-    torch.manual_seed(cfg.seed)
-    model = MaskableLlama(target_shape(source, cfg.model.l0_module))
+    run = resolve(load_config(plan.prune_config, plan.paths()), with_data=False)
+    torch.manual_seed(run.cfg.seed)
+    model = MaskableLlama(run.target)
     save_pretrained(model, out, source=plan.model, force=True)
 
 
@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         if key in quick:
             return quick[key]
         cfg = load_config(config, [f"model.path={model}", f"data.path={data}"])
-        return parse_steps(cfg.max_duration, "max_duration", cfg)
+        return resolve(cfg).steps.total
 
     manifest = json.loads((data / "manifest.json").read_text())
     domains = list(manifest["domains"])

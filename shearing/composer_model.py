@@ -27,6 +27,8 @@ class ShearingLM(ComposerModel):
     teacher: frozen model for distillation (kept out of the state dict and optimizer).
     distill_alpha, distill_temperature: distillation weight and temperature.
     l1_stages: ProSparse L1 stages as (steps, coefficient); None = no L1 term.
+    threshold_from_step: ProSparse's threshold shift: the model's FATReLU threshold (its
+        shape's `fatrelu_threshold`) is in force from this step on, 0 (exactly ReLU) before.
     """
 
     def __init__(
@@ -38,6 +40,7 @@ class ShearingLM(ComposerModel):
         distill_alpha: float = 1.0,
         distill_temperature: float = 1.0,
         l1_stages: Sequence[tuple[int, float]] | None = None,
+        threshold_from_step: int | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -52,14 +55,22 @@ class ShearingLM(ComposerModel):
         # Activation statistics only where they mean something (L1 term, ReLU-family FFNs).
         wanted = self.l1_stages is not None or model.shape.hidden_act != "silu"
         self.recorder = ActivationRecorder(model) if wanted else None
-        self.step = 0
+        self.threshold_from_step = threshold_from_step
+        if threshold_from_step is not None and model.shape.hidden_act != "fatrelu":
+            raise ValueError("threshold_from_step needs a fatrelu model")
         self.last_activation_sparsity: Tensor | None = None
+        self.set_step(0)
 
     def set_step(self, step: int) -> None:
-        """Called before each training batch (L0 ramp and noise, L1 schedule)."""
+        """Called before each training batch (L0 ramp and noise, L1 schedule, threshold)."""
         self.step = step
         if self.l0 is not None:
             self.l0.set_step(step)
+        if self.threshold_from_step is not None:
+            final = self.model.shape.fatrelu_threshold
+            threshold = final if step >= self.threshold_from_step else 0.0
+            for layer in self.model.model.layers:
+                layer.mlp.act_fn.threshold = threshold
 
     def masks(self) -> Masks | None:
         if self.l0 is None:

@@ -287,8 +287,41 @@ def target_shape(source: LlamaShape, l0: L0Config) -> LlamaShape:
     return target
 
 
-def validate(cfg: TrainConfig, source: LlamaShape, seq_len: int | None = None) -> LlamaShape | None:
-    """Check everything that can be checked before building; return the target shape."""
+def validate(
+    cfg: TrainConfig, source: LlamaShape, seq_len: int | None = None, *, training: bool = True
+) -> LlamaShape | None:
+    """Check everything that can be checked before building; return the target shape.
+
+    With `training` false only what shapes the model is checked (activation, pruning
+    target): what conversion and one-shot pruning need, without the corpus.
+    """
+    steps = _validate_training(cfg, seq_len) if training else None
+    _validate_sparsity(cfg, source, steps)
+    if cfg.model.l0_module is None:
+        return None
+    l0 = cfg.model.l0_module
+    if l0.init not in INITS:
+        raise ConfigError(f"model.l0_module.init={l0.init!r} is not valid; use {', '.join(INITS)}")
+    if l0.calibration_rows <= 0:
+        raise ConfigError(
+            f"model.l0_module.calibration_rows={l0.calibration_rows} must be positive"
+        )
+    if l0.lagrangian_warmup_steps < 0:
+        raise ConfigError(
+            f"model.l0_module.lagrangian_warmup_steps={l0.lagrangian_warmup_steps} must not be "
+            "negative"
+        )
+    if steps is not None and l0.lagrangian_warmup_steps > steps:
+        raise ConfigError(
+            f"model.l0_module.lagrangian_warmup_steps={l0.lagrangian_warmup_steps} is longer "
+            f"than the run (max_duration={cfg.max_duration}, {steps} steps)"
+        )
+    return target_shape(source, l0)
+
+
+def _validate_training(cfg: TrainConfig, seq_len: int | None) -> int:
+    """The training keys: precision, batch, durations, intervals, dynamic loading; the run's
+    length in steps."""
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"precision={cfg.precision!r} is not valid; use {', '.join(PRECISIONS)}")
     if cfg.global_train_batch_size <= 0:
@@ -320,27 +353,7 @@ def validate(cfg: TrainConfig, source: LlamaShape, seq_len: int | None = None) -
     _validate_intervals(cfg, seq_len)
     _validate_numbers(cfg)
     _validate_dynamic(cfg, steps, seq_len)
-    _validate_sparsity(cfg, source, steps)
-    if cfg.model.l0_module is None:
-        return None
-    l0 = cfg.model.l0_module
-    if l0.init not in INITS:
-        raise ConfigError(f"model.l0_module.init={l0.init!r} is not valid; use {', '.join(INITS)}")
-    if l0.calibration_rows <= 0:
-        raise ConfigError(
-            f"model.l0_module.calibration_rows={l0.calibration_rows} must be positive"
-        )
-    if l0.lagrangian_warmup_steps < 0:
-        raise ConfigError(
-            f"model.l0_module.lagrangian_warmup_steps={l0.lagrangian_warmup_steps} must not be "
-            "negative"
-        )
-    if l0.lagrangian_warmup_steps > steps:
-        raise ConfigError(
-            f"model.l0_module.lagrangian_warmup_steps={l0.lagrangian_warmup_steps} is longer "
-            f"than the run (max_duration={cfg.max_duration}, {steps} steps)"
-        )
-    return target_shape(source, l0)
+    return steps
 
 
 def _validate_intervals(cfg: TrainConfig, seq_len: int | None) -> None:
@@ -402,7 +415,7 @@ def _validate_dynamic(cfg: TrainConfig, steps: int, seq_len: int | None) -> None
         raise ConfigError(f"data.smoothing={d.smoothing} must be in [0, 1]")
 
 
-def _validate_sparsity(cfg: TrainConfig, source: LlamaShape, steps: int) -> None:
+def _validate_sparsity(cfg: TrainConfig, source: LlamaShape, steps: int | None) -> None:
     from shearing.models.config import SUPPORTED_ACTIVATIONS
 
     act = cfg.model.activation
@@ -414,7 +427,8 @@ def _validate_sparsity(cfg: TrainConfig, source: LlamaShape, steps: int) -> None
     shift = cfg.threshold_shift
     if shift is not None and final not in ("relu", "fatrelu"):
         raise ConfigError(f"threshold_shift needs a relu or fatrelu model, not {final!r}")
-    if shift is not None and not (0 <= shift.step < steps and shift.threshold >= 0):
+    last = steps if steps is not None else shift.step + 1 if shift is not None else 0
+    if shift is not None and not (0 <= shift.step < last and shift.threshold >= 0):
         raise ConfigError(
             f"threshold_shift needs 0 <= step < {steps} (the run's steps) and threshold >= 0, "
             f"got step={shift.step}, threshold={shift.threshold}"

@@ -23,19 +23,17 @@ from pathlib import Path
 
 import torch
 
+from shearing.build import build_l0
 from shearing.checkpoints import CheckpointError, complete_checkpoints, load_state
-from shearing.config import ConfigError, TrainConfig, expand_path, load_config, target_shape
+from shearing.config import ConfigError, load_config
 from shearing.files import OutputError, check_replaceable, check_separate, staged_output
-from shearing.models.config import STOCK_ACTIVATIONS, LlamaShape
-from shearing.models.hf_io import (
-    model_from_state_dict,
-    read_hf_config,
-    write_pretrained,
-)
+from shearing.models.config import STOCK_ACTIVATIONS
+from shearing.models.hf_io import model_from_state_dict, write_pretrained
 from shearing.models.llama import MaskableLlama, Masks
 from shearing.pruning.finalize import masks_report, slice_model
 from shearing.pruning.l0 import L0Module
 from shearing.pruning.modules import MODULE_KEYS
+from shearing.run import Run, resolve
 
 CHECK_SEQS = 4
 CHECK_LEN = 32
@@ -67,30 +65,21 @@ def find_checkpoint(path: str | Path) -> Path:
     )
 
 
-def load_checkpoint(ckpt: Path, cfg: TrainConfig) -> tuple[MaskableLlama, L0Module | None]:
+def load_checkpoint(ckpt: Path, run: Run) -> tuple[MaskableLlama, L0Module | None]:
     """Rebuild the model (and L0 module) of a run from its checkpoint, on the CPU."""
     state = load_state(ckpt)
     try:
         weights = state["state"]["model"]
     except (KeyError, TypeError):
         raise ConversionError(f"{ckpt} is not a composer checkpoint (no state.model)") from None
-    hf_config = read_hf_config(expand_path(cfg.model.path))
-    if cfg.model.activation is not None:  # the run trained with a replaced activation
-        hf_config |= {"hidden_act": cfg.model.activation}
-    hf_config |= {"fatrelu_threshold": cfg.model.fatrelu_threshold}
-    if cfg.threshold_shift is not None:  # the run ends with the shifted (FATReLU) activation
-        hf_config |= {"hidden_act": "fatrelu", "fatrelu_threshold": cfg.threshold_shift.threshold}
-    source = LlamaShape.from_hf(hf_config)
     model_state = {k[len("model.") :]: v for k, v in weights.items() if k.startswith("model.")}
     if not model_state:
         raise ConversionError(f"{ckpt} holds no model weights (a sharded FSDP checkpoint?)")
-    model = model_from_state_dict(source, model_state)
-    if cfg.model.l0_module is None:
+    # the run's model with its final activation (a scheduled threshold shift included)
+    model = model_from_state_dict(run.source, model_state)
+    l0 = build_l0(run)
+    if l0 is None:
         return model, None
-    l0_cfg = cfg.model.l0_module
-    l0 = L0Module(
-        source, target_shape(source, l0_cfg), l0_cfg.pruning_modules, l0_cfg.lagrangian_warmup_steps
-    )
     l0_state = {k[len("l0.") :]: v for k, v in weights.items() if k.startswith("l0.")}
     l0.load_state_dict(l0_state, strict=True)
     return model, l0
@@ -119,16 +108,15 @@ def convert(
     cfg_path = Path(config) if config else ckpt.parent / "config.yaml"
     if not cfg_path.is_file():
         raise ConversionError(f"no run config at {cfg_path}; pass --config")
-    cfg = load_config(cfg_path)
-    check_separate(out, "OUT_DIR", {"model.path of the run": expand_path(cfg.model.path)})
-    model, l0 = load_checkpoint(ckpt, cfg)
-    source_cfg = read_hf_config(expand_path(cfg.model.path))
-    dtype = dtype or str(source_cfg.get("torch_dtype") or "float32")
+    run = resolve(load_config(cfg_path), with_data=False)
+    check_separate(out, "OUT_DIR", {"model.path of the run": run.model_path})
+    model, l0 = load_checkpoint(ckpt, run)
+    dtype = dtype or str(run.source_config.get("torch_dtype") or "float32")
     if dtype not in DTYPES:
         raise ConversionError(f"--dtype {dtype!r} is not supported; use {', '.join(DTYPES)}")
     masks = l0.deterministic_masks() if l0 is not None else None
     scores = l0.scores() if l0 is not None else None
-    return export(model, masks, out, source=expand_path(cfg.model.path), dtype=dtype, scores=scores)
+    return export(model, masks, out, source=run.model_path, dtype=dtype, scores=scores)
 
 
 @torch.no_grad()

@@ -23,13 +23,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from shearing.config import ConfigError, expand_path, load_config, target_shape
+from shearing.build import build_l0
+from shearing.config import ConfigError, expand_path, load_config
 from shearing.convert import ConversionError, export
 from shearing.files import OutputError, check_replaceable, check_separate
-from shearing.models.config import LlamaShape
-from shearing.models.hf_io import load_model, read_hf_config
+from shearing.models.hf_io import load_model
 from shearing.pruning.importance import calibration_batches, importance_scores, random_scores
-from shearing.pruning.l0 import L0Module
+from shearing.run import resolve
 
 METHODS = ("importance", "random")
 
@@ -58,28 +58,23 @@ def oneshot(
         raise ValueError(f"--calibration-rows {calibration_rows} must be positive")
     out = Path(out).expanduser()
     check_replaceable(out, force, "--out")
-    cfg = load_config(config, overrides)
-    if cfg.model.l0_module is None:
+    run = resolve(load_config(config, overrides), with_data=False)
+    if run.target is None:
         raise ConfigError(f"{config} has no model.l0_module, so no target shape to prune to")
-    source_path = expand_path(cfg.model.path)
-    data_path = expand_path(str(data or cfg.data.path)) if method == "importance" else None
-    check_separate(
-        out, "--out", {"--config": config, "model.path": source_path, "--data": data_path}
-    )
-    source_cfg = read_hf_config(source_path)
-    source = LlamaShape.from_hf(source_cfg)
-    l0_cfg = cfg.model.l0_module
-    l0 = L0Module(source, target_shape(source, l0_cfg), l0_cfg.pruning_modules, 0)
-    model = load_model(source_path)
+    data_path = expand_path(str(data or run.cfg.data.path)) if method == "importance" else None
+    inputs = {"--config": config, "model.path": run.model_path, "--data": data_path}
+    check_separate(out, "--out", inputs)
+    l0 = build_l0(run, warmup_steps=0)
+    model = load_model(run.model_path, shape=run.source)
     if method == "importance":
         scores = importance_scores(model, calibration_batches(data_path, calibration_rows))
     else:
         scores = random_scores(model, seed)
     l0.init_from_scores(scores)
     masks = l0.deterministic_masks()
-    dtype = str(source_cfg.get("torch_dtype") or "float32")
+    dtype = str(run.source_config.get("torch_dtype") or "float32")
     kept_scores = {m: scores[m].float() for m in l0.log_alpha}
-    return export(model, masks, out, source=source_path, dtype=dtype, scores=kept_scores)
+    return export(model, masks, out, source=run.model_path, dtype=dtype, scores=kept_scores)
 
 
 def main(argv: list[str] | None = None) -> int:

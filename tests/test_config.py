@@ -7,8 +7,9 @@ import pytest
 import torch
 import transformers
 
-from shearing.build import build_model, check_config, plan_data
+from shearing.build import build_model
 from shearing.config import ConfigError, load_config
+from shearing.run import plan_data, resolve
 
 YAML = Path(__file__).resolve().parent.parent / "yaml"
 LLAMA2_7B = {  # the public config.json of meta-llama/Llama-2-7b-hf
@@ -45,7 +46,8 @@ def tiny(ws, *overrides):
 
 
 def check(cfg):
-    return check_config(cfg, plan_data(cfg))
+    run = resolve(cfg)
+    return run.source, run.target
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +85,9 @@ def llama2_dir(tmp_path_factory):
 def test_published_configs_build_on_meta_device_with_real_counts(name, target, llama2_dir):
     paths = [f"model.path={llama2_dir}", "data.path=unused", "save_folder=unused"]
     cfg = load_config(YAML / name, paths)
-    source, tgt = check_config(cfg)
-    model = build_model(cfg, source, tgt, cfg.data.domains, meta=True)
+    run = resolve(cfg, with_data=False)
+    source, tgt = run.source, run.target
+    model = build_model(run, meta=True)
     assert model.model.model.embed_tokens.weight.is_meta
     assert model.model.num_params() == LLAMA2_7B_PARAMS
     with transformers.modeling_utils.no_init_weights(), torch.device("meta"):
@@ -287,13 +290,12 @@ def test_importance_init_orders_the_gates_by_importance(tiny_workspace):
     cfg = tiny(
         tiny_workspace, "model.l0_module.init=importance", "model.l0_module.calibration_rows=3"
     )
-    data = plan_data(cfg)
-    source, target = check_config(cfg, data)
-    lm = build_model(cfg, source, target, data.domains)
-    scores = importance_scores(lm.model, calibration_batches(data.root, 3))
+    run = resolve(cfg)
+    lm = build_model(run)
+    scores = importance_scores(lm.model, calibration_batches(run.data.root, 3))
     for module, logits in lm.l0.log_alpha.items():
         n = logits.shape[-1]
         order = logits.detach().reshape(-1, n).argsort(-1)
         assert torch.equal(order, scores[module].reshape(-1, n).argsort(-1)), module
-    default = build_model(tiny(tiny_workspace), source, target, data.domains)
+    default = build_model(resolve(tiny(tiny_workspace)))
     assert default.l0.log_alpha["intermediate"].std() < 0.1  # all gates start alike

@@ -86,6 +86,7 @@ def load_model(
     device: str | torch.device = "cpu",
     hidden_act: str | None = None,
     fatrelu_threshold: float | None = None,
+    shape: LlamaShape | None = None,
 ) -> MaskableLlama:
     """Load a source checkpoint into a `MaskableLlama`.
 
@@ -94,17 +95,21 @@ def load_model(
         dtype: parameter dtype.
         device: parameter device.
         hidden_act: replace the FFN activation (e.g. `relu` to ReLU-fy a SiLU model).
+        fatrelu_threshold: the threshold of a `fatrelu` activation.
+        shape: build this shape instead of the checkpoint's config (a resolved run's, with
+            its activation); its dimensions must be the checkpoint's.
 
     Raises:
         ValueError: no model at `path`, an unsupported config, or a key/shape mismatch.
     """
     src = resolve_source(path)
-    hf_config = read_hf_config(src)
-    if hidden_act is not None:
-        hf_config = {**hf_config, "hidden_act": hidden_act}
-    if fatrelu_threshold is not None:
-        hf_config = {**hf_config, "fatrelu_threshold": fatrelu_threshold}
-    shape = LlamaShape.from_hf(hf_config)
+    if shape is None:
+        hf_config = read_hf_config(src)
+        if hidden_act is not None:
+            hf_config = {**hf_config, "hidden_act": hidden_act}
+        if fatrelu_threshold is not None:
+            hf_config = {**hf_config, "fatrelu_threshold": fatrelu_threshold}
+        shape = LlamaShape.from_hf(hf_config)
     state = _gguf_state_dict(src) if src.suffix == ".gguf" else _hf_state_dict(src)
     return model_from_state_dict(shape, state, dtype=dtype, device=device)
 

@@ -1,0 +1,300 @@
+"""One resolution of a run: a loaded config, checked, turned into what everything else uses.
+
+    cfg = load_config("yaml/prune_2.7b.yaml", overrides)
+    run = resolve(cfg)              # every error here: one line, before any weights load
+
+A `Run` holds the source and target shapes, the resolved pruning modules, the shape the run
+ends with (its final activation included), the data plan (domains, proportions, reference
+losses), every step count in batches, the teacher and the save folder. `train.py`'s
+builders (`shearing.build`), `convert_to_hf.sh`, one-shot pruning, the comparison and the
+benchmarks read it; none of them re-derives what it holds.
+
+How a yaml key reaches its owner: `load_config` (schema, `shearing/config.py`) ->
+`resolve` (here) -> `shearing.build` (model, L0 module, data loaders, optimizer, schedule)
+-> composer's Trainer (`train.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from composer.utils import dist
+
+from shearing.checkpoints import CheckpointError, checkpoint_files, prepare_resume
+from shearing.config import (
+    ConfigError,
+    TrainConfig,
+    expand_path,
+    load_config,
+    parse_steps,
+    validate,
+)
+from shearing.data.dynamic import last_proportions
+from shearing.data.mixture import read_manifest
+from shearing.files import OutputError, check_separate
+from shearing.models.config import LlamaShape
+from shearing.models.hf_io import read_hf_config
+from shearing.pruning.modules import resolve_modules
+
+PROPORTION_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class DataPlan:
+    """What the data section resolves to, checked against the corpus manifest."""
+
+    root: str
+    domains: list[str]
+    proportions: list[float]
+    reference_losses: list[float] | None
+    seq_len: int
+    vocab_size: int
+
+
+def plan_data(cfg: TrainConfig) -> DataPlan:
+    """Resolve domains, proportions and reference losses against the manifest.
+
+    Raises:
+        ConfigError: a domain not in the manifest, lengths that differ, proportions
+            that are negative or do not sum to 1, non-positive reference losses.
+    """
+    d = cfg.data
+    manifest = read_manifest(expand_path(d.path))
+    available = list(manifest["domains"])
+    domains = list(d.domains) if d.domains is not None else available
+    for name in domains:
+        if name not in available:
+            raise ConfigError(
+                f"data.domains entry {name!r} is not in the corpus; "
+                f"available: {', '.join(available)}"
+            )
+    if d.proportions is not None and d.proportions_from is not None:
+        raise ConfigError("data.proportions and data.proportions_from are both set; keep one")
+    if d.proportions_from is not None:
+        try:
+            proportions = last_proportions(expand_path(d.proportions_from), domains)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    elif d.proportions is None:
+        tokens = [manifest["domains"][n]["train"]["tokens"] for n in domains]
+        proportions = [t / sum(tokens) for t in tokens]
+    else:
+        proportions = list(d.proportions)
+        if len(proportions) != len(domains):
+            raise ConfigError(
+                f"data.proportions has {len(proportions)} values for {len(domains)} domains"
+            )
+        if any(p < 0 for p in proportions):
+            raise ConfigError(f"data.proportions={proportions} has a negative value")
+        if abs(sum(proportions) - 1.0) > PROPORTION_TOLERANCE:
+            raise ConfigError(f"data.proportions sum to {sum(proportions):.8f}, not 1")
+    refs = None if d.reference_losses is None else list(d.reference_losses)
+    if refs is not None:
+        if len(refs) != len(domains):
+            raise ConfigError(
+                f"data.reference_losses has {len(refs)} values for {len(domains)} domains"
+            )
+        if any(r <= 0 for r in refs):
+            raise ConfigError(f"data.reference_losses={refs} must all be positive")
+    return DataPlan(
+        str(expand_path(d.path)),
+        domains,
+        proportions,
+        refs,
+        manifest["seq_len"],
+        manifest["vocab_size"],
+    )
+
+
+@dataclass(frozen=True)
+class Steps:
+    """Every duration of the run, in batches."""
+
+    total: int
+    warmup: int
+    eval_interval: int
+    save_interval: int
+    console_log_interval: int
+    #: Steps over which the L0 target sparsity ramps (0 when not pruning).
+    lagrangian_warmup: int
+    #: From this step on the FATReLU threshold is in force (ProSparse); None = from the start.
+    threshold_shift: int | None
+
+
+@dataclass(frozen=True)
+class Run:
+    """A resolved run; see the module docstring."""
+
+    cfg: TrainConfig
+    model_path: Path
+    #: The source model's Hugging Face config, as read.
+    source_config: dict
+    #: The model being trained: the source's shape with the run's activation. With a
+    #: scheduled threshold shift this is already the final FATReLU, whose threshold is 0
+    #: (exactly ReLU) before `steps.threshold_shift`.
+    source: LlamaShape
+    #: The shape to prune to (None: no pruning).
+    target: LlamaShape | None
+    #: Resolved pruning modules (`head` becomes `kv_group` for multi-head attention).
+    modules: tuple[str, ...]
+    #: The shape of the model the run ends with (what convert_to_hf.sh writes).
+    final: LlamaShape
+    #: The frozen distillation teacher (None: no distillation).
+    teacher_path: Path | None
+    #: The data section against the corpus manifest (None when resolved without data).
+    data: DataPlan | None
+    #: Durations in batches (None when resolved without data: token durations need it).
+    steps: Steps | None
+    world_size: int = 1
+
+
+def resolve(cfg: TrainConfig, *, with_data: bool = True, world_size: int = 1) -> Run:
+    """Check `cfg` against its source model (and corpus) and resolve everything it implies.
+
+    Args:
+        cfg: a loaded config (`shearing.config.load_config`).
+        with_data: resolve (and check) the data section, step counts and other training keys
+            against `data.path`; convert and one-shot pruning resolve only the model's
+            shapes, without the corpus (which need not be on that machine).
+        world_size: training processes (the batch must divide among them).
+
+    Raises:
+        ConfigError: one line naming the key, before any weights load.
+    """
+    data = plan_data(cfg) if with_data else None
+    model_path = expand_path(cfg.model.path)
+    try:
+        source_config = read_hf_config(model_path)
+    except ValueError as err:
+        raise ConfigError(f"model.path: {err}") from None
+    m = cfg.model
+    shift = cfg.threshold_shift
+    trained = dict(source_config)
+    if m.activation is not None:
+        trained["hidden_act"] = m.activation
+    trained["fatrelu_threshold"] = m.fatrelu_threshold
+    try:
+        original = LlamaShape.from_hf(source_config)
+    except ValueError as err:
+        raise ConfigError(f"model.path: {err}") from None
+    target = validate(cfg, original, data.seq_len if data else None, training=with_data)
+    if shift is not None:  # the run ends with FATReLU(threshold); ReLU before the shift
+        trained |= {"hidden_act": "fatrelu", "fatrelu_threshold": shift.threshold}
+    source = LlamaShape.from_hf(trained)
+    if data is not None and data.vocab_size > source.vocab_size:
+        raise ConfigError(
+            f"data.path was tokenized with a vocabulary of {data.vocab_size}, larger than the "
+            f"model's {source.vocab_size}"
+        )
+    if with_data:
+        _check_batch(cfg, world_size)
+    l0 = m.l0_module
+    modules = resolve_modules(source, l0.pruning_modules) if l0 is not None else ()
+    # the target with the trained activation; the run ends with it (or with the source)
+    target = None if target is None else source.replace(**_dims(target))
+    final = target or source
+    d = cfg.distillation
+    teacher = None if d is None else expand_path(d.teacher_path or cfg.model.path)
+    steps = _steps(cfg, data.seq_len) if data is not None else None
+    return Run(
+        cfg, model_path, source_config, source, target, modules, final, teacher, data, steps,
+        world_size,
+    )  # fmt: skip
+
+
+def _dims(shape: LlamaShape) -> dict:
+    keys = ("hidden_size", "num_attention_heads", "num_key_value_heads", "num_hidden_layers")
+    return {k: getattr(shape, k) for k in (*keys, "intermediate_size")}
+
+
+def _steps(cfg: TrainConfig, seq_len: int) -> Steps:
+    def steps(key: str, value: str) -> int:
+        return parse_steps(value, key, cfg, seq_len)
+
+    l0 = cfg.model.l0_module
+    shift = cfg.threshold_shift
+    return Steps(
+        total=steps("max_duration", cfg.max_duration),
+        warmup=steps("scheduler.t_warmup", cfg.scheduler.t_warmup),
+        eval_interval=steps("eval_interval", cfg.eval_interval),
+        save_interval=steps("save_interval", cfg.save_interval),
+        console_log_interval=steps("console_log_interval", cfg.console_log_interval),
+        lagrangian_warmup=l0.lagrangian_warmup_steps if l0 is not None else 0,
+        threshold_shift=shift.step if shift is not None else None,
+    )
+
+
+def _check_batch(cfg: TrainConfig, world: int) -> None:
+    if cfg.global_train_batch_size % world:
+        raise ConfigError(
+            f"global_train_batch_size={cfg.global_train_batch_size} is not divisible by the "
+            f"{world} training processes"
+        )
+    micro = cfg.device_train_microbatch_size
+    device_batch = cfg.global_train_batch_size // world
+    if micro is not None and (micro <= 0 or device_batch % micro):
+        raise ConfigError(
+            f"device_train_microbatch_size={micro} must be a positive divisor of the "
+            f"per-device batch {device_batch} (global_train_batch_size="
+            f"{cfg.global_train_batch_size} over {world} process(es))"
+        )
+
+
+#: Files a run writes into its save folder besides checkpoints.
+RUN_RECORDS = ("config.yaml", "metrics.jsonl", "domain_history.jsonl")
+
+
+def prepare_save_folder(run: Run) -> Path | None:
+    """Check `save_folder` before anything is loaded or written; return it (or None).
+
+    A folder that already holds a run is refused unless `autoresume` continues it; a
+    continued run must have the same model section (its checkpoints are of that model),
+    and the checkpoint it resumes from is prepared (`checkpoints.prepare_resume`). The
+    folder must not be, hold or lie inside an input.
+
+    Raises:
+        ConfigError: one line naming the folder and what to do.
+    """
+    cfg = run.cfg
+    if cfg.save_folder is None:
+        return None
+    folder = expand_path(cfg.save_folder)
+    inputs = {"model.path": run.model_path, "data.path": expand_path(cfg.data.path)}
+    if run.teacher_path is not None:
+        inputs["distillation.teacher_path"] = run.teacher_path
+    if cfg.data.proportions_from:
+        inputs["data.proportions_from"] = expand_path(cfg.data.proportions_from)
+    try:
+        check_separate(folder, "save_folder", inputs)
+    except OutputError as err:
+        raise ConfigError(str(err)) from None
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"save_folder {str(folder)!r} is a file, not a folder")
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return folder
+    held = [n for n in RUN_RECORDS if (folder / n).exists()]
+    held += [p.name for p in checkpoint_files(folder)]
+    if not cfg.autoresume:
+        what = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "") if held else "files"
+        raise ConfigError(
+            f"save_folder {str(folder)!r} already holds a run ({what}); pass autoresume=true "
+            "to continue it, or choose a new folder"
+        )
+    previous = folder / "config.yaml"
+    if previous.is_file():
+        try:
+            before = load_config(previous).model
+        except ConfigError as err:
+            raise ConfigError(f"save_folder's config.yaml cannot be read: {err}") from None
+        if before != cfg.model:
+            raise ConfigError(
+                f"save_folder {str(folder)!r} holds a run of another model section "
+                "(model.*); autoresume continues only the same model and target"
+            )
+    if dist.get_local_rank() == 0:
+        try:
+            prepare_resume(folder)
+        except CheckpointError as err:
+            raise ConfigError(f"autoresume: {err}") from None
+    return folder
