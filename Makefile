@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m shearing.demo
+	$(PY) scripts/demo.py
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

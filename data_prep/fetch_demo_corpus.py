@@ -10,7 +10,6 @@ import sys
 # this folder; drop the folder from the import path before importing anything else.
 _here = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
-sys.path.insert(0, os.path.dirname(_here))
 
 from shearing.data.demo_corpus import main  # noqa: E402
 

@@ -11,7 +11,6 @@ import sys
 # it; drop its folder from the import path before importing anything else.
 _here = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
-sys.path.insert(0, os.path.dirname(_here))
 
 from shearing.data.prep import main  # noqa: E402
 

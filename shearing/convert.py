@@ -24,9 +24,10 @@ from pathlib import Path
 import torch
 
 from shearing.build import build_l0
-from shearing.checkpoints import CheckpointError, complete_checkpoints, load_state
-from shearing.config import ConfigError, load_config
-from shearing.files import OutputError, check_replaceable, check_separate, staged_output
+from shearing.checkpoints import complete_checkpoints, load_state
+from shearing.cli import CommandFailed, run
+from shearing.config import load_config
+from shearing.files import check_replaceable, check_separate, staged_output
 from shearing.models.config import STOCK_ACTIVATIONS
 from shearing.models.hf_io import model_from_state_dict, write_pretrained
 from shearing.models.llama import MaskableLlama, Masks
@@ -43,8 +44,12 @@ CHECK_ATOL = 1e-4
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class ConversionError(RuntimeError):
-    """The conversion cannot proceed or its output does not match the checkpoint."""
+class ConversionError(ValueError):
+    """The conversion cannot proceed with its input (checkpoint, config)."""
+
+
+class ConversionMismatch(CommandFailed):
+    """The converted model does not reproduce the checkpoint's logits."""
 
 
 def find_checkpoint(path: str | Path) -> Path:
@@ -97,7 +102,8 @@ def convert(
     """Convert a checkpoint; see the module docstring.
 
     Raises:
-        ConversionError: a missing checkpoint or config, or a logit mismatch.
+        ConversionError: a missing checkpoint or config.
+        ConversionMismatch: the written model's logits differ from the checkpoint's.
         OutputError: OUT_DIR is a file, overlaps an input, or is not empty without `force`.
         CheckpointError: the checkpoint is incomplete or holds more than tensors and data.
     """
@@ -159,7 +165,7 @@ def _check(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
     diff = (actual.float() - expected.float()).abs().max().item()
     limit = CHECK_ATOL * max(1.0, expected.float().abs().max().item())
     if not diff <= limit:
-        raise ConversionError(f"{what}: max abs logit difference {diff:.3g} exceeds {limit:.3g}")
+        raise ConversionMismatch(f"{what}: max abs logit difference {diff:.3g} exceeds {limit:.3g}")
 
 
 def _check_with_transformers(path: Path, final: MaskableLlama, ids: torch.Tensor, dtype) -> None:
@@ -172,7 +178,7 @@ def _check_with_transformers(path: Path, final: MaskableLlama, ids: torch.Tensor
     )
     problems = {k: v for k, v in info.items() if v}
     if problems:
-        raise ConversionError(f"transformers reports loading problems: {problems}")
+        raise ConversionMismatch(f"transformers reports loading problems: {problems}")
     rounded = model_from_state_dict(
         final.shape, {k: v.to(dtype).float() for k, v in final.state_dict().items()}
     )
@@ -189,15 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=sorted(DTYPES), help="weights dtype (default: source's)")
     parser.add_argument("--force", action="store_true", help="replace a non-empty OUT_DIR")
     args = parser.parse_args(argv)
-    try:
+
+    def body() -> None:
         out = convert(
             args.checkpoint, args.out_dir, config=args.config, dtype=args.dtype, force=args.force
         )
-    except (ConversionError, CheckpointError, ConfigError, OutputError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(out)
-    return 0
+        print(out)
+
+    return run(body)
 
 
 if __name__ == "__main__":

@@ -20,14 +20,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
+from shearing.cli import run
 from shearing.data.mixture import open_domain, read_manifest
 from shearing.files import OutputError, check_separate, write_text_atomic
 from shearing.generate import stepwise_logits
 from shearing.models.hf_io import load_model
 from shearing.models.llama import MaskableLlama
+from shearing.objectives import next_token_loss
 
 
 @torch.no_grad()
@@ -73,9 +74,7 @@ def evaluate(
                 ).astype(np.int64)
             )
             logits = forward(model, ids)
-            loss = F.cross_entropy(
-                logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="sum"
-            )
+            loss = next_token_loss(logits, ids, reduction="sum")
             loss_sum += float(loss)
             tokens += ids[:, 1:].numel()
         if tokens:
@@ -105,6 +104,38 @@ def format_table(result: dict) -> str:
             r = result[name]
             lines.append(f"{name:<16} {r['loss']:>8.4f} {r['perplexity']:>10.2f}")
     return "\n".join(lines)
+
+
+#: A column of `loss_table`: header, key in the row, format spec (width included).
+Column = tuple[str, str, str]
+
+
+def loss_table(
+    rows: dict[str, dict],
+    domains: list[str],
+    first: str = "model",
+    before: tuple[Column, ...] = (),
+    after: tuple[Column, ...] = (),
+) -> str:
+    """Models (or methods) as rows: name, `before` columns, loss per domain, average,
+    `after` columns. Each row holds `domains` ({domain: loss}), `average` (a loss) and the
+    keys its columns name; the demo and the comparison print their results with it."""
+    width = max(len(first), *(len(n) for n in rows)) + 1
+    head = [f"{first:<{width}}", *(f"{h:>{_width(f)}}" for h, _, f in before)]
+    head += [f"{d:>8}" for d in (*domains, "average")]
+    head += [f"{h:>{_width(f)}}" for h, _, f in after]
+    lines = [" ".join(head)]
+    for name, r in rows.items():
+        cells = [f"{name:<{width}}", *(f"{r.get(k, 0):{f}}" for _, k, f in before)]
+        cells += [f"{r['domains'][d]:>8.3f}" for d in domains] + [f"{r['average']:>8.3f}"]
+        cells += [f"{r.get(k, 0):{f}}" for _, k, f in after]
+        lines.append(" ".join(cells))
+    return "\n".join(lines)
+
+
+def _width(spec: str) -> int:
+    digits = "".join(c for c in spec.lstrip("<>^") if c.isdigit() or c == ".").split(".")[0]
+    return int(digits) if digits else 0
 
 
 def model_data_parser(prog: str, doc: str) -> argparse.ArgumentParser:
@@ -141,26 +172,25 @@ def main(argv: list[str] | None = None) -> int:
         help="decode token by token computing only active FFN units (ReLU-family models; slow)",
     )
     args = parser.parse_args(argv)
-    try:
+
+    def body() -> None:
         check_json_output(args)
         model = load_model(args.model)
         result = evaluate(
             model, args.data, args.split, args.max_rows, args.batch_size, sparse_ffn=args.sparse_ffn
         )
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    result |= {
-        "model": str(args.model),
-        "data": str(args.data),
-        "split": args.split,
-        "parameters": model.num_params(),
-        "non_embedding_parameters": model.num_params(include_embeddings=False),
-    }
-    print(format_table(result))
-    if args.json:
-        write_text_atomic(Path(args.json).expanduser(), json.dumps(result, indent=2) + "\n")
-    return 0
+        result |= {
+            "model": str(args.model),
+            "data": str(args.data),
+            "split": args.split,
+            "parameters": model.num_params(),
+            "non_embedding_parameters": model.num_params(include_embeddings=False),
+        }
+        print(format_table(result))
+        if args.json:
+            write_text_atomic(Path(args.json).expanduser(), json.dumps(result, indent=2) + "\n")
+
+    return run(body)
 
 
 if __name__ == "__main__":

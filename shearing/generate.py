@@ -71,9 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m shearing.generate --model DIR [--prompt TEXT] [--max-new-tokens N]`:
     print the model's shape and size and a greedy continuation of the prompt."""
     import argparse
-    import sys
     import time
 
+    from shearing.cli import run
     from shearing.models.hf_io import load_model, load_tokenizer
 
     parser = argparse.ArgumentParser(prog="python -m shearing.generate", description=main.__doc__)
@@ -84,28 +84,28 @@ def main(argv: list[str] | None = None) -> int:
         "--sparse-ffn", action="store_true", help="compute only active FFN units (ReLU models)"
     )
     args = parser.parse_args(argv)
-    try:
+
+    def body() -> None:
         if args.max_new_tokens < 0:
             raise ValueError(f"--max-new-tokens {args.max_new_tokens} must be 0 or more")
         model = load_model(args.model).eval()
         model.set_sparse_decode(args.sparse_ffn)
         tokenizer = load_tokenizer(args.model)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"model: {args.model}")
-    rows = describe(model)
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        print(f"  {name:<{width}}  {value}")
-    ids = tokenizer(args.prompt, return_tensors="pt").input_ids
-    start = time.perf_counter()
-    out = greedy_generate(model, ids, args.max_new_tokens, tokenizer.eos_token_id)
-    seconds = time.perf_counter() - start
-    new = out.shape[1] - ids.shape[1]
-    print(f"greedy continuation ({new} tokens, {new / seconds:.1f} tokens/s):")
-    print(f"  {args.prompt}{tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)}")
-    return 0
+        print(f"model: {args.model}")
+        rows = describe(model)
+        width = max(len(name) for name, _ in rows)
+        for name, value in rows:
+            print(f"  {name:<{width}}  {value}")
+        ids = tokenizer(args.prompt, return_tensors="pt").input_ids
+        start = time.perf_counter()
+        out = greedy_generate(model, ids, args.max_new_tokens, tokenizer.eos_token_id)
+        seconds = time.perf_counter() - start
+        new = out.shape[1] - ids.shape[1]
+        print(f"greedy continuation ({new} tokens, {new / max(seconds, 1e-9):.1f} tokens/s):")
+        text = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+        print(f"  {args.prompt}{text}")
+
+    return run(body)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
-"""Extra training objectives for activation sparsity (ReluLLaMA, ProSparse).
+"""Training objectives: the next-token loss, and extras for activation sparsity.
 
+- Next-token cross-entropy (`next_token_loss`): the one loss that training, the per-domain
+  eval metric and `shearing.eval` compute.
 - Distillation: `alpha * T^2 * KL(teacher || student)` over the vocabulary, teacher frozen.
 - Progressive L1 (ProSparse): `lambda(step) * R`, R = mean |FFN unit value| over layers;
   lambda is piecewise by stage, rising within stage i from lambda_{i-1} to lambda_i as
@@ -16,6 +18,21 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from shearing.models.llama import MaskableLlama
+
+
+def next_token_loss(logits: Tensor, ids: Tensor, reduction: str = "mean") -> Tensor:
+    """Cross-entropy of the logits at each position against the next token, in fp32.
+
+    Args:
+        logits: (b, s, V); ids: (b, s).
+        reduction: "mean" or "sum" over the b x (s - 1) predictions, or "none": (b, s - 1).
+    """
+    loss = F.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(),
+        ids[:, 1:].flatten(),
+        reduction=reduction,
+    )
+    return loss.view(ids.shape[0], -1) if reduction == "none" else loss
 
 
 def l1_penalty(stages: Sequence[tuple[int, float]], step: int) -> float:

@@ -24,9 +24,10 @@ import sys
 from pathlib import Path
 
 from shearing.build import build_l0
+from shearing.cli import run
 from shearing.config import ConfigError, expand_path, load_config
-from shearing.convert import ConversionError, export
-from shearing.files import OutputError, check_replaceable, check_separate
+from shearing.convert import export
+from shearing.files import check_replaceable, check_separate
 from shearing.models.hf_io import load_model
 from shearing.pruning.importance import calibration_batches, importance_scores, random_scores
 from shearing.run import resolve
@@ -90,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="replace a non-empty --out")
     parser.add_argument("overrides", nargs="*", help="config overrides, key=value")
     args = parser.parse_intermixed_args(argv)
-    try:
+
+    def body() -> None:
         out = oneshot(
             args.config,
             args.method,
@@ -101,11 +103,9 @@ def main(argv: list[str] | None = None) -> int:
             overrides=args.overrides,
             force=args.force,
         )
-    except (ConfigError, ConversionError, OutputError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(out)
-    return 0
+        print(out)
+
+    return run(body)
 
 
 if __name__ == "__main__":

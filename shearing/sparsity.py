@@ -18,7 +18,9 @@ from pathlib import Path
 
 import torch
 
-from shearing.eval import evaluate, model_data_parser
+from shearing.cli import run
+from shearing.eval import check_json_output, evaluate, model_data_parser
+from shearing.files import write_text_atomic
 from shearing.models.hf_io import load_model
 from shearing.models.llama import MaskableLlama
 
@@ -74,19 +76,19 @@ def measure(
 def main(argv: list[str] | None = None) -> int:
     parser = model_data_parser("python -m shearing.sparsity", __doc__)
     args = parser.parse_args(argv)
-    try:
+
+    def body() -> None:
+        check_json_output(args)
         result = measure(load_model(args.model), args.data, args.split, args.max_rows)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"average activation sparsity: {result['average_sparsity']:.4f}")
-    for i, s in enumerate(result["per_layer"]):
-        print(f"  layer {i:>3}: {s:.4f}")
-    for domain, loss in result["loss"].items():
-        print(f"  loss {domain}: {loss:.4f}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+        print(f"average activation sparsity: {result['average_sparsity']:.4f}")
+        for i, s in enumerate(result["per_layer"]):
+            print(f"  layer {i:>3}: {s:.4f}")
+        for domain, loss in result["loss"].items():
+            print(f"  loss {domain}: {loss:.4f}")
+        if args.json:
+            write_text_atomic(Path(args.json).expanduser(), json.dumps(result, indent=2) + "\n")
+
+    return run(body)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+from pathlib import Path
+
 import torch
 import transformers
 
@@ -34,3 +38,14 @@ def tiny_pair(seed: int = 0, **overrides):
     ref = transformers.LlamaForCausalLM(tiny_hf_config(**overrides)).eval()
     ours = model_from_state_dict(LlamaShape.from_hf(ref.config.to_dict()), dict(ref.state_dict()))
     return ref, ours.eval()
+
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+def script_module(name: str):
+    """A driver of scripts/ (demo, compare, bench) imported as a module, as its own
+    folder sees it (the drivers import each other by name)."""
+    if str(SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(SCRIPTS))
+    return importlib.import_module(name)

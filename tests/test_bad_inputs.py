@@ -1035,3 +1035,14 @@ def test_docs_list_every_row():
 if __name__ == "__main__":
     sys.path.insert(0, str(REPO))
     print(markdown_table())
+
+
+def test_the_shearing_command_runs_each_command_by_name(capsys):
+    from shearing.cli import COMMANDS, main
+
+    assert main(["eval", "--model", "/nonexistent", "--data", "/nonexistent"]) == 2
+    assert capsys.readouterr().err.startswith("error: model path '/nonexistent' is not a model")
+    assert main(["bogus"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: unknown command 'bogus'; valid: {', '.join(COMMANDS)}"
+    )

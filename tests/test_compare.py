@@ -14,7 +14,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_compare_runs_every_method_at_equal_tokens(tiny_workspace, tmp_path):
-    from shearing.compare import METHODS
+    from tests.helpers import script_module
+
+    METHODS = script_module("compare").METHODS
 
     out = tmp_path / "cmp"
     args = [sys.executable, "scripts/compare.py", "--out", str(out),

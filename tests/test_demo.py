@@ -2,7 +2,10 @@
 
 import json
 
-from shearing import demo, generate
+from shearing import generate
+from tests.helpers import script_module
+
+demo = script_module("demo")
 
 
 def test_generate_prints_shape_parameters_and_a_continuation(smollm2_dir, capsys):

@@ -94,7 +94,7 @@ def test_convert_killed_keeps_the_old_model(tiny_workspace, tmp_path):
         assert killed.returncode == -signal.SIGKILL
         assert not out.exists() or (out / "model.safetensors").read_bytes() == old
         again = run([*convert, folder, out])  # restores and refuses: not empty
-        assert again.returncode == 1 and "is not empty" in again.stderr
+        assert again.returncode == 2 and "is not empty" in again.stderr
         assert (out / "model.safetensors").read_bytes() == old
         assert hidden(tmp_path) == []
     assert run([*convert, folder, out, "--force"]).returncode == 0

@@ -67,10 +67,10 @@ def test_oneshot_errors(tiny_workspace, tmp_path, capsys):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("keep me")
     args = ["--config", "yaml/tiny_prune.yaml", "--method", "random", *paths(tiny_workspace)]
-    assert main([*args, "--out", str(tmp_path / "full")]) == 1
+    assert main([*args, "--out", str(tmp_path / "full")]) == 2
     assert "is not empty; pass --force" in capsys.readouterr().err
     assert (tmp_path / "full" / "x").read_text() == "keep me"
     bad = [*args, "--out", str(tmp_path / "o"), "model.l0_module.target_model.hidden_size=99"]
-    assert main(bad) == 1
+    assert main(bad) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "hidden_size=99 is larger than the source's 32" in err

@@ -126,14 +126,14 @@ def test_convert_gives_the_target_shape_and_the_masked_model_logits(
 def test_convert_refuses_a_non_empty_output(pruning_run, tmp_path):
     (tmp_path / "keep.txt").write_text("mine")
     result = run(["bash", "scripts/convert_to_hf.sh", str(pruning_run), str(tmp_path)])
-    assert result.returncode == 1
+    assert result.returncode == 2  # refused input (shearing.cli's convention)
     assert "is not empty; pass --force" in result.stderr
     assert (tmp_path / "keep.txt").read_text() == "mine"
 
 
 def test_convert_of_a_missing_checkpoint_is_a_clear_error(tmp_path):
     result = run(["bash", "scripts/convert_to_hf.sh", str(tmp_path / "nope"), str(tmp_path / "o")])
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "is not a composer checkpoint file or a run folder" in result.stderr
 
 

@@ -20,9 +20,7 @@ import argparse
 import bz2
 import gzip
 import json
-import os
 import re
-import shutil
 import sys
 import sysconfig
 import xml.etree.ElementTree as ET
@@ -30,6 +28,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from shearing.assets import cache_dir, fetch_wheel_members
+from shearing.cli import run
+from shearing.files import OutputError, staged_output
 
 GENSIM_WHEEL = "gensim==4.4.0"
 WIKI_MEMBER = (
@@ -164,17 +164,14 @@ def build(out: str | Path, max_chars: int = DEFAULT_MAX_CHARS) -> Path:
     if marker.is_file() and json.loads(marker.read_text()).get("settings") == settings:
         return out
     if out.exists() and any(out.iterdir()) and not marker.is_file():
-        raise FileExistsError(f"--out {str(out)!r} exists and is not a demo corpus; choose another")
+        raise OutputError(f"--out {str(out)!r} exists and is not a demo corpus; choose another")
     raw = cache_dir() / "raw"
     wiki = raw / Path(WIKI_MEMBER).name
     pubmed = [raw / Path(m).name for m in PUBMED_MEMBERS]
     fetch_wheel_members(GENSIM_WHEEL, {WIKI_MEMBER: wiki})
     fetch_wheel_members(PUBMED_WHEEL, dict(zip(PUBMED_MEMBERS, pubmed, strict=True)))
 
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with staged_output(out, force=True, flag="--out") as tmp:
         stats = {
             "wiki": write_domain(tmp / "wiki", wiki_articles(wiki), max_chars),
             "pubmed": write_domain(
@@ -186,11 +183,6 @@ def build(out: str | Path, max_chars: int = DEFAULT_MAX_CHARS) -> Path:
         (tmp / "COMPLETE").write_text(
             json.dumps({"settings": settings, "domains": stats}, indent=2)
         )
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -201,12 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(cache_dir() / "corpus" / "demo"), help="output folder")
     parser.add_argument("--max-chars", type=int, default=DEFAULT_MAX_CHARS, help="per domain")
     args = parser.parse_args(argv)
-    try:
-        print(build(args.out, args.max_chars))
-    except (RuntimeError, FileExistsError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return run(lambda: print(build(args.out, args.max_chars)), failures=(RuntimeError,))
 
 
 if __name__ == "__main__":

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
+
+from shearing.objectives import next_token_loss
 
 
 class DomainCrossEntropy(Metric):
@@ -34,9 +35,7 @@ class DomainCrossEntropy(Metric):
         """Add a batch: (b, s, V) logits, (b, s) ids, (b,) domain indices."""
         keep = domain_idx >= 0  # -1 marks padding rows
         logits, input_ids, domain_idx = logits[keep], input_ids[keep], domain_idx[keep]
-        loss = F.cross_entropy(
-            logits[:, :-1].flatten(0, 1).float(), input_ids[:, 1:].flatten(), reduction="none"
-        ).view(input_ids.shape[0], -1)
+        loss = next_token_loss(logits, input_ids, reduction="none")
         per_row = loss.sum(-1).to(torch.float64)
         self.loss_sum.index_add_(0, domain_idx, per_row)
         self.tokens.index_add_(0, domain_idx, torch.full_like(per_row, loss.shape[1]))

@@ -29,6 +29,7 @@ import os
 import sys
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -36,7 +37,8 @@ import numpy as np
 from streaming import MDSWriter
 from tqdm import tqdm
 
-from shearing.files import OutputError, check_replaceable, check_separate, staged_output
+from shearing import cli
+from shearing.files import check_replaceable, check_separate, staged_output
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".parquet")
 EVAL_STRIDE = 10  # every 10th document is held out while eval rows are still needed
@@ -200,7 +202,7 @@ class Packer:
 
 
 def tokenize_domain(
-    domain: str, files: list[Path], out: Path, args: argparse.Namespace, tok: Tokenizer, pool
+    domain: str, files: list[Path], out: Path, args: TokenizeJob, tok: Tokenizer, pool
 ) -> dict:
     dtype = np.uint16 if tok.vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
     limit = np.iinfo(dtype).max
@@ -254,7 +256,27 @@ def _encode_with(tok: Tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarr
     return ids, np.cumsum([len(row) for row in rows])
 
 
-def run(args: argparse.Namespace) -> Path:
+@dataclass(frozen=True)
+class TokenizeJob:
+    """What `data_prep/tokenize.py` is asked to do (its flags, by name)."""
+
+    input: str
+    output: str
+    tokenizer: str
+    seq_len: int = 4096
+    eval_seqs: int = 500
+    workers: int = 1
+    #: Comma-separated subset of domains (None: every domain folder).
+    domains: str | None = None
+    force: bool = False
+
+
+def tokenize_corpus(args: TokenizeJob) -> Path:
+    """Tokenize a corpus as the module docstring says; return the output folder.
+
+    Raises:
+        TokenizeError, OutputError: one line naming the value (nothing is written).
+    """
     src, out = Path(args.input).expanduser(), Path(args.output).expanduser()
     if not src.is_dir():
         raise TokenizeError(f"--input {str(src)!r} is not a directory of domain folders")
@@ -302,7 +324,7 @@ def run(args: argparse.Namespace) -> Path:
     return out
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> TokenizeJob:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -316,18 +338,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1, help="tokenizer processes")
     p.add_argument("--domains", default=None, help="comma-separated subset of domains")
     p.add_argument("--force", action="store_true", help="replace a non-empty --output")
-    return p.parse_args(argv)
+    return TokenizeJob(**vars(p.parse_args(argv)))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        out = run(args)
-    except (TokenizeError, OutputError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(out)
-    return 0
+    return cli.run(lambda: print(tokenize_corpus(args)))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 
 from shearing.assets import cache_dir
+from shearing.cli import CommandFailed, run
+from shearing.eval import loss_table
 
 REPO = Path(__file__).resolve().parent.parent
 SEQ_LEN = 256
@@ -42,7 +44,7 @@ def sh(*args: str | Path) -> str:
     proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
     sys.stdout.write(proc.stdout)
     if proc.returncode != 0:
-        raise SystemExit(f"demo: stage failed (exit {proc.returncode}): {' '.join(cmd)}")
+        raise CommandFailed(f"stage failed (exit {proc.returncode}): {' '.join(cmd)}")
     return proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
 
 
@@ -116,14 +118,17 @@ def main() -> int:
 
 def report(results: dict, domains: list[str], run: Path) -> str:
     """The demo's summary table: size and held-out loss per model, final proportions."""
-    head = f"{'model':<10} {'params':>12} {'non-emb':>12} " + " ".join(f"{d:>8}" for d in domains)
-    lines = ["", "held-out loss per domain (lower is better)", head + f" {'average':>8}"]
-    for name, r in results.items():
-        losses = " ".join(f"{r['domains'][d]['loss']:>8.3f}" for d in domains)
-        lines.append(
-            f"{name:<10} {r['parameters']:>12,} {r['non_embedding_parameters']:>12,} "
-            f"{losses} {r['average']['loss']:>8.3f}"
-        )
+    rows = {
+        name: r
+        | {
+            "domains": {d: r["domains"][d]["loss"] for d in domains},
+            "average": r["average"]["loss"],
+        }
+        for name, r in results.items()
+    }
+    sizes = (("params", "parameters", ">12,"), ("non-emb", "non_embedding_parameters", ">12,"))
+    lines = ["", "held-out loss per domain (lower is better)"]
+    lines.append(loss_table(rows, domains, "model", before=sizes))
     history = (run / "domain_history.jsonl").read_text().splitlines()
     final = json.loads(history[-1])["proportions"]
     lines.append("final domain proportions: " + ", ".join(f"{d} {final[d]:.3f}" for d in domains))
@@ -131,4 +136,4 @@ def report(results: dict, domains: list[str], run: Path) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

@@ -1,0 +1,81 @@
+"""How every shearing command ends, and the `shearing` command that names them all.
+
+Exit codes, the same for every command:
+
+- 0: done;
+- 2: the command refused its input: one line `error: ...` naming the value and what is
+  valid (argparse exits 2 for its own usage errors too);
+- 1: the command failed while working (`CommandFailed`: a download, a conversion whose
+  output does not match its checkpoint).
+
+Anything else is a bug and keeps its traceback.
+
+    shearing COMMAND [ARGS ...]     (installed by `pip install -e .`)
+
+runs `train` (also `prune`), `tokenize`, `convert`, `oneshot`, `eval`, `generate`,
+`sparsity`, `plots` or `assets` with the same arguments as the documented command lines
+(`composer train.py ...`, `python data_prep/tokenize.py ...`, `scripts/convert_to_hf.sh ...`,
+`python -m shearing.eval ...`), which keep working unchanged.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+
+BAD_INPUT = 2
+FAILED = 1
+
+#: `shearing COMMAND` -> the module whose `main(argv)` runs it.
+COMMANDS = {
+    "train": "shearing.train",
+    "prune": "shearing.train",
+    "tokenize": "shearing.data.prep",
+    "convert": "shearing.convert",
+    "oneshot": "shearing.oneshot",
+    "eval": "shearing.eval",
+    "generate": "shearing.generate",
+    "sparsity": "shearing.sparsity",
+    "plots": "shearing.plots",
+    "assets": "shearing.assets",
+}
+
+
+class CommandFailed(RuntimeError):
+    """The command could not do its work (exit 1), as opposed to refusing its input."""
+
+
+def run(body: Callable[[], int | None], failures: tuple[type[Exception], ...] = ()) -> int:
+    """Run a command's body; an input error or a failure becomes one `error:` line.
+
+    Args:
+        body: the command after argument parsing; returns an exit code or None (0).
+        failures: further exception types that mean "failed while working" (exit 1), e.g.
+            a download's RuntimeError.
+    """
+    try:
+        code = body()
+    except (CommandFailed, *failures) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return FAILED
+    except ValueError as err:  # ConfigError, OutputError, CheckpointError, TokenizeError, ...
+        print(f"error: {err}", file=sys.stderr)
+        return BAD_INPUT
+    return 0 if code is None else code
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        names = ", ".join(COMMANDS)
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"error: unknown command {argv[0]!r}; valid: {names}", file=sys.stderr)
+            return BAD_INPUT
+        print(f"usage: shearing COMMAND [ARGS ...]\ncommands: {names}", file=sys.stderr)
+        return 0 if argv else BAD_INPUT
+    return importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
