@@ -4,23 +4,9 @@ import dataclasses
 import subprocess
 import sys
 
-from shearing.models.config import LlamaShape
 from shearing.models.llama import Masks
 from shearing.pruning.modules import MASK_FIELDS, MODULES, TABLE
-
-SOURCE = LlamaShape(
-    vocab_size=50,
-    hidden_size=16,
-    intermediate_size=24,
-    num_hidden_layers=4,
-    num_attention_heads=6,
-    num_key_value_heads=2,
-    head_dim=4,
-)
-TARGET = SOURCE.replace(
-    hidden_size=12, intermediate_size=10, num_hidden_layers=3, num_attention_heads=2,
-    num_key_value_heads=1,
-)  # fmt: skip
+from tests.pruning.test_l0 import SOURCE, TARGET
 
 
 def test_every_mask_field_is_fed_by_exactly_one_module():
