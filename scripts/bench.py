@@ -11,6 +11,8 @@ Rows (SmolLM2-135M, the embedded default; fp32 on CPU):
     prune_step    Time of a pruning step (gates sampled, masked forward + backward +
                   optimizer) / a dense training step. Goal: <= 1.10.
     prune_memory  Peak memory of a pruning step / a dense step. Goal: <= 1.15.
+    bf16_step     A pruning step with its forward under bf16 autocast / the fp32 step.
+                  Goal: <= 0.6 (reachable only on CPUs with native bf16).
     pruned_infer  Forward tokens/s of the model sliced to yaml/prune_smollm2.yaml's target /
                   the source's, divided by the ratio of their non-embedding parameter
                   counts. Goal: >= 0.8.
@@ -137,6 +139,37 @@ def bench_prune_step(reps: int, batch: int = 4, seq: int = 128) -> dict:
         "ratio": ratio,
         "goal": "<= 1.10",
         "met": ratio <= 1.10,
+    }
+
+
+def bench_bf16_step(reps: int, batch: int = 4, seq: int = 128) -> dict:
+    """A pruning step with its forward under bf16 autocast (fp32 master weights and AdamW
+    state) against the fp32 step: what `precision: amp_bf16` would give on this CPU. Only
+    CPUs with native bf16 arithmetic (avx512_bf16 or AMX) can gain; elsewhere oneDNN
+    emulates bf16 and the step is slower."""
+    fns, opt = _steps(batch, seq, with_optimizer=True)
+    pruning = fns["pruning"]
+
+    def bf16() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            pruning()
+
+    t = alternate({"bf16": bf16, "fp32": pruning}, reps)
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    native = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    ratio = t["bf16"] / t["fp32"]
+    return {
+        "row": "bf16_step",
+        "what": (
+            f"seconds per pruning step, batch {batch} x {seq}, forward under bf16 autocast "
+            f"(native bf16 on this CPU: {', '.join(native) or 'none'})"
+        ),
+        "shearing": t["bf16"],
+        "baseline": t["fp32"],
+        "baseline_name": "the fp32 step",
+        "ratio": ratio,
+        "goal": "<= 0.6",
+        "met": ratio <= 0.6,
     }
 
 
@@ -367,6 +400,7 @@ def load_model_config() -> dict:
 ROWS = {
     "forward": bench_forward,
     "prune_step": bench_prune_step,
+    "bf16_step": bench_bf16_step,
     "prune_memory": bench_prune_memory,
     "pruned_infer": bench_pruned_infer,
     "tokenize": bench_tokenize,
