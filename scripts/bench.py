@@ -147,8 +147,7 @@ def bench_bf16_step(reps: int, batch: int = 4, seq: int = 128) -> dict:
     state) against the fp32 step: what `precision: amp_bf16` would give on this CPU. Only
     CPUs with native bf16 arithmetic (avx512_bf16 or AMX) can gain; elsewhere oneDNN
     emulates bf16 and the step is slower."""
-    fns, opt = _steps(batch, seq, with_optimizer=True)
-    pruning = fns["pruning"]
+    pruning = _steps(batch, seq)["pruning"]
 
     def bf16() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16):

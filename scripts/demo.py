@@ -126,7 +126,7 @@ def report(results: dict, domains: list[str], run: Path) -> str:
         }
         for name, r in results.items()
     }
-    sizes = (("params", "parameters", ">12,"), ("non-emb", "non_embedding_parameters", ">12,"))
+    sizes = (("params", "parameters", 12, ","), ("non-emb", "non_embedding_parameters", 12, ","))
     lines = ["", "held-out loss per domain (lower is better)"]
     lines.append(loss_table(rows, domains, "model", before=sizes))
     history = (run / "domain_history.jsonl").read_text().splitlines()

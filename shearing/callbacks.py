@@ -66,8 +66,14 @@ class WeightGradClipping(Callback):
 
 
 class ReplicatedGradSync(Callback):
-    """Under FSDP, average the L0 module's gradients over ranks before the optimizer step
-    (see `composer_model.average_replicated_grads`)."""
+    """Under FSDP, keep the unwrapped L0 module whole on every rank: place it on the
+    training device once (composer moves only what FSDP wraps) and average its gradients
+    over ranks before each optimizer step (`composer_model.average_replicated_grads`)."""
+
+    def fit_start(self, state: State, logger: Logger) -> None:
+        model = _unwrap(state)
+        if state.fsdp_enabled and model.l0 is not None:
+            state.device.module_to_device(model.l0)
 
     def after_train_batch(self, state: State, logger: Logger) -> None:
         if state.fsdp_enabled:

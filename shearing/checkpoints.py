@@ -134,8 +134,10 @@ def complete_checkpoints(folder: str | os.PathLike, rank: int = 0) -> list[Path]
 
 
 def _by_completeness(folder: str | os.PathLike, rank: int) -> tuple[list[Path], list[Path]]:
-    files = checkpoint_files(folder, rank)
-    return [p for p in files if is_complete(p)], [p for p in files if not is_complete(p)]
+    complete, incomplete = [], []
+    for p in checkpoint_files(folder, rank):
+        (complete if is_complete(p) else incomplete).append(p)
+    return complete, incomplete
 
 
 def prepare_resume(folder: str | os.PathLike, rank: int = 0) -> Path | None:

@@ -82,10 +82,6 @@ class ShearingLM(ComposerModel):
         return self.l0.sample_masks() if self.training else self.l0.deterministic_masks()
 
     def forward(self, batch: dict) -> Tensor:
-        if self.l0 is not None:
-            first = next(iter(self.l0.log_alpha.values()))
-            if first.device != batch["input_ids"].device:  # not moved by FSDP (unwrapped)
-                self.l0.to(batch["input_ids"].device)
         return self.model(batch["input_ids"], masks=self.masks())
 
     def loss(self, outputs: Tensor, batch: dict) -> dict[str, Tensor] | Tensor:

@@ -427,8 +427,8 @@ def _validate_sparsity(cfg: TrainConfig, source: LlamaShape, steps: int | None) 
     shift = cfg.threshold_shift
     if shift is not None and final not in ("relu", "fatrelu"):
         raise ConfigError(f"threshold_shift needs a relu or fatrelu model, not {final!r}")
-    last = steps if steps is not None else shift.step + 1 if shift is not None else 0
-    if shift is not None and not (0 <= shift.step < last and shift.threshold >= 0):
+    in_run = shift is not None and shift.step >= 0 and (steps is None or shift.step < steps)
+    if shift is not None and not (in_run and shift.threshold >= 0):
         raise ConfigError(
             f"threshold_shift needs 0 <= step < {steps} (the run's steps) and threshold >= 0, "
             f"got step={shift.step}, threshold={shift.threshold}"

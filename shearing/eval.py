@@ -106,8 +106,8 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-#: A column of `loss_table`: header, key in the row, format spec (width included).
-Column = tuple[str, str, str]
+#: A column of `loss_table`: header, key in the row, width, format spec (e.g. ",", ".0f").
+Column = tuple[str, str, int, str]
 
 
 def loss_table(
@@ -121,21 +121,16 @@ def loss_table(
     `after` columns. Each row holds `domains` ({domain: loss}), `average` (a loss) and the
     keys its columns name; the demo and the comparison print their results with it."""
     width = max(len(first), *(len(n) for n in rows)) + 1
-    head = [f"{first:<{width}}", *(f"{h:>{_width(f)}}" for h, _, f in before)]
+    head = [f"{first:<{width}}", *(f"{h:>{w}}" for h, _, w, _ in before)]
     head += [f"{d:>8}" for d in (*domains, "average")]
-    head += [f"{h:>{_width(f)}}" for h, _, f in after]
+    head += [f"{h:>{w}}" for h, _, w, _ in after]
     lines = [" ".join(head)]
     for name, r in rows.items():
-        cells = [f"{name:<{width}}", *(f"{r.get(k, 0):{f}}" for _, k, f in before)]
+        cells = [f"{name:<{width}}", *(f"{r.get(k, 0):>{w}{f}}" for _, k, w, f in before)]
         cells += [f"{r['domains'][d]:>8.3f}" for d in domains] + [f"{r['average']:>8.3f}"]
-        cells += [f"{r.get(k, 0):{f}}" for _, k, f in after]
+        cells += [f"{r.get(k, 0):>{w}{f}}" for _, k, w, f in after]
         lines.append(" ".join(cells))
     return "\n".join(lines)
-
-
-def _width(spec: str) -> int:
-    digits = "".join(c for c in spec.lstrip("<>^") if c.isdigit() or c == ".").split(".")[0]
-    return int(digits) if digits else 0
 
 
 def model_data_parser(prog: str, doc: str) -> argparse.ArgumentParser:

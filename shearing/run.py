@@ -35,7 +35,7 @@ from shearing.data.mixture import read_manifest
 from shearing.files import OutputError, check_separate
 from shearing.models.config import LlamaShape
 from shearing.models.hf_io import read_hf_config
-from shearing.pruning.modules import resolve_modules
+from shearing.pruning.modules import MODULE_KEYS, resolve_modules
 
 PROPORTION_TOLERANCE = 1e-6
 
@@ -204,8 +204,8 @@ def resolve(cfg: TrainConfig, *, with_data: bool = True, world_size: int = 1) ->
 
 
 def _dims(shape: LlamaShape) -> dict:
-    keys = ("hidden_size", "num_attention_heads", "num_key_value_heads", "num_hidden_layers")
-    return {k: getattr(shape, k) for k in (*keys, "intermediate_size")}
+    """The prunable dimensions of `shape` (the module table's HF keys)."""
+    return {k: getattr(shape, k) for k in MODULE_KEYS.values()}
 
 
 def _steps(cfg: TrainConfig, seq_len: int) -> Steps:

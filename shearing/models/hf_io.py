@@ -165,7 +165,7 @@ def load_tokenizer(path: str | os.PathLike):
         )
     try:
         if src.suffix == ".gguf":
-            return AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+            return _gguf_tokenizer(src)
         return AutoTokenizer.from_pretrained(src)
     except (OSError, ValueError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -326,18 +326,24 @@ def _write_safetensors(state: dict[str, Tensor], directory: Path, max_shard_byte
     (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
+def _gguf_tokenizer(src: Path):
+    """The tokenizer embedded in a GGUF file, with the model config's EOS token."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+    eos_id = read_hf_config(src).get("eos_token_id")
+    if isinstance(eos_id, int) and eos_id != tokenizer.eos_token_id:
+        # GGUF metadata can disagree with the model config; the config wins.
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos_id)
+    return tokenizer
+
+
 def copy_tokenizer(source: str | os.PathLike, out_dir: str | os.PathLike) -> None:
     """Copy the tokenizer of an HF directory, or export the one embedded in a GGUF file."""
     src = resolve_source(source)
     out = Path(out_dir)
     if src.suffix == ".gguf":
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
-        eos_id = read_hf_config(src).get("eos_token_id")
-        if isinstance(eos_id, int) and eos_id != tokenizer.eos_token_id:
-            # GGUF metadata can disagree with the model config; the config wins.
-            tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos_id)
+        tokenizer = _gguf_tokenizer(src)
         tokenizer.save_pretrained(out)
         slow = out / "tokenizer.model"
         if slow.is_file() and slow.read_bytes()[:4] == b"GGUF":
