@@ -1,12 +1,13 @@
 """Does targeted pruning beat the alternatives? A same-budget comparison.
 
-    python scripts/compare.py [--quick] --out DIR [--methods a,b,...] [--model HF_DIR]
-        [--data MDS_DIR] [--prune-config YAML] [--continue-config YAML]
-        [--prune-steps N] [--continue-steps N] [--eval-rows N] [--force]
+    python scripts/compare.py [--quick] --out DIR [--methods a,b,...] [--objectives ce,kd]
+        [--budgets 1,4] [--model HF_DIR] [--data MDS_DIR] [--prune-config YAML]
+        [--continue-config YAML] [--prune-steps N] [--continue-steps N] [--eval-rows N]
+        [--force]
 
 For one source model and the target shape of a pruning config, every method gets the same
-number of training tokens (the L0 run's pruning steps plus its continued-pretraining steps)
-and is evaluated on the same held-out rows:
+number of training tokens (the L0 run's pruning steps plus its continued-pretraining steps,
+times the budget) and is evaluated on the same held-out rows:
 
 | method                     | how the small model is made                                      |
 |----------------------------|------------------------------------------------------------------|
@@ -16,16 +17,30 @@ and is evaluated on the same held-out rows:
 | `random`                   | one-shot random structured pruning, continued pretraining        |
 | `scratch`                  | the target config randomly initialised, trained on all tokens    |
 
-(`scratch` runs only when named in `--methods`.)
+(By default `shearing_importance_init` and `importance`, the best L0 and the best one-shot
+pipeline of earlier comparisons; the others run when named in `--methods`.)
+
+Every method is trained with each recovery objective of `--objectives` (every training
+stage, pruning included, uses it):
+
+| objective | training loss                                                                     |
+|-----------|-----------------------------------------------------------------------------------|
+| `ce`      | next-token cross-entropy                                                           |
+| `kd`      | pure logit distillation from the frozen source (forward KL, T = 1; Minitron's)     |
+| `ce+kd`   | cross-entropy + distillation, equal weights (ReluLLaMA's)                          |
+
+and at each budget of `--budgets` (multiples of the default steps of both stages).
 
 Continued pretraining uses the continue config with dynamic batch loading against the
 source model's per-domain losses for every method. Defaults: the embedded default
 (SmolLM2-135M, the demo corpus, yaml/prune_smollm2.yaml and yaml/continue_smollm2.yaml).
 
-Writes `DIR/compare.json` (per method: per-domain and average loss, training tokens,
-seconds, the eval-loss-vs-tokens curve), `DIR/compare_loss.png`, each method's final model
-as a Hugging Face directory `DIR/<method>/`, and the runs' logs under `DIR/runs/<method>/`
-(composer checkpoints are deleted once converted). Each stage is the project's own command
+Writes `DIR/compare.json` (per method, objective and budget: per-domain and average loss,
+training tokens, seconds per stage, the eval-loss-vs-tokens curve), `DIR/compare_loss.png`
+(held-out loss against training tokens: each run's curve, and each method and objective's
+final losses across budgets joined), each final model as a Hugging Face directory
+`DIR/<method>/<objective>/<budget>x/`, and the runs' logs under `DIR/runs/` (composer
+checkpoints are deleted once converted). Each stage is the project's own command
 (train.py, convert, shearing.oneshot, shearing.eval); this script only chains and times them.
 """
 
@@ -62,8 +77,8 @@ class Method:
     start: str
     #: l0: the gate init (`model.l0_module.init`); oneshot: the scoring (`--method`).
     scores: str | None = None
-    #: Run by default (scratch is opt-in: it adds a quarter to the time).
-    default: bool = True
+    #: Run by default (the others are opt-in: each adds about a quarter to the time).
+    default: bool = False
 
     @property
     def calibrates(self) -> bool:
@@ -73,13 +88,20 @@ class Method:
 
 METHOD_TABLE = {
     "shearing": Method("l0", "default"),
-    "shearing_importance_init": Method("l0", "importance"),
-    "importance": Method("oneshot", "importance"),
+    "shearing_importance_init": Method("l0", "importance", default=True),
+    "importance": Method("oneshot", "importance", default=True),
     "random": Method("oneshot", "random"),
-    "scratch": Method("scratch", default=False),
+    "scratch": Method("scratch"),
 }
 METHODS = tuple(METHOD_TABLE)
 DEFAULT_METHODS = tuple(name for name, m in METHOD_TABLE.items() if m.default)
+#: Recovery objectives: the overrides every training stage of a method gets.
+OBJECTIVES = {
+    "ce": (),
+    "kd": ("distillation.alpha=1.0", "distillation.ce_weight=0.0"),
+    "ce+kd": ("distillation.alpha=1.0", "distillation.ce_weight=1.0"),
+}
+DEFAULT_OBJECTIVES = ("ce", "kd")
 PRUNE_CONFIG = "yaml/prune_smollm2.yaml"
 CONTINUE_CONFIG = "yaml/continue_smollm2.yaml"
 #: --quick: a few steps of each stage, for checking that everything runs.
@@ -144,11 +166,14 @@ class Stage:
             f"save_interval={steps}ba",
             f"save_folder={folder}",
         ]
-        if cfg.model.l0_module is not None:
-            l0_warmup = round(cfg.model.l0_module.lagrangian_warmup_steps * scale)
-            self.overrides.append(
-                f"model.l0_module.lagrangian_warmup_steps={min(steps, l0_warmup)}"
-            )
+        l0 = cfg.model.l0_module
+        if l0 is not None:
+            l0_warmup = min(steps, round(l0.lagrangian_warmup_steps * scale))
+            settle = min(steps - l0_warmup, round(l0.settle_steps * scale))
+            self.overrides += [
+                f"model.l0_module.lagrangian_warmup_steps={l0_warmup}",
+                f"model.l0_module.settle_steps={settle}",
+            ]
 
     def run(self, *extra: str) -> None:
         sh(sys.executable, "train.py", self.config, *self.overrides, *extra)
@@ -170,55 +195,80 @@ class Stage:
             checkpoint.unlink()
 
 
-def run_method(method: str, plan: Plan, out: Path) -> dict:
+@dataclass(frozen=True)
+class Cell:
+    """One run of the comparison: a method, a recovery objective, a budget."""
+
+    method: str
+    objective: str
+    budget: float
+
+    @property
+    def key(self) -> str:
+        return f"{self.method}/{self.objective}/{self.budget:g}x"
+
+
+def run_cell(cell: Cell, plan: Plan, out: Path) -> dict:
     """Make, train and evaluate one method's model; return its results."""
-    work = out / "runs" / method
+    work = out / "runs" / cell.key
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    final = out / method
-    clock = Clock()  # the method's own work (incl. in-training evals), not final evaluations
+    final = out / cell.key
+    objective = list(OBJECTIVES[cell.objective])
+    prune_steps = max(1, round(plan.prune_steps * cell.budget))
+    continue_steps = max(1, round(plan.continue_steps * cell.budget))
+    # the method's own work (incl. in-training evals), not final evaluations
+    clocks = {name: Clock() for name in ("prune", "convert", "continue")}
     curve: list[list[float]] = []
     tokens = 0
-    how = METHOD_TABLE[method]
+    how = METHOD_TABLE[cell.method]
     if how.calibrates:  # the rows importance is scored on count as training tokens
         tokens += plan.calibration_tokens
     if how.start == "l0":
-        prune = Stage(plan.prune_config, plan.model, plan.prune_steps, work / "prune", plan)
-        extra = [f"model.l0_module.init={how.scores}"]
+        prune = Stage(plan.prune_config, plan.model, prune_steps, work / "prune", plan)
+        extra = [f"model.l0_module.init={how.scores}", *objective]
         if how.calibrates:  # scored on the rows counted above
             extra.append(f"model.l0_module.calibration_rows={CALIBRATION_ROWS}")
-        with clock:
+        with clocks["prune"]:
             prune.run(*extra)
+        with clocks["convert"]:
             prune.convert(work / "pruned_hf")
         curve += prune.curve(tokens)
         tokens += prune.tokens
         cont = Stage(
-            plan.continue_config, work / "pruned_hf", plan.continue_steps, work / "continue", plan
+            plan.continue_config, work / "pruned_hf", continue_steps, work / "continue", plan
         )
-        extra = [f"data.proportions_from={work / 'prune'}"]
+        extra = [f"data.proportions_from={work / 'prune'}", *objective]
     else:
         init = work / "init_hf"
-        with clock:
+        with clocks["prune"]:
             if how.start == "scratch":
                 scratch_model(plan, init)
             else:
                 oneshot(plan.prune_config, how.scores, init, data=plan.data,
                         calibration_rows=CALIBRATION_ROWS, overrides=plan.paths())  # fmt: skip
         curve.append([tokens, evaluate_dir(init, plan)["average"]["loss"]])
-        cont = Stage(plan.continue_config, init, budget_steps(plan), work / "continue", plan)
-        extra = []
-    with clock:
+        steps = budget_steps(plan, prune_steps, continue_steps)
+        cont = Stage(plan.continue_config, init, steps, work / "continue", plan)
+        extra = objective
+    with clocks["continue"]:
         cont.run(*extra)
+    with clocks["convert"]:
         cont.convert(final)
     curve += cont.curve(tokens)
     tokens += cont.tokens
-    seconds = clock.seconds
+    seconds = {name: round(c.seconds, 1) for name, c in clocks.items()}
+    print(f"{cell.key}: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()), flush=True)
     result = evaluate_dir(final, plan)
     return {
+        "method": cell.method,
+        "objective": cell.objective,
+        "budget": cell.budget,
         "domains": {d: r["loss"] for d, r in result["domains"].items()},
         "average": result["average"]["loss"],
         "tokens": tokens,
-        "seconds": round(seconds, 1),
+        "seconds": round(sum(seconds.values()), 1),
+        "stage_seconds": seconds,
         "parameters": result["parameters"],
         "non_embedding_parameters": result["non_embedding_parameters"],
         "curve": curve,
@@ -240,14 +290,14 @@ class Clock:
         self.seconds += time.time() - self._start
 
 
-def budget_steps(plan: Plan) -> int:
+def budget_steps(plan: Plan, prune_steps: int, continue_steps: int) -> int:
     """Continue-config steps with the tokens of the L0 run's prune + continue stages."""
     batch = {
         c: load_config(c, plan.paths()).global_train_batch_size
         for c in (plan.prune_config, plan.continue_config)
     }
-    prune_rows = plan.prune_steps * batch[plan.prune_config]
-    return plan.continue_steps + math.ceil(prune_rows / batch[plan.continue_config])
+    prune_rows = prune_steps * batch[plan.prune_config]
+    return continue_steps + math.ceil(prune_rows / batch[plan.continue_config])
 
 
 def scratch_model(plan: Plan, out: Path) -> None:
@@ -269,25 +319,39 @@ def evaluate_dir(model_dir: Path, plan: Plan) -> dict:
 def table(results: dict, domains: list[str]) -> str:
     size = (("non-emb", "non_embedding_parameters", 11, ","),)
     budget = (("tokens", "tokens", 10, ","), ("seconds", "seconds", 8, ".0f"))
-    return loss_table(results, domains, "method", before=size, after=budget)
+    return loss_table(results, domains, "method/objective/budget", before=size, after=budget)
 
 
-def plot(results: dict, path: Path) -> None:
+def plot(results: dict, source: float, path: Path) -> None:
+    """Held-out loss against training tokens: each run's in-training curve (thin), and per
+    method and objective its final losses across budgets (thick, joined), so a crossover
+    between methods is visible."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, r in results.items():
-        if r.get("curve"):
-            xs, ys = zip(*r["curve"], strict=True)
-            ax.plot(xs, ys, marker="o", markersize=3, label=f"{name} ({r['average']:.2f})")
-    if "source" in results:
-        ax.axhline(results["source"]["average"], color="grey", linestyle=":", label="source")
+    fig, ax = plt.subplots(figsize=(8, 5))
+    lines: dict[tuple[str, str], list] = {}
+    for r in results.values():
+        lines.setdefault((r["method"], r["objective"]), []).append(r)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, ((method, objective), runs) in enumerate(sorted(lines.items())):
+        color = colors[i % len(colors)]
+        style = "-" if objective == "ce" else "--" if objective == "kd" else ":"
+        for r in runs:
+            if r.get("curve"):
+                xs, ys = zip(*r["curve"], strict=True)
+                ax.plot(xs, ys, color=color, linestyle=style, linewidth=0.8, alpha=0.5)
+        runs = sorted(runs, key=lambda r: r["tokens"])
+        best = runs[-1]["average"]
+        ax.plot([r["tokens"] for r in runs], [r["average"] for r in runs], color=color,
+                linestyle=style, linewidth=2, marker="o",
+                label=f"{method} / {objective} ({best:.2f})")  # fmt: skip
+    ax.axhline(source, color="grey", linestyle=":", label=f"source ({source:.2f})")
     ax.set_xlabel("training tokens")
     ax.set_ylabel("held-out loss, average over domains")
-    ax.set_title("Same token budget: eval loss vs tokens")
+    ax.set_title("Equal token budgets: held-out loss vs training tokens")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -314,7 +378,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--methods",
         default=",".join(DEFAULT_METHODS),
-        help=f"comma-separated, from {', '.join(METHODS)} (default: all but scratch)",
+        help=f"comma-separated, from {', '.join(METHODS)} (default: {','.join(DEFAULT_METHODS)})",
+    )
+    parser.add_argument(
+        "--objectives",
+        default=",".join(DEFAULT_OBJECTIVES),
+        help=f"comma-separated, from {', '.join(OBJECTIVES)} (default: "
+        f"{','.join(DEFAULT_OBJECTIVES)})",
+    )
+    parser.add_argument(
+        "--budgets",
+        default="1",
+        help="comma-separated multiples of the default steps of both stages (default: 1)",
     )
     parser.add_argument("--model", help="source Hugging Face directory (default: SmolLM2-135M)")
     parser.add_argument("--data", help="tokenized corpus (default: the demo corpus)")
@@ -330,11 +405,25 @@ def main(argv: list[str] | None = None) -> int:
     for m in methods:
         if m not in METHODS:
             parser.error(f"--methods entry {m!r} is unknown; valid: {', '.join(METHODS)}")
+    objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
+    for o in objectives:
+        if o not in OBJECTIVES:
+            parser.error(f"--objectives entry {o!r} is unknown; valid: {', '.join(OBJECTIVES)}")
+    budgets = []
+    for b in args.budgets.split(","):
+        try:
+            budgets.append(float(b))
+        except ValueError:
+            budgets.append(-1.0)
+        if not budgets[-1] > 0:
+            parser.error(f"--budgets entry {b.strip()!r} is not a positive number")
+    if not (methods and objectives and budgets):
+        parser.error("--methods, --objectives and --budgets each need at least one entry")
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         if not args.force:
             parser.error(f"--out {str(out)!r} is not empty; pass --force to replace a comparison")
-        for name in (*METHODS, "runs", "compare.json", "compare_loss.png"):
+        for name in (*METHODS, "runs", "compare.json", "compare_loss.png"):  # only ours
             path = out / name
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -384,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
             "continue_steps": plan.continue_steps,
             "eval_rows_per_domain": eval_rows,
             "seq_len": plan.seq_len,
+            "objectives": {o: list(OBJECTIVES[o]) for o in objectives},
+            "budgets": budgets,
         },
         "source": {
             "domains": {d: src["domains"][d]["loss"] for d in domains},
@@ -391,12 +482,13 @@ def main(argv: list[str] | None = None) -> int:
         },
         "methods": results,
     }
-    for method in methods:
-        results[method] = run_method(method, plan, out)
+    cells = [Cell(m, o, b) for b in sorted(budgets) for m in methods for o in objectives]
+    for cell in cells:
+        results[cell.key] = run_cell(cell, plan, out)
         (out / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
-    plot({**results, "source": report["source"]}, out / "compare_loss.png")
+    plot(results, report["source"]["average"], out / "compare_loss.png")
     (out / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
-    print("\nheld-out loss per domain at equal training tokens (lower is better)")
+    print("\nheld-out loss per domain; equal training tokens per budget (lower is better)")
     print(table(results, domains))
     print(f"source model average loss: {report['source']['average']:.3f}")
     print(f"\ncomparison finished in {(time.time() - started) / 60:.1f} min; outputs in {out}/")

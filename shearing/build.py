@@ -22,9 +22,13 @@ def build_l0(run: Run, warmup_steps: int | None = None) -> L0Module | None:
     """The run's L0 module (gates at their initial values), or None when not pruning."""
     if run.target is None:
         return None
+    l0 = run.cfg.model.l0_module
     if warmup_steps is None:
-        warmup_steps = run.cfg.model.l0_module.lagrangian_warmup_steps
-    return L0Module(run.source, run.target, run.modules, warmup_steps, run.cfg.seed)
+        warmup_steps = l0.lagrangian_warmup_steps
+    settle = None
+    if l0.settle_steps and run.steps is not None:
+        settle = run.steps.total - l0.settle_steps
+    return L0Module(run.source, run.target, run.modules, warmup_steps, run.cfg.seed, settle)
 
 
 def build_model(run: Run, meta: bool = False) -> ShearingLM:
@@ -35,9 +39,7 @@ def build_model(run: Run, meta: bool = False) -> ShearingLM:
     else:
         model = load_model(run.model_path, shape=run.source)
     cfg = run.cfg
-    teacher = None
-    if run.teacher_path is not None and not meta:
-        teacher = load_model(run.teacher_path)
+    teacher = build_teacher(run, meta)
     with torch.device("meta" if meta else "cpu"):
         l0 = build_l0(run)
     if l0 is not None and cfg.model.l0_module.init == "importance" and not meta:
@@ -55,9 +57,25 @@ def build_model(run: Run, meta: bool = False) -> ShearingLM:
         teacher=teacher,
         distill_alpha=d.alpha if d else 1.0,
         distill_temperature=d.temperature if d else 1.0,
+        ce_weight=d.ce_weight if d else 1.0,
         l1_stages=[(s.steps, s.penalty) for s in l1.stages] if l1 else None,
         threshold_from_step=shift.step if shift else None,
     )
+
+
+def build_teacher(run: Run, meta: bool = False) -> MaskableLlama | None:
+    """The frozen distillation teacher in `distillation.teacher_dtype` (None without
+    distillation). It is not part of the composer model's state: never trained, never
+    checkpointed; `callbacks.TeacherPlacement` puts it on the device (sharded under FSDP)."""
+    if run.teacher is None:
+        return None
+    dtype = getattr(torch, run.cfg.distillation.teacher_dtype)
+    if meta:
+        with torch.device("meta"):
+            teacher = MaskableLlama(run.teacher).to(dtype)
+    else:
+        teacher = load_model(run.teacher_path, dtype=dtype, shape=run.teacher)
+    return teacher.eval().requires_grad_(False)
 
 
 def build_dataloaders(run: Run) -> tuple[DataLoader, DataLoader]:

@@ -80,12 +80,65 @@ class ReplicatedGradSync(Callback):
             average_replicated_grads(_unwrap(state))
 
 
+def shard_teacher(teacher: torch.nn.Module, fsdp_config: dict, device: torch.device):
+    """Wrap the frozen teacher with FSDP like the student: one unit per decoder layer, the
+    student's sharding strategy, parameters kept in the teacher's own dtype (it only runs
+    forward, under `torch.no_grad`). Its shards are never checkpointed."""
+    from torch.distributed.fsdp import FullyShardedDataParallel, ShardingStrategy
+    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+    from shearing.models.llama import DecoderLayer
+
+    strategy = str(fsdp_config.get("sharding_strategy", "FULL_SHARD")).upper()
+    return FullyShardedDataParallel(
+        teacher,
+        auto_wrap_policy=ModuleWrapPolicy({DecoderLayer}),
+        sharding_strategy=ShardingStrategy[strategy],
+        device_id=device,
+        use_orig_params=False,
+        limit_all_gathers=True,
+    )
+
+
+class TeacherPlacement(Callback):
+    """Puts the distillation teacher on the training device when training starts; under
+    FSDP, sharded over the ranks (`shard_teacher`). The teacher is not a submodule of the
+    composer model, so composer neither moves, wraps, trains nor checkpoints it."""
+
+    def __init__(self, fsdp_config: dict | None = None) -> None:
+        self.fsdp_config = fsdp_config
+
+    def fit_start(self, state: State, logger: Logger) -> None:
+        model = _unwrap(state)
+        teacher = model.teacher
+        if teacher is None:
+            return
+        if state.fsdp_enabled and self.fsdp_config is not None:
+            # FSDP moves each unit to the GPU (`device_id`) as it shards it
+            model.set_teacher(shard_teacher(teacher, self.fsdp_config, state.device._device))
+        else:
+            state.device.module_to_device(teacher)
+
+
 class DomainEvalLogger(Callback):
-    """Logs held-out loss per domain after every evaluation."""
+    """Logs held-out loss per domain after every evaluation; while pruning also how far the
+    gates have settled: `eval/settle/deterministic` (average over domains under the final
+    binary masks: the model conversion slices), `eval/settle/expected` (under the gates'
+    expected values) and `eval/settle/gap` (deterministic - expected)."""
 
     def eval_end(self, state: State, logger: Logger) -> None:
         losses = domain_losses(state)
-        logger.log_metrics({f"eval/loss/{d}": v for d, v in losses.items()})
+        metrics = {f"eval/loss/{d}": v for d, v in losses.items()}
+        expected = domain_losses(state, "ExpectedGatesCrossEntropy")
+        if expected and losses:
+            det = sum(losses.values()) / len(losses)
+            exp = sum(expected.values()) / len(expected)
+            metrics |= {
+                "eval/settle/deterministic": det,
+                "eval/settle/expected": exp,
+                "eval/settle/gap": det - exp,
+            }
+        logger.log_metrics(metrics)
 
 
 class JSONLinesLogger(LoggerDestination):

@@ -1,7 +1,10 @@
 """The composer model: a maskable LLaMA, optionally with L0 gates, and its loss.
 
-Training loss = next-token cross-entropy (+ the L0 Lagrangian while pruning). Training
-forwards sample hard-concrete masks; evaluation uses the deterministic (final) masks.
+Training loss = ce_weight x next-token cross-entropy (+ alpha x distillation from a frozen
+teacher) (+ the L0 Lagrangian while pruning) (+ the ProSparse L1 term). Training forwards
+sample hard-concrete masks (the deterministic masks once the gates have settled);
+evaluation uses the deterministic (final) masks, and while pruning also the gates'
+expected values, so the gap between the two is measured (`ExpectedGatesCrossEntropy`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ class ShearingLM(ComposerModel):
     domains: domain names for the per-domain eval metric.
     teacher: frozen model for distillation (kept out of the state dict and optimizer).
     distill_alpha, distill_temperature: distillation weight and temperature.
+    ce_weight: weight of the cross-entropy term (0 = pure distillation; the unweighted
+        cross-entropy is still reported as `ce`).
     l1_stages: ProSparse L1 stages as (steps, coefficient); None = no L1 term.
     threshold_from_step: ProSparse's threshold shift: the model's FATReLU threshold (its
         shape's `fatrelu_threshold`) is in force from this step on, 0 (exactly ReLU) before.
@@ -43,6 +48,7 @@ class ShearingLM(ComposerModel):
         teacher: MaskableLlama | None = None,
         distill_alpha: float = 1.0,
         distill_temperature: float = 1.0,
+        ce_weight: float = 1.0,
         l1_stages: Sequence[tuple[int, float]] | None = None,
         threshold_from_step: int | None = None,
     ) -> None:
@@ -51,10 +57,14 @@ class ShearingLM(ComposerModel):
         self.l0 = l0
         self.domains = list(domains)
         self.eval_metric = DomainCrossEntropy(self.domains)
+        self.expected_metric = (
+            DomainCrossEntropy(self.domains, outputs_key="expected") if l0 is not None else None
+        )
         self._teacher = [teacher] if teacher is not None else []  # a list: not a submodule
         if teacher is not None:
             teacher.eval().requires_grad_(False)
         self.distill_alpha, self.distill_temperature = distill_alpha, distill_temperature
+        self.ce_weight = ce_weight
         self.l1_stages = None if l1_stages is None else [tuple(s) for s in l1_stages]
         # Activation statistics only where they mean something (L1 term, ReLU-family FFNs).
         wanted = self.l1_stages is not None or model.shape.hidden_act != "silu"
@@ -84,39 +94,67 @@ class ShearingLM(ComposerModel):
     def forward(self, batch: dict) -> Tensor:
         return self.model(batch["input_ids"], masks=self.masks())
 
+    @property
+    def teacher(self) -> torch.nn.Module | None:
+        return self._teacher[0] if self._teacher else None
+
+    def set_teacher(self, teacher: torch.nn.Module) -> None:
+        """Replace the teacher (e.g. by its FSDP-wrapped self); still not a submodule."""
+        self._teacher = [teacher]
+
+    def teacher_logits(self, ids: Tensor) -> Tensor:
+        teacher = self._teacher[0]
+        weight = next(teacher.parameters())
+        if weight.device != ids.device:  # without composer's placement callback (tests)
+            teacher.to(ids.device)
+        with torch.no_grad():
+            return teacher(ids)
+
     def loss(self, outputs: Tensor, batch: dict) -> dict[str, Tensor] | Tensor:
         ids = batch["input_ids"]
         ce = next_token_loss(outputs, ids)
         terms = {"ce": ce}
+        weights = {"ce": self.ce_weight if self._teacher else 1.0}
         magnitude = None
         if self.recorder is not None:
             magnitude, self.last_activation_sparsity = self.recorder.take()
-        if self.l0 is not None:
+        if self.l0 is not None and not self.l0.settled:
             terms["lagrangian"] = self.l0.lagrangian()[0]
         if self._teacher:
-            teacher = self._teacher[0]
-            if teacher.lm_head.weight.device != ids.device:
-                teacher.to(ids.device)
-            with torch.no_grad():
-                target = teacher(ids)
-            kd = distillation_loss(outputs, target, self.distill_temperature)
-            terms["distillation"] = self.distill_alpha * kd
+            kd = distillation_loss(outputs, self.teacher_logits(ids), self.distill_temperature)
+            terms["distillation"] = kd
+            weights["distillation"] = self.distill_alpha
         if self.l1_stages is not None and magnitude is not None:
             terms["activation_l1"] = l1_penalty(self.l1_stages, self.step) * magnitude
         if len(terms) == 1:
             return ce
-        return {"total": sum(terms.values()), **terms}
+        total = sum(weights.get(k, 1.0) * v for k, v in terms.items())
+        return {"total": total, **terms}
 
-    def eval_forward(self, batch: dict, outputs: Tensor | None = None) -> Tensor:
+    def eval_forward(self, batch: dict, outputs: Tensor | None = None) -> Tensor | dict:
+        """Logits under the deterministic masks; while pruning, a dict that adds the
+        logits under the gates' expected values (`L0Module.expected_masks`)."""
         out = outputs if outputs is not None else self.forward(batch)
         if self.recorder is not None:
             self.recorder.take()  # evaluation activations feed no loss
-        return out
+        if self.l0 is None or outputs is not None:
+            return out
+        expected = self.model(batch["input_ids"], masks=self.l0.expected_masks())
+        if self.recorder is not None:
+            self.recorder.take()
+        return {"logits": out, "expected": expected}
 
     def get_metrics(self, is_train: bool = False) -> dict:
-        return {} if is_train else {"DomainCrossEntropy": self.eval_metric}
+        if is_train:
+            return {}
+        metrics = {"DomainCrossEntropy": self.eval_metric}
+        if self.expected_metric is not None:
+            metrics["ExpectedGatesCrossEntropy"] = self.expected_metric
+        return metrics
 
-    def update_metric(self, batch: dict, outputs: Tensor, metric) -> None:
+    def update_metric(self, batch: dict, outputs: Tensor | dict, metric) -> None:
+        if isinstance(outputs, dict):
+            outputs = outputs[metric.outputs_key]
         metric.update(outputs, batch["input_ids"], batch["domain_idx"])
 
 

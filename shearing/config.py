@@ -44,6 +44,11 @@ class L0Config:
     init: str = "default"
     #: Rows per domain of the train split that importance init scores the model on.
     calibration_rows: int = 16
+    #: The last `settle_steps` steps train the weights under the fixed final
+    #: (deterministic) masks: gates and Lagrange multipliers stop, so the sliced model is
+    #: the model the weights were last trained as. 0 = the paper's run (gates learn to the
+    #: end). Must leave the target ramp (`lagrangian_warmup_steps`) before it.
+    settle_steps: int = 0
 
 
 @dataclass
@@ -60,12 +65,25 @@ class ModelConfig:
 
 @dataclass
 class DistillationConfig:
-    """ReluLLaMA-style distillation: loss += alpha * T^2 * KL(teacher || student)."""
+    """Logit distillation from a frozen teacher:
+    loss = ce_weight * CE + alpha * T^2 * KL(teacher_T || student_T).
+
+    ReluLLaMA's recipe is ce_weight 1, alpha 1; Minitron's pure distillation ce_weight 0.
+    """
 
     alpha: float = 1.0
     temperature: float = 1.0
-    #: Frozen teacher; null = the source model (model.path) with its own activation.
+    #: Weight of the next-token cross-entropy next to the distillation term (0 = pure
+    #: distillation).
+    ce_weight: float = 1.0
+    #: Frozen teacher; null = the unpruned source: model.path, or, when model.path is a
+    #: converted pruned model, the source its pruning run started from (recorded by
+    #: convert_to_hf.sh in `shearing_run.json`). The resolved path is written into the
+    #: run's config.yaml.
     teacher_path: str | None = None
+    #: Teacher weights' dtype: float32, bfloat16 or float16 (the teacher only runs
+    #: forward, so bf16 halves its memory on GPUs at ~no cost in the targets).
+    teacher_dtype: str = "float32"
 
 
 @dataclass
@@ -176,6 +194,7 @@ class TrainConfig:
 
 
 PRECISIONS = ("fp32", "amp_bf16", "amp_fp16")
+TEACHER_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> TrainConfig:
@@ -316,6 +335,15 @@ def validate(
             f"model.l0_module.lagrangian_warmup_steps={l0.lagrangian_warmup_steps} is longer "
             f"than the run (max_duration={cfg.max_duration}, {steps} steps)"
         )
+    if l0.settle_steps < 0 or (
+        steps is not None and l0.settle_steps > steps - l0.lagrangian_warmup_steps
+    ):
+        raise ConfigError(
+            f"model.l0_module.settle_steps={l0.settle_steps} is not valid; it must be 0 or "
+            f"more and leave the target ramp (lagrangian_warmup_steps="
+            f"{l0.lagrangian_warmup_steps}) before it"
+            + (f" in the run's {steps} steps" if steps is not None else "")
+        )
     return target_shape(source, l0)
 
 
@@ -446,6 +474,16 @@ def _validate_sparsity(cfg: TrainConfig, source: LlamaShape, steps: int | None) 
     if d is not None and (d.alpha < 0 or d.temperature <= 0):
         raise ConfigError(
             f"distillation needs alpha >= 0 and temperature > 0, got {d.alpha}, {d.temperature}"
+        )
+    if d is not None and not (d.ce_weight >= 0 and d.alpha + d.ce_weight > 0):
+        raise ConfigError(
+            f"distillation.ce_weight={d.ce_weight} is not valid; it must be 0 or more, and "
+            "alpha and ce_weight not both 0"
+        )
+    if d is not None and d.teacher_dtype not in TEACHER_DTYPES:
+        raise ConfigError(
+            f"distillation.teacher_dtype={d.teacher_dtype!r} is not valid; use "
+            f"{', '.join(TEACHER_DTYPES)}"
         )
 
 

@@ -11,7 +11,11 @@ whose config and tokenizer are reused.
 Before anything is moved into OUT_DIR, the written model is reloaded with
 `transformers.AutoModelForCausalLM` (strictly) and its logits are compared with the
 masked model's on a few random sequences; a mismatch fails loudly. The final masks and
-their keep probabilities are written next to the model as `pruning_masks.json`.
+their keep probabilities are written next to the model as `pruning_masks.json`, and
+`shearing_run.json` records the unpruned source the model descends from (the default
+distillation teacher of a run that continues from it), the checkpoint, and, for a pruning
+run, the held-out loss of the masked model under its deterministic masks and under its
+expected gates at its last evaluation (also printed: how far the gates had settled).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from shearing.models.llama import MaskableLlama, Masks
 from shearing.pruning.finalize import masks_report, slice_model
 from shearing.pruning.l0 import L0Module
 from shearing.pruning.modules import MODULE_KEYS
-from shearing.run import Run, resolve
+from shearing.run import PROVENANCE, Run, resolve, source_model_of
 
 CHECK_SEQS = 4
 CHECK_LEN = 32
@@ -70,8 +74,40 @@ def find_checkpoint(path: str | Path) -> Path:
     )
 
 
+def checkpoint_step(state: dict) -> int | None:
+    """The training step a composer checkpoint was written at (None if it does not say)."""
+    try:
+        return int(state["state"]["timestamp"]["Timestamp"]["batch"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def settle_losses(folder: Path, step: int | None) -> dict | None:
+    """The last `eval/settle/*` record of a run's metrics.jsonl at or before `step`:
+    {"step", "deterministic", "expected", "gap"}, or None (no such record)."""
+    path = folder / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    found = None
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by an interruption
+        if "eval/settle/gap" in record and (step is None or (record["step"] or 0) <= step):
+            found = {"step": record["step"]} | {
+                k: record[f"eval/settle/{k}"] for k in ("deterministic", "expected", "gap")
+            }
+    return found
+
+
 def load_checkpoint(ckpt: Path, run: Run) -> tuple[MaskableLlama, L0Module | None]:
     """Rebuild the model (and L0 module) of a run from its checkpoint, on the CPU."""
+    model, l0, _ = _load(ckpt, run)
+    return model, l0
+
+
+def _load(ckpt: Path, run: Run) -> tuple[MaskableLlama, L0Module | None, int | None]:
     state = load_state(ckpt)
     try:
         weights = state["state"]["model"]
@@ -84,10 +120,10 @@ def load_checkpoint(ckpt: Path, run: Run) -> tuple[MaskableLlama, L0Module | Non
     model = model_from_state_dict(run.source, model_state)
     l0 = build_l0(run)
     if l0 is None:
-        return model, None
+        return model, None, checkpoint_step(state)
     l0_state = {k[len("l0.") :]: v for k, v in weights.items() if k.startswith("l0.")}
     l0.load_state_dict(l0_state, strict=True)
-    return model, l0
+    return model, l0, checkpoint_step(state)
 
 
 @torch.no_grad()
@@ -116,13 +152,39 @@ def convert(
         raise ConversionError(f"no run config at {cfg_path}; pass --config")
     run = resolve(load_config(cfg_path), with_data=False)
     check_separate(out, "OUT_DIR", {"model.path of the run": run.model_path})
-    model, l0 = load_checkpoint(ckpt, run)
+    model, l0, step = _load(ckpt, run)
     dtype = dtype or str(run.source_config.get("torch_dtype") or "float32")
     if dtype not in DTYPES:
         raise ConversionError(f"--dtype {dtype!r} is not supported; use {', '.join(DTYPES)}")
     masks = l0.deterministic_masks() if l0 is not None else None
     scores = l0.scores() if l0 is not None else None
-    return export(model, masks, out, source=run.model_path, dtype=dtype, scores=scores)
+    provenance = {
+        "source_model": str(source_model_of(run.model_path).resolve()),
+        "model_path": str(run.model_path.resolve()),
+        "checkpoint": str(ckpt.resolve()),
+        "step": step,
+    }
+    if l0 is not None:
+        settle = settle_losses(ckpt.parent, step)
+        provenance["settle"] = settle
+        print(settle_report(settle, step), flush=True)
+    return export(
+        model, masks, out, source=run.model_path, dtype=dtype, scores=scores,
+        provenance=provenance,
+    )  # fmt: skip
+
+
+def settle_report(settle: dict | None, step: int | None) -> str:
+    """One line: the masked model's held-out loss under its deterministic masks (what is
+    sliced) and under its expected gates, at the run's last evaluation."""
+    if settle is None:
+        return "settle: the run logged no evaluation of its masks (eval/settle/* in metrics.jsonl)"
+    at = f"step {settle['step']}" + ("" if settle["step"] == step else f" of {step}")
+    return (
+        f"settle ({at}, held-out loss averaged over domains): {settle['deterministic']:.3f} "
+        f"under the final deterministic masks (the model written), {settle['expected']:.3f} "
+        f"under the expected gates; gap {settle['gap']:+.3f} nats"
+    )
 
 
 @torch.no_grad()
@@ -134,12 +196,14 @@ def export(
     source: Path,
     dtype: str,
     scores: dict[str, torch.Tensor] | None = None,
+    provenance: dict | None = None,
 ) -> Path:
     """Slice `model` by binary `masks` (if any) and write it to `out`, checked.
 
     The sliced model must reproduce the masked model's logits, and the written directory,
     reloaded strictly by transformers, the sliced model's; only then is `out` replaced.
-    With masks, `pruning_masks.json` records them (and the gates' `scores`).
+    With masks, `pruning_masks.json` records them (and the gates' `scores`);
+    `provenance` (if given) is written as `shearing_run.json`.
     """
     model.eval()
     final = slice_model(model, masks) if masks is not None else model
@@ -157,6 +221,8 @@ def export(
             report = masks_report(masks, scores)
             report["target"] = {k: getattr(final.shape, k) for k in MODULE_KEYS.values()}
             (tmp / "pruning_masks.json").write_text(json.dumps(report) + "\n")
+        if provenance is not None:
+            (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=2) + "\n")
         _check_with_transformers(tmp, final, ids, DTYPES[dtype])
     return out
 

@@ -30,7 +30,7 @@ from shearing.convert import export
 from shearing.files import check_replaceable, check_separate
 from shearing.models.hf_io import load_model
 from shearing.pruning.importance import calibration_batches, importance_scores, random_scores
-from shearing.run import resolve
+from shearing.run import resolve, source_model_of
 
 METHODS = ("importance", "random")
 
@@ -75,7 +75,15 @@ def oneshot(
     masks = l0.deterministic_masks()
     dtype = str(run.source_config.get("torch_dtype") or "float32")
     kept_scores = {m: scores[m].float() for m in l0.log_alpha}
-    return export(model, masks, out, source=run.model_path, dtype=dtype, scores=kept_scores)
+    provenance = {
+        "source_model": str(source_model_of(run.model_path).resolve()),
+        "model_path": str(run.model_path.resolve()),
+        "oneshot": method,
+    }
+    return export(
+        model, masks, out, source=run.model_path, dtype=dtype, scores=kept_scores,
+        provenance=provenance,
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

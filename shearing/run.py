@@ -16,7 +16,8 @@ How a yaml key reaches its owner: `load_config` (schema, `shearing/config.py`) -
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from composer.utils import dist
@@ -38,6 +39,21 @@ from shearing.models.hf_io import read_hf_config
 from shearing.pruning.modules import MODULE_KEYS, resolve_modules
 
 PROPORTION_TOLERANCE = 1e-6
+#: What `convert_to_hf.sh` records next to a model it writes: the unpruned source the
+#: model descends from (`source_model`), the checkpoint and step, the settle losses.
+PROVENANCE = "shearing_run.json"
+
+
+def source_model_of(path: Path) -> Path:
+    """The unpruned model `path` descends from: the `source_model` its `PROVENANCE` names
+    (a model this project converted), else `path` itself."""
+    record = Path(path) / PROVENANCE
+    if record.is_file():
+        try:
+            return Path(json.loads(record.read_text())["source_model"])
+        except (ValueError, KeyError, TypeError):
+            raise ConfigError(f"{record} is not a provenance record (no source_model)") from None
+    return Path(path)
 
 
 @dataclass(frozen=True)
@@ -142,6 +158,8 @@ class Run:
     final: LlamaShape
     #: The frozen distillation teacher (None: no distillation).
     teacher_path: Path | None
+    #: The teacher's shape (None: no distillation).
+    teacher: LlamaShape | None
     #: The data section against the corpus manifest (None when resolved without data).
     data: DataPlan | None
     #: Durations in batches (None when resolved without data: token durations need it).
@@ -194,13 +212,37 @@ def resolve(cfg: TrainConfig, *, with_data: bool = True, world_size: int = 1) ->
     # the target with the trained activation; the run ends with it (or with the source)
     target = None if target is None else source.replace(**_dims(target))
     final = target or source
-    d = cfg.distillation
-    teacher = None if d is None else expand_path(d.teacher_path or cfg.model.path)
+    teacher_path, teacher = _teacher(cfg, model_path, source)
     steps = _steps(cfg, data.seq_len) if data is not None else None
     return Run(
-        cfg, model_path, source_config, source, target, modules, final, teacher, data, steps,
-        world_size,
+        cfg, model_path, source_config, source, target, modules, final, teacher_path, teacher,
+        data, steps, world_size,
     )  # fmt: skip
+
+
+def _teacher(
+    cfg: TrainConfig, model_path: Path, student: LlamaShape
+) -> tuple[Path | None, LlamaShape | None]:
+    """The distillation teacher's path and shape: `distillation.teacher_path`, or the
+    unpruned source of `model.path` (`source_model_of`)."""
+    d = cfg.distillation
+    if d is None:
+        return None, None
+    if d.teacher_path:
+        path, key = expand_path(d.teacher_path), "distillation.teacher_path"
+    else:
+        path = source_model_of(model_path)
+        key = "distillation.teacher_path (default: the source of model.path)"
+    try:
+        shape = LlamaShape.from_hf(read_hf_config(path))
+    except ValueError as err:
+        raise ConfigError(f"{key}: {err}") from None
+    if shape.vocab_size != student.vocab_size:
+        raise ConfigError(
+            f"{key}={str(path)!r} has a vocabulary of {shape.vocab_size}, the student "
+            f"{student.vocab_size}; distillation compares the two over one vocabulary"
+        )
+    return path, shape
 
 
 def _dims(shape: LlamaShape) -> dict:
@@ -239,6 +281,16 @@ def _check_batch(cfg: TrainConfig, world: int) -> None:
             f"per-device batch {device_batch} (global_train_batch_size="
             f"{cfg.global_train_batch_size} over {world} process(es))"
         )
+
+
+def recorded(run: Run) -> TrainConfig:
+    """The config a run writes to its save folder: as given, with what resolution chose
+    that a later command must not re-derive (the teacher, when defaulted)."""
+    cfg = run.cfg
+    if cfg.distillation is None or cfg.distillation.teacher_path:
+        return cfg
+    teacher = replace(cfg.distillation, teacher_path=str(run.teacher_path))
+    return replace(cfg, distillation=teacher)
 
 
 #: Files a run writes into its save folder besides checkpoints.

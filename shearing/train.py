@@ -23,6 +23,7 @@ from shearing.callbacks import (
     DomainEvalLogger,
     JSONLinesLogger,
     ReplicatedGradSync,
+    TeacherPlacement,
     TrainingStateCallback,
     WeightGradClipping,
 )
@@ -30,7 +31,7 @@ from shearing.checkpoints import install_composer_validation
 from shearing.config import load_config, to_yaml
 from shearing.data.dynamic import DynamicLoadingCallback
 from shearing.files import write_text_atomic
-from shearing.run import prepare_save_folder, resolve
+from shearing.run import prepare_save_folder, recorded, resolve
 
 
 def main(argv: list[str]) -> int:
@@ -72,6 +73,8 @@ def main(argv: list[str]) -> int:
         ),
         TrainingStateCallback(),
     ]
+    if model.teacher is not None:
+        callbacks.append(TeacherPlacement(dict(cfg.fsdp_config) if cfg.fsdp_config else None))
     if cfg.fsdp_config:
         callbacks.append(ReplicatedGradSync())
     if cfg.max_grad_norm is not None:
@@ -111,7 +114,7 @@ def main(argv: list[str]) -> int:
         return 0
     # Records only once composer has accepted the folder (and resumed, if it does).
     if save_folder is not None and dist.get_global_rank() == 0:
-        write_text_atomic(save_folder / "config.yaml", to_yaml(cfg))
+        write_text_atomic(save_folder / "config.yaml", to_yaml(recorded(run)))
     trainer.fit()
     trainer.close()
     return 0

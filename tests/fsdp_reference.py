@@ -16,7 +16,9 @@ TOKENS = [
 STEP = 3
 
 
-def build() -> tuple[ShearingLM, torch.optim.Optimizer]:
+def build(teacher: bool = False) -> tuple[ShearingLM, torch.optim.Optimizer]:
+    """The tiny pruning model and its optimizer; with `teacher`, distilling (with half
+    the cross-entropy) from another random model of the source's shape."""
     _, model = tiny_pair()
     source = model.shape
     target = source.replace(
@@ -31,7 +33,8 @@ def build() -> tuple[ShearingLM, torch.optim.Optimizer]:
     with torch.no_grad():
         for lam in l0.lambda_parameters():
             lam.fill_(0.5)  # a Lagrangian term with a gradient
-    lm = ShearingLM(model.train(), l0, ["a"])
+    frozen = tiny_pair(seed=1)[1] if teacher else None
+    lm = ShearingLM(model.train(), l0, ["a"], teacher=frozen, ce_weight=0.5)
     groups = [
         {"params": list(lm.model.parameters()), "lr": 1e-2},
         {"params": l0.gate_parameters(), "lr": 1e-1},

@@ -1,10 +1,12 @@
 """One training step of a tiny pruning model under composer's FSDP wrapping, on CPU (gloo).
 
-Run by tests/test_fsdp.py as `torchrun --nproc_per_node 2 tests/fsdp_step.py CONFIG OUT`:
+Run by tests/test_fsdp.py as `torchrun --nproc_per_node 2 tests/fsdp_step.py CONFIG OUT [teacher]`:
 composer's own `prepare_fsdp_module` wraps the model with the `fsdp_config` of CONFIG (a
 real-scale yaml); composer asks for a CUDA device id there, so this process alone
 answers the CPU for it. Rank 0 writes the structure, the loss and the full parameters after
-one AdamW step to OUT, for the test to compare with the same step without FSDP.
+one AdamW step to OUT, for the test to compare with the same step without FSDP. With
+`teacher`, the model distils from a frozen teacher that `callbacks.shard_teacher` shards
+as the training callback does; OUT then also holds how much of it each rank keeps.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import torch
 import torch.distributed as dist
 
 
-def main(config: str, out: str) -> None:
+def main(config: str, out: str, teacher: bool = False) -> None:
     from composer.distributed.dist_strategy import prepare_fsdp_module
     from composer.utils.parallelism import FSDPConfig
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
+    from shearing.callbacks import shard_teacher
     from shearing.config import load_config
     from shearing.models.llama import DecoderLayer
     from tests.fsdp_reference import TOKENS, build, step
@@ -29,24 +32,35 @@ def main(config: str, out: str) -> None:
     torch.cuda.current_device = lambda: torch.device("cpu")  # composer's device id, on CPU
 
     fsdp = dict(load_config(config, ["model.path=unused", "data.path=unused"]).fsdp_config)
-    model, optimizer = build()
+    model, optimizer = build(teacher)
     prepare_fsdp_module(model, optimizer, FSDPConfig(**fsdp), precision="fp32", device="cpu")
     units = [type(m.module).__name__ for m in model.modules() if isinstance(m, FSDP)]
+    kept = []
+    if teacher:
+        full = sum(p.numel() for p in model.teacher.parameters())
+        model.set_teacher(shard_teacher(model.teacher, fsdp, torch.device("cpu")))
+        kept = [sum(p.numel() for p in model.teacher.parameters()), full]
+        units += [f"teacher.{type(m.module).__name__}" for m in model.teacher.modules()
+                  if isinstance(m, FSDP)]  # fmt: skip
     loss = step(model, optimizer, TOKENS[rank])
     losses = [None] * dist.get_world_size()
     dist.all_gather_object(losses, float(loss))
+    teacher_kept = [None] * dist.get_world_size()
+    dist.all_gather_object(teacher_kept, kept)
     with FSDP.summon_full_params(model.model):
         params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    state_keys = list(model.state_dict())  # a collective under FSDP: every rank calls it
     checkpointed = sum(1 for m in model.modules() if type(m).__name__ == "CheckpointWrapper")
     if rank == 0:
         layers = sum(isinstance(m, DecoderLayer) for m in model.modules())
         torch.save(
             {"units": units, "losses": losses, "params": params,
-             "checkpointed": checkpointed, "layers": layers},
+             "checkpointed": checkpointed, "layers": layers, "teacher_kept": teacher_kept,
+             "state_keys": state_keys},
             out,
         )  # fmt: skip
     dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], teacher=sys.argv[3:] == ["teacher"])

@@ -399,6 +399,35 @@ TRAIN_ROWS = [
         "error: distillation needs alpha >= 0 and temperature > 0, got 1.0, 0.0",
     ),
     T(
+        "negative cross-entropy weight",
+        ("distillation.ce_weight=-1",),
+        "error: distillation.ce_weight=-1.0 is not valid; it must be 0 or more, and alpha and "
+        "ce_weight not both 0",
+    ),
+    T(
+        "distillation without any loss",
+        ("distillation.alpha=0", "distillation.ce_weight=0"),
+        "error: distillation.ce_weight=0.0 is not valid; it must be 0 or more, and alpha and "
+        "ce_weight not both 0",
+    ),
+    T(
+        "unknown teacher dtype",
+        ("distillation.teacher_dtype=int8",),
+        "error: distillation.teacher_dtype='int8' is not valid; use float32, bfloat16, float16",
+    ),
+    T(
+        "teacher folder without a model",
+        ("distillation.teacher_path={tmp}",),
+        "error: distillation.teacher_path: model path '{tmp}' is not a model: expected a Hugging "
+        "Face directory (config.json + safetensors or .bin weights) or a .gguf file",
+    ),
+    T(
+        "settle phase overlapping the target ramp",
+        ("model.l0_module.settle_steps=250",),
+        "error: model.l0_module.settle_steps=250 is not valid; it must be 0 or more and leave the "
+        "target ramp (lagrangian_warmup_steps=60) before it in the run's 300 steps",
+    ),
+    T(
         "FSDP reentrant activation checkpointing while pruning",
         ("fsdp_config={{activation_checkpointing: true}}",),
         "error: fsdp_config.activation_checkpointing with model.l0_module needs "

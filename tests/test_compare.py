@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 import transformers
 
+import yaml
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -19,21 +21,21 @@ def test_compare_runs_every_method_at_equal_tokens(tiny_workspace, tmp_path):
     METHODS = script_module("compare").METHODS
 
     out = tmp_path / "cmp"
-    args = [sys.executable, "scripts/compare.py", "--out", str(out),
-            "--methods", ",".join(METHODS), "--model", str(tiny_workspace["model"]),
-            "--data", str(tiny_workspace["data"]),
-            "--prune-config", "yaml/tiny_prune.yaml", "--prune-steps", "8",
-            "--continue-steps", "8", "--eval-rows", "4"]  # fmt: skip
+    common = [sys.executable, "scripts/compare.py", "--model", str(tiny_workspace["model"]),
+              "--data", str(tiny_workspace["data"]), "--prune-config", "yaml/tiny_prune.yaml",
+              "--prune-steps", "8", "--continue-steps", "8", "--eval-rows", "4"]  # fmt: skip
+    args = [*common, "--out", str(out), "--methods", ",".join(METHODS), "--objectives", "ce"]
     result = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
     report = json.loads((out / "compare.json").read_text())
-    assert list(report["methods"]) == list(METHODS)
+    assert list(report["methods"]) == [f"{m}/ce/1x" for m in METHODS]
     assert (out / "compare_loss.png").stat().st_size > 1000
     table = result.stdout[result.stdout.index("held-out loss per domain") :]
     domains = sorted(tiny_workspace["texts"])
     row_tokens = 4 * 32  # global batch x seq len of both configs
-    for name, r in report["methods"].items():
-        assert name in table
+    for key, r in report["methods"].items():
+        name = r["method"]
+        assert key in table and f"{key}: prune" in result.stdout  # per-stage wall time
         assert sorted(r["domains"]) == domains
         assert abs(r["average"] - sum(r["domains"].values()) / len(domains)) < 1e-9
         # 8 prune + 8 continue steps for L0; 16 continue steps for the others; the
@@ -41,7 +43,7 @@ def test_compare_runs_every_method_at_equal_tokens(tiny_workspace, tmp_path):
         calibration = 16 * len(domains) * 32 if "importance" in name else 0
         assert r["tokens"] == 16 * row_tokens + calibration, name
         assert r["seconds"] > 0 and r["curve"][-1][0] == r["tokens"]
-        hf = transformers.AutoModelForCausalLM.from_pretrained(out / name, dtype=torch.float32)
+        hf = transformers.AutoModelForCausalLM.from_pretrained(out / key, dtype=torch.float32)
         c = hf.config
         shape = (c.num_hidden_layers, c.hidden_size, c.num_attention_heads,
                  c.num_key_value_heads, c.intermediate_size)  # fmt: skip
@@ -49,3 +51,33 @@ def test_compare_runs_every_method_at_equal_tokens(tiny_workspace, tmp_path):
 
     second = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
     assert second.returncode != 0 and "--force" in second.stderr  # nothing replaced silently
+
+
+def test_compare_objectives_and_budgets(tiny_workspace, tmp_path):
+    """Each objective reaches every training stage; a budget scales both stages' steps."""
+    out = tmp_path / "cmp"
+    args = [sys.executable, "scripts/compare.py", "--model", str(tiny_workspace["model"]),
+            "--data", str(tiny_workspace["data"]), "--prune-config", "yaml/tiny_prune.yaml",
+            "--prune-steps", "4", "--continue-steps", "4", "--eval-rows", "4",
+            "--out", str(out), "--methods", "shearing,importance", "--objectives", "ce,kd",
+            "--budgets", "2,1"]  # fmt: skip
+    result = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
+    report = json.loads((out / "compare.json").read_text())
+    runs = report["methods"]
+    assert sorted(runs) == sorted(f"{m}/{o}/{b}x" for m in ("shearing", "importance")
+                                  for o in ("ce", "kd") for b in (1, 2))  # fmt: skip
+    calibration = 16 * 3 * 32
+    for key, r in runs.items():
+        assert (r["method"], r["objective"], f"{r['budget']:g}x") == tuple(key.split("/"))
+        base = 8 * 4 * 32 + (calibration if r["method"] == "importance" else 0)
+        assert r["tokens"] == base + (r["budget"] - 1) * 8 * 4 * 32, key
+    for stage in ("prune", "continue"):  # the L0 run's stages both distil from the source
+        cfg = yaml.safe_load((out / "runs/shearing/kd/1x" / stage / "config.yaml").read_text())
+        assert cfg["distillation"]["ce_weight"] == 0.0
+        assert cfg["distillation"]["teacher_path"] == str(tiny_workspace["model"])
+        plain = yaml.safe_load((out / "runs/shearing/ce/1x" / stage / "config.yaml").read_text())
+        assert plain["distillation"] is None
+    bad = subprocess.run([*args[:-4], "--objectives", "mse", "--force"], cwd=REPO,
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 2 and "--objectives entry 'mse' is unknown" in bad.stderr

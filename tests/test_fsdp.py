@@ -44,9 +44,9 @@ def test_fsdp_config_is_one_composer_accepts(name):
     assert config.sharding_strategy == "FULL_SHARD"
 
 
-def reference_step():
+def reference_step(teacher: bool = False):
     """The FSDP step without FSDP: both ranks' gradients, averaged, then AdamW."""
-    model, optimizer = build()
+    model, optimizer = build(teacher)
     losses, grads = [], []
     for ids in TOKENS:
         model.set_step(STEP)
@@ -63,7 +63,8 @@ def reference_step():
     return losses, {n: p.detach() for n, p in model.named_parameters()}
 
 
-def test_one_fsdp_step_on_cpu_equals_the_step_without_fsdp(tmp_path):
+@pytest.mark.parametrize("teacher", [False, True], ids=["ce", "distillation"])
+def test_one_fsdp_step_on_cpu_equals_the_step_without_fsdp(teacher, tmp_path):
     out = tmp_path / "fsdp.pt"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
@@ -71,6 +72,7 @@ def test_one_fsdp_step_on_cpu_equals_the_step_without_fsdp(tmp_path):
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
     args += ["--master_port", str(port), "tests/fsdp_step.py", "yaml/prune_2.7b.yaml", str(out)]
+    args += ["teacher"] if teacher else []
     result = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     got = torch.load(out, weights_only=False)
@@ -80,7 +82,13 @@ def test_one_fsdp_step_on_cpu_equals_the_step_without_fsdp(tmp_path):
     assert "MaskableLlama" in got["units"] and "L0Module" not in got["units"]
     assert got["checkpointed"] == 3  # activation_checkpointing: true
 
-    losses, expected = reference_step()
+    if teacher:  # sharded like the student, one unit per layer; each rank keeps half
+        assert got["units"].count("teacher.DecoderLayer") == 3
+        assert "teacher.MaskableLlama" in got["units"]
+        (kept0, full), (kept1, _) = got["teacher_kept"]
+        assert kept0 == kept1 and full / 2 <= kept0 < full / 2 + 2 * 97  # padding per unit
+        assert not any("teacher" in k for k in got["state_keys"])
+    losses, expected = reference_step(teacher)
     # Same data, same gates: the per-rank losses agree to float32 rounding of the
     # differently ordered (sharded) computation.
     assert got["losses"] == pytest.approx(losses, rel=1e-5)

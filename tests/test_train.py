@@ -1,5 +1,6 @@
 """A tiny pruning run through the real command lines: train.py, then convert_to_hf.sh."""
 
+import json
 import math
 import os
 import subprocess
@@ -195,10 +196,20 @@ def test_two_processes_agree_on_proportions_and_checkpoint(tiny_workspace, tmp_p
     assert rank0 == rank1 and len(rank0) == 6
 
 
-def test_autoresume_after_an_interruption_is_bit_for_bit(tiny_workspace, tmp_path):
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        # a frozen teacher (not in the checkpoint: reloaded) and a settle phase after resuming
+        ["distillation.alpha=1.0", "distillation.ce_weight=0.5", "model.l0_module.settle_steps=5"],
+    ],
+    ids=["plain", "teacher-and-settle"],
+)
+def test_autoresume_after_an_interruption_is_bit_for_bit(extra, tiny_workspace, tmp_path):
     """Gates, lambdas, optimizer, data position and domain weights all resume exactly."""
     common = [
         "yaml/tiny_prune.yaml",
+        *extra,
         f"model.path={tiny_workspace['model']}",
         f"data.path={tiny_workspace['data']}",
         "max_duration=20ba",
@@ -231,3 +242,103 @@ def test_autoresume_after_an_interruption_is_bit_for_bit(tiny_workspace, tmp_pat
     assert (resumed / "domain_history.jsonl").read_text() == (
         whole / "domain_history.jsonl"
     ).read_text()
+
+
+SETTLE = ["max_duration=40ba", "eval_interval=10ba", "save_interval=10ba",
+          "model.l0_module.lagrangian_warmup_steps=10",
+          "model.l0_module.settle_steps=10"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def settle_run(tiny_workspace, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("settle") / "prune"
+    result = train(tiny_workspace, f"save_folder={folder}", *SETTLE)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder
+
+
+def expected_gates_by_hand(log_alpha: torch.Tensor) -> torch.Tensor:
+    """Louizos et al. (2018)'s test-time gate: min(1, max(0, sigmoid(a)(zeta - gamma) + gamma))
+    with zeta = 1.1, gamma = -0.1."""
+    return torch.clamp(torch.sigmoid(log_alpha) * (1.1 - (-0.1)) + (-0.1), 0.0, 1.0)
+
+
+@torch.no_grad()
+def masked_loss(model, masks, data, rows=4):
+    """Average over domains of the next-token loss on the first `rows` held-out rows."""
+    import numpy as np
+
+    from shearing.data.mixture import open_domain, read_manifest
+
+    losses = []
+    for domain in read_manifest(data)["domains"]:
+        split = open_domain(data, "eval", domain)
+        ids = torch.from_numpy(np.stack([split[i]["tokens"] for i in range(rows)]).astype(np.int64))
+        logits = model(ids, masks=masks)
+        losses.append(
+            torch.nn.functional.cross_entropy(
+                logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten()
+            ).item()
+        )
+    return sum(losses) / len(losses)
+
+
+def test_settled_gates_are_frozen_and_training_uses_the_final_masks(settle_run):
+    records = [pyyaml.safe_load(x) for x in (settle_run / "metrics.jsonl").read_text().splitlines()]
+    settled = {r["step"]: r["l0/settled"] for r in records if "l0/settled" in r}
+    # composer logs a batch's metrics at its end, under the count of batches done: the
+    # settled batches 30..39 (the last 10 of 40) are logged as steps 31..40
+    assert {s for s, v in settled.items() if v == 1.0} == set(range(31, 41))
+    assert {s for s, v in settled.items() if v == 0.0} == set(range(1, 31))
+    # then no Lagrangian term is trained (the loss is the cross-entropy alone)
+    late = [r for r in records if r.get("step", -1) > 30 and "loss/train/total" in r]
+    assert late and all("loss/train/lagrangian" not in r for r in late)
+    a, b = (
+        torch.load(settle_run / f"ep0-ba{n}-rank0.pt", weights_only=False)["state"]["model"]
+        for n in (30, 40)
+    )
+    l0_keys = [k for k in a if k.startswith("l0.")]
+    assert l0_keys and all(torch.equal(a[k], b[k]) for k in l0_keys)
+    weights = [k for k in a if k.startswith("model.")]
+    assert any(not torch.equal(a[k], b[k]) for k in weights)
+
+
+def test_settle_losses_are_the_sliced_and_the_expected_gate_models_losses(
+    settle_run, tiny_workspace, tmp_path
+):
+    """The reported pair, checked against independent computations: the converted model
+    evaluated by `shearing.eval`, and the masked model under gates computed by hand."""
+    from shearing.config import load_config
+    from shearing.convert import load_checkpoint
+    from shearing.eval import evaluate
+    from shearing.run import PROVENANCE, resolve
+
+    records = [pyyaml.safe_load(x) for x in (settle_run / "metrics.jsonl").read_text().splitlines()]
+    settle = {r["step"]: r for r in records if "eval/settle/gap" in r}
+    assert sorted(settle) == [10, 20, 30, 40]
+    last = settle[40]
+    assert last["eval/settle/gap"] == pytest.approx(
+        last["eval/settle/deterministic"] - last["eval/settle/expected"], abs=1e-9
+    )
+    out = tmp_path / "hf"
+    result = run(["bash", "scripts/convert_to_hf.sh", str(settle_run), str(out)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(x for x in result.stdout.splitlines() if x.startswith("settle"))
+    assert f"{last['eval/settle/deterministic']:.3f} under the final deterministic masks" in line
+    assert f"{last['eval/settle/expected']:.3f} under the expected gates" in line
+    record = json.loads((out / PROVENANCE).read_text())
+    assert record["source_model"] == str(tiny_workspace["model"].resolve())
+    assert record["step"] == 40 and record["settle"]["gap"] == last["eval/settle/gap"]
+
+    # deterministic: the sliced model, evaluated on the same held-out rows (4 per domain)
+    sliced = evaluate(load_model(out), tiny_workspace["data"], max_rows=4)
+    # 1e-4: the same rows through a differently shaped (sliced vs masked) fp32 computation
+    assert last["eval/settle/deterministic"] == pytest.approx(sliced["average"]["loss"], abs=1e-4)
+    # expected: the masked model under gates computed here from the checkpoint's logits
+    cfg = load_config(settle_run / "config.yaml")
+    model, l0 = load_checkpoint(settle_run / "ep0-ba40-rank0.pt", resolve(cfg, with_data=False))
+    fields = {"layer": "z_layer", "hidden": "z_hidden", "head": "z_head", "kv_group": "z_kv",
+              "intermediate": "z_intermediate"}  # fmt: skip
+    gates = {fields[m]: expected_gates_by_hand(a.detach()) for m, a in l0.log_alpha.items()}
+    by_hand = masked_loss(model.eval(), Masks(**gates), tiny_workspace["data"])
+    assert last["eval/settle/expected"] == pytest.approx(by_hand, abs=1e-4)

@@ -100,10 +100,11 @@ def _check_ranks_agree(schedule: list) -> None:
         raise RuntimeError("domain proportions differ across ranks; the domain draws would diverge")
 
 
-def domain_losses(state: State) -> dict[str, float]:
-    """Per-domain losses of the evaluation that just ended (composer's copy of the metric)."""
+def domain_losses(state: State, metric_name: str = "DomainCrossEntropy") -> dict[str, float]:
+    """Per-domain losses of the evaluation that just ended (composer's copy of the metric;
+    {} when the model has no such metric)."""
     for metrics in state.eval_metrics.values():
-        metric = metrics.get("DomainCrossEntropy")
+        metric = metrics.get(metric_name)
         if metric is not None:
             return metric.per_domain()
     return {}

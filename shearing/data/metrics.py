@@ -17,13 +17,19 @@ class DomainCrossEntropy(Metric):
     `compute()` returns the average over every evaluated token; `per_domain()` returns
     the loss of each domain that had tokens in this evaluation (absent domains are left
     out, never NaN). Both are reduced across ranks.
+
+    Args:
+        domains: the domain names, in `domain_idx` order.
+        outputs_key: with a model whose `eval_forward` returns a dict of logits, the entry
+            this metric scores (composer copies metrics, so the key travels with them).
     """
 
     full_state_update = False
 
-    def __init__(self, domains: Sequence[str]) -> None:
+    def __init__(self, domains: Sequence[str], outputs_key: str = "logits") -> None:
         super().__init__()
         self.domains = list(domains)
+        self.outputs_key = outputs_key
         self.add_state(
             "loss_sum", torch.zeros(len(domains), dtype=torch.float64), dist_reduce_fx="sum"
         )

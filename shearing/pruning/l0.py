@@ -82,6 +82,9 @@ class L0Module(nn.Module):
         seed: gate noise is a pure function of (seed, step, draw within the step), so a
             resumed run samples exactly the gates the uninterrupted run would have, and
             every rank samples the same gates.
+        settle_from: from this step on the masks are fixed (`settled`): training uses the
+            deterministic masks, the Lagrangian is not applied and the gates stop learning,
+            so the weights adapt to the model that conversion slices. None = never.
     """
 
     #: composer's FSDP leaves this module unwrapped: its few parameters stay whole on every
@@ -96,6 +99,7 @@ class L0Module(nn.Module):
         pruning_modules: Iterable[str],
         warmup_steps: int,
         seed: int = 0,
+        settle_from: int | None = None,
     ) -> None:
         super().__init__()
         self.source, self.target = source, target
@@ -109,6 +113,7 @@ class L0Module(nn.Module):
         self.lambda1 = nn.ParameterDict({m: nn.Parameter(torch.zeros(1)) for m in self.specs})
         self.lambda2 = nn.ParameterDict({m: nn.Parameter(torch.zeros(1)) for m in self.specs})
         self.seed = seed
+        self.settle_from = settle_from
         #: Expected sparsity the target ramps from, per module (0 unless initialised
         #: from scores).
         self.ramp_from: dict[str, float] = {}
@@ -155,6 +160,11 @@ class L0Module(nn.Module):
             log_alpha.copy_(top - 1.0 + within)
         self.ramp_from = {m: float(s) for m, s in self.expected_sparsity().items()}
 
+    @property
+    def settled(self) -> bool:
+        """Whether the masks are fixed at this step (see `settle_from`)."""
+        return self.settle_from is not None and self.step >= self.settle_from
+
     def gate_parameters(self) -> list[nn.Parameter]:
         return list(self.log_alpha.values())
 
@@ -165,7 +175,10 @@ class L0Module(nn.Module):
         return Masks(**{MASK_FIELDS[m]: z for m, z in gates.items()})
 
     def sample_masks(self) -> Masks:
-        """Training masks: one hard-concrete draw per gate (one draw per forward pass)."""
+        """Training masks: one hard-concrete draw per gate (one draw per forward pass);
+        the deterministic masks once `settled`."""
+        if self.settled:
+            return self.deterministic_masks()
         first = next(iter(self.log_alpha.values()))
         generator = torch.Generator(device=first.device)
         generator.manual_seed(hash((self.seed, self.step, self._draws)) & 0x7FFFFFFFFFFFFFFF)
@@ -177,6 +190,22 @@ class L0Module(nn.Module):
         """Binary masks keeping exactly the target count per row (largest logits)."""
         return self._masks(
             {m: top_k_mask(a, self.specs[m].keep) for m, a in self.log_alpha.items()}
+        )
+
+    @torch.no_grad()
+    def expected_masks(self) -> Masks:
+        """The gates without noise: Louizos et al.'s test-time estimate
+        `clamp(sigmoid(log_alpha) * (zeta - gamma) + gamma, 0, 1)`, soft values in [0, 1].
+
+        What the gates have learned, as opposed to the binary target-sized cut of
+        `deterministic_masks`: the loss under each, on held-out rows, shows whether the
+        gates settled (`eval/settle/*`).
+        """
+        return self._masks(
+            {
+                m: (torch.sigmoid(a) * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
+                for m, a in self.log_alpha.items()
+            }
         )
 
     def scores(self) -> dict[str, Tensor]:
@@ -244,5 +273,6 @@ class L0Module(nn.Module):
             out[f"l0/lambda1/{m}"] = float(self.lambda1[m])
             out[f"l0/lambda2/{m}"] = float(self.lambda2[m])
         out["l0/expected_params"] = float(self.expected_num_params())
+        out["l0/settled"] = float(self.settled)
         out["l0/target_params"] = float(self.target.num_params(include_embeddings=False))
         return out
