@@ -131,3 +131,19 @@ def test_the_threshold_is_zero_until_the_shift_step():
         lm.set_step(step)
         thresholds.append({layer.mlp.act_fn.threshold for layer in lm.model.model.layers})
     assert thresholds == [{0.0}, {0.0}, {0.25}, {0.25}]
+
+
+def test_the_demo_stages_resolve_with_the_demos_overrides(paths):
+    """scripts/demo.py's command lines for both training stages are valid configs (an
+    update interval that is not a multiple of the eval interval would stop the demo)."""
+    from tests.helpers import script_module
+
+    demo = script_module("demo")
+    root = paths["root"]
+    data = [f"data.path={paths['tiny_data']}", "data.reference_losses=[1.0,1.0,1.0]"]
+    prune = resolve(load_config(YAML / "prune_smollm2.yaml", [
+        f"model.path={root / 'smollm2'}", *data, *demo.PRUNE, *demo.OBJECTIVE]))  # fmt: skip
+    assert prune.cfg.model.l0_module.settle_steps == 16
+    cont = resolve(load_config(YAML / "continue_smollm2.yaml", [
+        f"model.path={root / 'smollm2'}", *data, *demo.CONTINUE, *demo.OBJECTIVE]))  # fmt: skip
+    assert cont.steps.total == 128
