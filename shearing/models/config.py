@@ -171,6 +171,8 @@ class LlamaShape:
 
         Keys of the source config that do not describe the shape (token ids, dtype,
         generation settings) are kept; the architecture is always `LlamaForCausalLM`.
+        `fatrelu_threshold` is written only for the activations that need the shipped
+        modeling file (a stock SiLU or ReLU config holds no key transformers does not know).
         """
         cfg = copy.deepcopy(self.extra)
         for key in ("sliding_window", "auto_map", "_name_or_path", "quantization_config"):
@@ -178,6 +180,8 @@ class LlamaShape:
         for f in dataclasses.fields(self):
             if f.name != "extra":
                 cfg[f.name] = copy.deepcopy(getattr(self, f.name))
+        if self.hidden_act in STOCK_ACTIVATIONS:  # only keys transformers' LlamaConfig knows
+            cfg.pop("fatrelu_threshold", None)
         cfg.update(
             model_type="llama",
             architectures=["LlamaForCausalLM"],

@@ -300,7 +300,20 @@ def write_pretrained(
         hf_config["auto_map"] = {"AutoModelForCausalLM": REMOTE_CLASS}
     hf_config["torch_dtype"] = str(next(iter(state.values())).dtype).removeprefix("torch.")
     (directory / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
+    _write_generation_config(hf_config, directory)
     _write_safetensors(state, directory, max_shard_bytes)
+
+
+def _write_generation_config(hf_config: dict, directory: Path) -> None:
+    """`generation_config.json` when the source had none to copy (a GGUF file, a bare
+    directory): transformers' defaults for the config's token ids."""
+    from transformers import GenerationConfig
+
+    if (directory / "generation_config.json").is_file():
+        return
+    ids = {k: hf_config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")
+           if hf_config.get(k) is not None}  # fmt: skip
+    GenerationConfig(**ids).save_pretrained(directory)
 
 
 def _write_safetensors(state: dict[str, Tensor], directory: Path, max_shard_bytes: int) -> None:

@@ -157,3 +157,20 @@ def test_generate_runs_on_a_gguf_file(capsys):
     out = capsys.readouterr().out
     assert "hidden size" in out and "576" in out
     assert "greedy continuation (" in out
+
+
+@pytest.mark.parametrize("act", ["silu", "relu", "fatrelu"])
+def test_written_config_holds_only_keys_transformers_knows(act, tmp_path):
+    """A stock SiLU/ReLU model's config.json has no key outside transformers' LlamaConfig
+    (FATReLU ships its modeling file and needs its threshold); generation_config.json is
+    written with the config's token ids when the source has none."""
+    _, model = tiny_pair()
+    model = model_from_state_dict(model.shape.replace(hidden_act=act), model.state_dict())
+    save_pretrained(model, tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    known = set(transformers.LlamaConfig().to_dict()) | {"torch_dtype", "dtype"}
+    extra = set(config) - known
+    assert extra == ({"fatrelu_threshold", "auto_map"} if act == "fatrelu" else set())
+    generation = transformers.GenerationConfig.from_pretrained(tmp_path / "m")
+    assert (generation.bos_token_id, generation.eos_token_id) == (
+        config["bos_token_id"], config["eos_token_id"])  # fmt: skip
