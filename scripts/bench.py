@@ -52,6 +52,13 @@ from shearing.run import resolve
 REPO = Path(__file__).resolve().parent.parent
 
 
+def judged(ratio: float, goal: str) -> dict:
+    """A row's `ratio`, its `goal` as written (">= 0.95", "<= 1.10") and whether it is `met`."""
+    op, bound = goal.split()
+    met = ratio >= float(bound) if op == ">=" else ratio <= float(bound)
+    return {"ratio": ratio, "goal": goal, "met": met}
+
+
 def alternate(fns: dict[str, Callable[[], object]], reps: int) -> dict[str, float]:
     """Median seconds of each function, run in alternation after one warm-up each."""
     for fn in fns.values():
@@ -92,9 +99,7 @@ def bench_forward(reps: int, batch: int = 4, seq: int = 256) -> dict:
         "shearing": tokens / t["shearing"],
         "baseline": tokens / t["transformers"],
         "baseline_name": "transformers LlamaForCausalLM",
-        "ratio": ratio,
-        "goal": ">= 0.95",
-        "met": ratio >= 0.95,
+        **judged(ratio, ">= 0.95"),
     }
 
 
@@ -136,9 +141,7 @@ def bench_prune_step(reps: int, batch: int = 4, seq: int = 128) -> dict:
         "shearing": t["pruning"],
         "baseline": t["dense"],
         "baseline_name": "dense step of the same model",
-        "ratio": ratio,
-        "goal": "<= 1.10",
-        "met": ratio <= 1.10,
+        **judged(ratio, "<= 1.10"),
     }
 
 
@@ -166,9 +169,7 @@ def bench_bf16_step(reps: int, batch: int = 4, seq: int = 128) -> dict:
         "shearing": t["bf16"],
         "baseline": t["fp32"],
         "baseline_name": "the fp32 step",
-        "ratio": ratio,
-        "goal": "<= 0.6",
-        "met": ratio <= 0.6,
+        **judged(ratio, "<= 0.6"),
     }
 
 
@@ -220,9 +221,7 @@ def bench_prune_memory(reps: int, batch: int = 4, seq: int = 128) -> dict:
         "shearing": p["pruning"] / 2**20,
         "baseline": p["dense"] / 2**20,
         "baseline_name": "dense step of the same model",
-        "ratio": ratio,
-        "goal": "<= 1.15",
-        "met": ratio <= 1.15,
+        **judged(ratio, "<= 1.15"),
     }
 
 
@@ -258,9 +257,7 @@ def bench_pruned_infer(reps: int, batch: int = 4, seq: int = 256) -> dict:
         "shearing": batch * seq / t["pruned"],
         "baseline": batch * seq / t["source"],
         "baseline_name": "source SmolLM2-135M",
-        "ratio": figure,
-        "goal": ">= 0.8",
-        "met": figure >= 0.8,
+        **judged(figure, ">= 0.8"),
     }
 
 
@@ -299,9 +296,7 @@ def bench_tokenize(reps: int, workers: int = 2) -> dict:
         "shearing": n_tokens / t["tool"],
         "baseline": workers * n_tokens / t["single"],
         "baseline_name": f"{workers} x one process of batched fast tokenization",
-        "ratio": ratio,
-        "goal": ">= 0.8",
-        "met": ratio >= 0.8,
+        **judged(ratio, ">= 0.8"),
     }
 
 
@@ -335,9 +330,7 @@ def bench_dataloader(reps: int, batch: int = 4) -> dict:
         "shearing": per_batch,
         "baseline": t["step"],
         "baseline_name": "pruning step on that batch",
-        "ratio": ratio,
-        "goal": "<= 0.02",
-        "met": ratio <= 0.02,
+        **judged(ratio, "<= 0.02"),
     }
 
 

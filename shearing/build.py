@@ -64,18 +64,16 @@ def build_model(run: Run, meta: bool = False) -> ShearingLM:
 
 
 def build_teacher(run: Run, meta: bool = False) -> MaskableLlama | None:
-    """The frozen distillation teacher in `distillation.teacher_dtype` (None without
-    distillation). It is not part of the composer model's state: never trained, never
+    """The distillation teacher in `distillation.teacher_dtype` (None without distillation);
+    `ShearingLM` freezes it and keeps it out of its state: never trained, never
     checkpointed; `callbacks.TeacherPlacement` puts it on the device (sharded under FSDP)."""
     if run.teacher is None:
         return None
     dtype = getattr(torch, run.cfg.distillation.teacher_dtype)
-    if meta:
-        with torch.device("meta"):
-            teacher = MaskableLlama(run.teacher).to(dtype)
-    else:
-        teacher = load_model(run.teacher_path, dtype=dtype, shape=run.teacher)
-    return teacher.eval().requires_grad_(False)
+    if not meta:
+        return load_model(run.teacher_path, dtype=dtype, shape=run.teacher)
+    with torch.device("meta"):
+        return MaskableLlama(run.teacher).to(dtype)
 
 
 def build_dataloaders(run: Run) -> tuple[DataLoader, DataLoader]:

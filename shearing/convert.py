@@ -38,7 +38,7 @@ from shearing.models.llama import MaskableLlama, Masks
 from shearing.pruning.finalize import masks_report, slice_model
 from shearing.pruning.l0 import L0Module
 from shearing.pruning.modules import MODULE_KEYS
-from shearing.run import PROVENANCE, Run, resolve, source_model_of
+from shearing.run import PROVENANCE, Run, provenance, resolve
 
 CHECK_SEQS = 4
 CHECK_LEN = 32
@@ -158,20 +158,14 @@ def convert(
         raise ConversionError(f"--dtype {dtype!r} is not supported; use {', '.join(DTYPES)}")
     masks = l0.deterministic_masks() if l0 is not None else None
     scores = l0.scores() if l0 is not None else None
-    provenance = {
-        "source_model": str(source_model_of(run.model_path).resolve()),
-        "model_path": str(run.model_path.resolve()),
-        "checkpoint": str(ckpt.resolve()),
-        "step": step,
-    }
+    record = provenance(run, checkpoint=str(ckpt.resolve()), step=step)
     if l0 is not None:
         settle = settle_losses(ckpt.parent, step)
-        provenance["settle"] = settle
+        record["settle"] = settle
         print(settle_report(settle, step), flush=True)
     return export(
-        model, masks, out, source=run.model_path, dtype=dtype, scores=scores,
-        provenance=provenance,
-    )  # fmt: skip
+        model, masks, out, source=run.model_path, dtype=dtype, scores=scores, provenance=record
+    )
 
 
 def settle_report(settle: dict | None, step: int | None) -> str:

@@ -30,7 +30,7 @@ from shearing.convert import export
 from shearing.files import check_replaceable, check_separate
 from shearing.models.hf_io import load_model
 from shearing.pruning.importance import calibration_batches, importance_scores, random_scores
-from shearing.run import resolve, source_model_of
+from shearing.run import provenance, resolve
 
 METHODS = ("importance", "random")
 
@@ -75,14 +75,9 @@ def oneshot(
     masks = l0.deterministic_masks()
     dtype = str(run.source_config.get("torch_dtype") or "float32")
     kept_scores = {m: scores[m].float() for m in l0.log_alpha}
-    provenance = {
-        "source_model": str(source_model_of(run.model_path).resolve()),
-        "model_path": str(run.model_path.resolve()),
-        "oneshot": method,
-    }
     return export(
         model, masks, out, source=run.model_path, dtype=dtype, scores=kept_scores,
-        provenance=provenance,
+        provenance=provenance(run, oneshot=method),
     )  # fmt: skip
 
 

@@ -56,6 +56,16 @@ def source_model_of(path: Path) -> Path:
     return Path(path)
 
 
+def provenance(run: Run, **extra) -> dict:
+    """The `PROVENANCE` record of a model made from `run`'s source: the unpruned model it
+    descends from, the model it was made from, and `extra` (checkpoint, method, ...)."""
+    return {
+        "source_model": str(source_model_of(run.model_path).resolve()),
+        "model_path": str(run.model_path.resolve()),
+        **extra,
+    }
+
+
 @dataclass(frozen=True)
 class DataPlan:
     """What the data section resolves to, checked against the corpus manifest."""

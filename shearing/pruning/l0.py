@@ -57,11 +57,15 @@ def open_probability(log_alpha: Tensor) -> Tensor:
     return torch.sigmoid(log_alpha - BETA * math.log(-GAMMA / ZETA))
 
 
+def stretch(s: Tensor) -> Tensor:
+    """Hard concrete's stretch of a (0, 1) value to (gamma, zeta), clamped to [0, 1]."""
+    return (s * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
+
+
 def sample_gates(log_alpha: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """One hard-concrete draw: stretched, clamped sigmoid of logistic noise."""
     u = torch.empty_like(log_alpha).uniform_(EPS, 1 - EPS, generator=generator)
-    s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / BETA)
-    return (s * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
+    return stretch(torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / BETA))
 
 
 def top_k_mask(scores: Tensor, keep: int) -> Tensor:
@@ -201,12 +205,7 @@ class L0Module(nn.Module):
         `deterministic_masks`: the loss under each, on held-out rows, shows whether the
         gates settled (`eval/settle/*`).
         """
-        return self._masks(
-            {
-                m: (torch.sigmoid(a) * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
-                for m, a in self.log_alpha.items()
-            }
-        )
+        return self._masks({m: stretch(torch.sigmoid(a)) for m, a in self.log_alpha.items()})
 
     def scores(self) -> dict[str, Tensor]:
         """Per-unit probability of being kept (expected gate score)."""
