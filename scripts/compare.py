@@ -166,10 +166,9 @@ class Stage:
             f"save_interval={steps}ba",
             f"save_folder={folder}",
         ]
-        l0 = cfg.model.l0_module
-        if l0 is not None:
-            l0_warmup = min(steps, round(l0.lagrangian_warmup_steps * scale))
-            settle = min(steps - l0_warmup, round(l0.settle_steps * scale))
+        if cfg.model.l0_module is not None:
+            l0_warmup = min(steps, round(run.steps.lagrangian_warmup * scale))
+            settle = min(steps - l0_warmup, round(run.steps.settle * scale))
             self.overrides += [
                 f"model.l0_module.lagrangian_warmup_steps={l0_warmup}",
                 f"model.l0_module.settle_steps={settle}",

@@ -22,12 +22,10 @@ def build_l0(run: Run, warmup_steps: int | None = None) -> L0Module | None:
     """The run's L0 module (gates at their initial values), or None when not pruning."""
     if run.target is None:
         return None
-    l0 = run.cfg.model.l0_module
+    steps = run.steps  # None when resolved without the corpus: no ramp, no settle phase
     if warmup_steps is None:
-        warmup_steps = l0.lagrangian_warmup_steps
-    settle = None
-    if l0.settle_steps and run.steps is not None:
-        settle = run.steps.total - l0.settle_steps
+        warmup_steps = steps.lagrangian_warmup if steps is not None else 0
+    settle = steps.total - steps.settle if steps is not None and steps.settle else None
     return L0Module(run.source, run.target, run.modules, warmup_steps, run.cfg.seed, settle)
 
 
@@ -47,9 +45,9 @@ def build_model(run: Run, meta: bool = False) -> ShearingLM:
             run.data.root, cfg.model.l0_module.calibration_rows, domains=run.data.domains
         )
         l0.init_from_scores(importance_scores(model, batches))
-    d = cfg.distillation
-    l1 = cfg.activation_l1
-    shift = cfg.threshold_shift
+    d, l1, steps = cfg.distillation, cfg.activation_l1, run.steps
+    # the schedules are training's: a model resolved without the corpus has none
+    stages = [s.penalty for s in l1.stages] if l1 and steps is not None else None
     return ShearingLM(
         model,
         l0,
@@ -58,8 +56,8 @@ def build_model(run: Run, meta: bool = False) -> ShearingLM:
         distill_alpha=d.alpha if d else 1.0,
         distill_temperature=d.temperature if d else 1.0,
         ce_weight=d.ce_weight if d else 1.0,
-        l1_stages=[(s.steps, s.penalty) for s in l1.stages] if l1 else None,
-        threshold_from_step=shift.step if shift else None,
+        l1_stages=list(zip(steps.l1_stages, stages, strict=True)) if stages else None,
+        threshold_from_step=steps.threshold_shift if steps is not None else None,
     )
 
 

@@ -37,8 +37,9 @@ class L0Config:
     )
     #: The shape to reach, with Hugging Face config names; omitted keys keep the source's.
     target_model: dict[str, int] = field(default_factory=dict)
-    #: Steps over which target sparsity ramps linearly from 0 to its final value.
-    lagrangian_warmup_steps: int = 0
+    #: Steps over which target sparsity ramps linearly from 0 to its final value (a
+    #: number of steps or a duration: "640ba", "0.2dur", "1Btok").
+    lagrangian_warmup_steps: int | str = 0
     #: Gate logits at the start: "default" (all equal) or "importance" (ordered by
     #: activation importance on calibration rows, see shearing.pruning.importance).
     init: str = "default"
@@ -47,8 +48,9 @@ class L0Config:
     #: The last `settle_steps` steps train the weights under the fixed final
     #: (deterministic) masks: gates and Lagrange multipliers stop, so the sliced model is
     #: the model the weights were last trained as. 0 = the paper's run (gates learn to the
-    #: end). Must leave the target ramp (`lagrangian_warmup_steps`) before it.
-    settle_steps: int = 0
+    #: end). Must leave the target ramp (`lagrangian_warmup_steps`) before it. Steps or a
+    #: duration.
+    settle_steps: int | str = 0
 
 
 @dataclass
@@ -88,8 +90,8 @@ class DistillationConfig:
 
 @dataclass
 class L1Stage:
-    #: Length of the stage in steps.
-    steps: int = MISSING
+    #: Length of the stage in steps (or a duration).
+    steps: int | str = MISSING
     #: L1 coefficient reached at the end of the stage (sine ramp from the previous one).
     penalty: float = MISSING
 
@@ -105,7 +107,8 @@ class ActivationL1Config:
 class ThresholdShiftConfig:
     """Switch relu -> fatrelu with `threshold` from `step` on (ProSparse)."""
 
-    step: int = MISSING
+    #: The step (or a duration into the run) the threshold comes into force.
+    step: int | str = MISSING
     threshold: float = 0.01
 
 
@@ -122,8 +125,9 @@ class DataConfig:
     #: Start from the proportions a previous run ended with (its domain_history.jsonl or
     #: run folder); replaces `proportions`.
     proportions_from: str | None = None
-    #: Steps between proportion updates (a multiple of eval_interval); null = fixed proportions.
-    update_interval: int | None = None
+    #: Steps (or a duration) between proportion updates, a multiple of eval_interval;
+    #: null = fixed proportions.
+    update_interval: int | str | None = None
     #: `exponential` (Sheared-LLaMA) or `constant` (evaluate and log, never re-weight).
     update_type: str = "exponential"
     #: Step size of the exponential update.
@@ -191,9 +195,36 @@ class TrainConfig:
     progress_bar: bool = True
     log_to_console: bool = False
     console_log_interval: str = "1ba"
+    #: composer loggers, callbacks and algorithms by llm-foundry name (wandb, tensorboard,
+    #: mlflow, file; lr_monitor, speed_monitor, memory_monitor, ...; gradient_clipping, ema)
+    #: or `package.module:Class`, each mapped to its keyword arguments; see
+    #: shearing/composer_parts.py. They run next to the project's own.
+    loggers: dict[str, Any] = field(default_factory=dict)
+    callbacks: dict[str, Any] = field(default_factory=dict)
+    algorithms: dict[str, Any] = field(default_factory=dict)
+    #: A composer checkpoint to start from (a path or an object-store URI), e.g. another
+    #: run's; with autoresume, the save folder's own latest checkpoint comes first.
+    load_path: str | None = None
+    #: Take only the model's weights from load_path (not optimizer, schedule or step).
+    load_weights_only: bool = False
+    #: Reuse a save_folder that holds an earlier run: its checkpoints and records are moved
+    #: into save_folder/.overwritten when training starts and deleted when it finishes (an
+    #: interrupted run leaves them there). Not with autoresume.
+    save_overwrite: bool = False
+    #: Evaluate before the first training step (not when resuming).
+    eval_first: bool = False
+    #: Batches of the held-out set per evaluation (-1 = all). The set is domain by domain,
+    #: so a subset covers the first domains only; data.eval_max_rows evaluates fewer rows
+    #: of every domain instead.
+    eval_subset_num_batches: int = -1
+    #: Level of the composer and shearing log lines: debug, info, warning, error, critical.
+    python_log_level: str = "info"
+    #: Seconds to wait for every process when the process group starts.
+    dist_timeout: float = 300.0
 
 
 PRECISIONS = ("fp32", "amp_bf16", "amp_fp16")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 TEACHER_DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -207,9 +238,12 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
         schema = OmegaConf.structured(TrainConfig)
-        merged = OmegaConf.merge(
-            schema, OmegaConf.load(path), OmegaConf.from_dotlist(overrides or [])
-        )
+        merged = schema
+        for source in (OmegaConf.load(path), OmegaConf.from_dotlist(overrides or [])):
+            try:
+                merged = OmegaConf.merge(merged, source)
+            except TypeError:  # a list where the schema has a mapping, or the reverse
+                raise ConfigError(_misfit(merged, source)) from None
         missing = sorted(OmegaConf.missing_keys(merged))
         if missing:
             raise ConfigError(f"config key {missing[0]!r} is required and has no value")
@@ -226,26 +260,111 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
         raise ConfigError(f"config file {str(path)!r} is not valid YAML ({msg})") from None
 
 
+def _misfit(config, source, prefix: str = "") -> str:
+    """The message for a list given where `config` has a mapping, or the reverse."""
+    for key in source:
+        if key not in config or OmegaConf.is_missing(config, key):
+            continue
+        want, got = config[key], source[key]
+        if OmegaConf.is_dict(want) and OmegaConf.is_dict(got):
+            found = _misfit(want, got, f"{prefix}{key}.")
+            if found:
+                return found
+        elif OmegaConf.is_dict(want) and OmegaConf.is_list(got):
+            return f"config key {prefix + str(key)!r} must be a mapping, not {got!r}"
+        elif OmegaConf.is_list(want) and OmegaConf.is_dict(got):
+            return f"config key {prefix + str(key)!r} must be a list, not {got!r}"
+    return "" if prefix else "config values do not fit the schema (a list or a mapping misplaced)"
+
+
 def to_yaml(cfg: TrainConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
-def parse_steps(value: str, key: str, cfg: TrainConfig, seq_len: int | None = None) -> int:
-    """Convert a duration ("Nba", "Ntok", "X.Ydur") to a number of training steps."""
-    value = str(value).strip()
+def parse_steps(value: int | str, key: str, cfg: TrainConfig, seq_len: int | None = None) -> int:
+    """A duration in training steps, read with composer's `Time`: "Nba" (steps), "Nsp"
+    (samples), "Ntok" (tokens), "X.Ydur" (a fraction of max_duration; not for
+    max_duration itself), or a bare integer (steps) for the keys typed as step counts.
+    Epochs are refused: training draws from an endless mixture of domains.
+
+    Raises:
+        ConfigError: one line naming the key and the units it takes.
+    """
+    from composer.core import Time, TimeUnit
+
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    units = "Nba, Nsp or Ntok" if key == "max_duration" else "Nba, Nsp, Ntok or X.Ydur"
     try:
-        if value.endswith("ba"):
-            return int(value[:-2])
-        if value.endswith("tok") and seq_len:
-            return math.ceil(int(value[:-3]) / (cfg.global_train_batch_size * seq_len))
-        if value.endswith("dur") and key != "max_duration":
-            return int(
-                float(value[:-3]) * parse_steps(cfg.max_duration, "max_duration", cfg, seq_len)
-            )
+        t = Time.from_timestring(str(value).strip())
     except ValueError:
-        pass
-    units = '"Nba" or "Ntok"' if key == "max_duration" else '"Nba" or "X.Ydur"'
+        raise ConfigError(f"{key}={value!r} is not a duration; use {units}") from None
+    if t.unit == TimeUnit.BATCH:
+        return int(t.value)
+    if t.unit == TimeUnit.SAMPLE:
+        return math.ceil(t.value / cfg.global_train_batch_size)
+    if t.unit == TimeUnit.TOKEN:
+        if not seq_len:
+            raise ConfigError(f"{key}={value!r}: a token duration needs the corpus (data.path)")
+        return math.ceil(t.value / (cfg.global_train_batch_size * seq_len))
+    if t.unit == TimeUnit.DURATION and key != "max_duration":
+        return int(t.value * parse_steps(cfg.max_duration, "max_duration", cfg, seq_len))
+    if t.unit == TimeUnit.EPOCH:
+        raise ConfigError(
+            f"{key}={value!r}: epochs are not defined (training draws from an endless mixture "
+            f"of domains); use {units}"
+        )
     raise ConfigError(f"{key}={value!r} is not a duration; use {units}")
+
+
+@dataclass(frozen=True)
+class Steps:
+    """Every duration of a run, in steps (batches)."""
+
+    total: int
+    warmup: int
+    eval_interval: int
+    save_interval: int
+    console_log_interval: int
+    #: Steps over which the L0 target sparsity ramps (0 when not pruning).
+    lagrangian_warmup: int
+    #: The last steps that train under fixed masks (0: none, or not pruning).
+    settle: int
+    #: From this step on the FATReLU threshold is in force (ProSparse); None = from the start.
+    threshold_shift: int | None
+    #: Steps between domain-proportion updates (None: fixed proportions).
+    update_interval: int | None
+    #: Length of each activation-L1 stage.
+    l1_stages: tuple[int, ...]
+
+
+def steps_of(cfg: TrainConfig, seq_len: int | None) -> Steps:
+    """Every duration key of `cfg` in steps, by one rule (`parse_steps`)."""
+
+    def steps(key: str, value: int | str) -> int:
+        return parse_steps(value, key, cfg, seq_len)
+
+    l0, shift, d = cfg.model.l0_module, cfg.threshold_shift, cfg.data
+    stages = cfg.activation_l1.stages if cfg.activation_l1 is not None else []
+    prefix = "model.l0_module."
+    return Steps(
+        total=steps("max_duration", cfg.max_duration),
+        warmup=steps("scheduler.t_warmup", cfg.scheduler.t_warmup),
+        eval_interval=steps("eval_interval", cfg.eval_interval),
+        save_interval=steps("save_interval", cfg.save_interval),
+        console_log_interval=steps("console_log_interval", cfg.console_log_interval),
+        lagrangian_warmup=(
+            steps(prefix + "lagrangian_warmup_steps", l0.lagrangian_warmup_steps) if l0 else 0
+        ),
+        settle=steps(prefix + "settle_steps", l0.settle_steps) if l0 else 0,
+        threshold_shift=steps("threshold_shift.step", shift.step) if shift else None,
+        update_interval=(
+            None if d.update_interval is None else steps("data.update_interval", d.update_interval)
+        ),
+        l1_stages=tuple(
+            steps(f"activation_l1.stages[{i}].steps", s.steps) for i, s in enumerate(stages)
+        ),
+    )
 
 
 def target_shape(source: LlamaShape, l0: L0Config) -> LlamaShape:
@@ -325,44 +444,42 @@ def validate(
         raise ConfigError(
             f"model.l0_module.calibration_rows={l0.calibration_rows} must be positive"
         )
-    if l0.lagrangian_warmup_steps < 0:
-        raise ConfigError(
-            f"model.l0_module.lagrangian_warmup_steps={l0.lagrangian_warmup_steps} must not be "
-            "negative"
-        )
-    if steps is not None and l0.lagrangian_warmup_steps > steps:
-        raise ConfigError(
-            f"model.l0_module.lagrangian_warmup_steps={l0.lagrangian_warmup_steps} is longer "
-            f"than the run (max_duration={cfg.max_duration}, {steps} steps)"
-        )
-    if l0.settle_steps < 0 or (
-        steps is not None and l0.settle_steps > steps - l0.lagrangian_warmup_steps
-    ):
-        raise ConfigError(
-            f"model.l0_module.settle_steps={l0.settle_steps} is not valid; it must be 0 or "
-            f"more and leave the target ramp (lagrangian_warmup_steps="
-            f"{l0.lagrangian_warmup_steps}) before it"
-            + (f" in the run's {steps} steps" if steps is not None else "")
-        )
+    if steps is not None:
+        if steps.lagrangian_warmup < 0:
+            raise ConfigError(
+                f"model.l0_module.lagrangian_warmup_steps={l0.lagrangian_warmup_steps} must not "
+                "be negative"
+            )
+        if steps.lagrangian_warmup > steps.total:
+            raise ConfigError(
+                f"model.l0_module.lagrangian_warmup_steps={l0.lagrangian_warmup_steps} is longer "
+                f"than the run (max_duration={cfg.max_duration}, {steps.total} steps)"
+            )
+        if not 0 <= steps.settle <= steps.total - steps.lagrangian_warmup:
+            raise ConfigError(
+                f"model.l0_module.settle_steps={l0.settle_steps} is not valid; it must be 0 or "
+                f"more and leave the target ramp (lagrangian_warmup_steps="
+                f"{l0.lagrangian_warmup_steps}) before it in the run's {steps.total} steps"
+            )
     return target_shape(source, l0)
 
 
-def _validate_training(cfg: TrainConfig, seq_len: int | None) -> int:
-    """The training keys: precision, batch, durations, intervals, dynamic loading; the run's
-    length in steps."""
+def _validate_training(cfg: TrainConfig, seq_len: int | None) -> Steps:
+    """The training keys: precision, batch, durations, intervals, dynamic loading, the
+    composer keys; every duration in steps."""
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"precision={cfg.precision!r} is not valid; use {', '.join(PRECISIONS)}")
     if cfg.global_train_batch_size <= 0:
         raise ConfigError(f"global_train_batch_size={cfg.global_train_batch_size} must be positive")
-    steps = parse_steps(cfg.max_duration, "max_duration", cfg, seq_len)
-    if steps <= 0:
+    steps = steps_of(cfg, seq_len)
+    if steps.total <= 0:
         raise ConfigError(f"max_duration={cfg.max_duration} must be at least 1 step")
-    warmup = parse_steps(cfg.scheduler.t_warmup, "scheduler.t_warmup", cfg, seq_len)
-    if warmup < 0:
+    if steps.warmup < 0:
         raise ConfigError(f"scheduler.t_warmup={cfg.scheduler.t_warmup} must not be negative")
-    if warmup > steps:
+    if steps.warmup > steps.total:
         raise ConfigError(
-            f"scheduler.t_warmup={cfg.scheduler.t_warmup} is longer than the run ({steps} steps)"
+            f"scheduler.t_warmup={cfg.scheduler.t_warmup} is longer than the run "
+            f"({steps.total} steps)"
         )
     fsdp = cfg.fsdp_config or {}
     if (
@@ -378,17 +495,26 @@ def _validate_training(cfg: TrainConfig, seq_len: int | None) -> int:
     if cfg.autoresume and (cfg.save_folder is None or cfg.run_name is None):
         missing = "save_folder" if cfg.save_folder is None else "run_name"
         raise ConfigError(f"autoresume=true needs {missing}: it finds the run to resume by both")
-    _validate_intervals(cfg, seq_len)
-    _validate_numbers(cfg)
-    _validate_dynamic(cfg, steps, seq_len)
-    return steps
-
-
-def _validate_intervals(cfg: TrainConfig, seq_len: int | None) -> None:
+    if cfg.autoresume and cfg.save_overwrite:
+        raise ConfigError(
+            "save_overwrite=true with autoresume=true: autoresume continues the run in "
+            "save_folder, save_overwrite replaces it; keep one"
+        )
+    if cfg.load_path and "://" not in cfg.load_path and not expand_path(cfg.load_path).is_file():
+        raise ConfigError(
+            f"load_path={cfg.load_path!r} is not a checkpoint file (a local path or an "
+            "object-store URI such as s3://bucket/ep1-ba100-rank0.pt)"
+        )
+    if cfg.python_log_level.lower() not in LOG_LEVELS:
+        raise ConfigError(
+            f"python_log_level={cfg.python_log_level!r} is not valid; use {', '.join(LOG_LEVELS)}"
+        )
     for key in ("eval_interval", "save_interval", "console_log_interval"):
-        value = getattr(cfg, key)
-        if parse_steps(value, key, cfg, seq_len) <= 0:
-            raise ConfigError(f"{key}={value} must be at least 1 step")
+        if getattr(steps, key) <= 0:
+            raise ConfigError(f"{key}={getattr(cfg, key)} must be at least 1 step")
+    _validate_numbers(cfg)
+    _validate_dynamic(cfg, steps)
+    return steps
 
 
 def _validate_numbers(cfg: TrainConfig) -> None:
@@ -413,6 +539,10 @@ def _validate_numbers(cfg: TrainConfig) -> None:
         ("data.eval_max_rows", d.eval_max_rows, d.eval_max_rows is None or d.eval_max_rows > 0,
          "positive, or null (all rows)"),
         ("data.eta", d.eta, d.eta > 0, "positive"),
+        ("eval_subset_num_batches", cfg.eval_subset_num_batches,
+         cfg.eval_subset_num_batches == -1 or cfg.eval_subset_num_batches > 0,
+         "-1 (all) or a positive number of batches"),
+        ("dist_timeout", cfg.dist_timeout, cfg.dist_timeout > 0, "positive (seconds)"),
         ("model.fatrelu_threshold", cfg.model.fatrelu_threshold,
          cfg.model.fatrelu_threshold >= 0, "0 or more"),
     ]  # fmt: skip
@@ -421,20 +551,19 @@ def _validate_numbers(cfg: TrainConfig) -> None:
             raise ConfigError(f"{key}={value} is not valid; it must be {valid}")
 
 
-def _validate_dynamic(cfg: TrainConfig, steps: int, seq_len: int | None) -> None:
+def _validate_dynamic(cfg: TrainConfig, steps: Steps) -> None:
     d = cfg.data
     if d.update_type not in ("exponential", "constant"):
         raise ConfigError(
             f"data.update_type={d.update_type!r} is not valid; use exponential, constant"
         )
-    if d.update_interval is None:
+    if steps.update_interval is None:
         return
-    if d.update_interval <= 0:
+    if steps.update_interval <= 0:
         raise ConfigError(f"data.update_interval={d.update_interval} must be positive")
     if d.update_type == "exponential" and d.reference_losses is None:
         raise ConfigError("data.update_interval is set but data.reference_losses is not")
-    every = parse_steps(cfg.eval_interval, "eval_interval", cfg, seq_len)
-    if every <= 0 or d.update_interval % every:
+    if steps.update_interval % steps.eval_interval:
         raise ConfigError(
             f"data.update_interval={d.update_interval} is not a multiple of "
             f"eval_interval={cfg.eval_interval}; updates need a fresh evaluation"
@@ -443,7 +572,7 @@ def _validate_dynamic(cfg: TrainConfig, steps: int, seq_len: int | None) -> None
         raise ConfigError(f"data.smoothing={d.smoothing} must be in [0, 1]")
 
 
-def _validate_sparsity(cfg: TrainConfig, source: LlamaShape, steps: int | None) -> None:
+def _validate_sparsity(cfg: TrainConfig, source: LlamaShape, steps: Steps | None) -> None:
     from shearing.models.config import SUPPORTED_ACTIVATIONS
 
     act = cfg.model.activation
@@ -455,17 +584,20 @@ def _validate_sparsity(cfg: TrainConfig, source: LlamaShape, steps: int | None) 
     shift = cfg.threshold_shift
     if shift is not None and final not in ("relu", "fatrelu"):
         raise ConfigError(f"threshold_shift needs a relu or fatrelu model, not {final!r}")
-    in_run = shift is not None and shift.step >= 0 and (steps is None or shift.step < steps)
+    at = steps.threshold_shift if steps is not None else None
+    in_run = steps is None or (at is not None and 0 <= at < steps.total)
     if shift is not None and not (in_run and shift.threshold >= 0):
         raise ConfigError(
-            f"threshold_shift needs 0 <= step < {steps} (the run's steps) and threshold >= 0, "
-            f"got step={shift.step}, threshold={shift.threshold}"
+            f"threshold_shift needs 0 <= step < {steps.total if steps else 'the run'} (the "
+            f"run's steps) and threshold >= 0, got step={shift.step}, "
+            f"threshold={shift.threshold}"
         )
     if cfg.activation_l1 is not None:
         if not cfg.activation_l1.stages:
             raise ConfigError("activation_l1.stages is empty")
         for i, stage in enumerate(cfg.activation_l1.stages):
-            if stage.steps <= 0 or stage.penalty < 0:
+            length = steps.l1_stages[i] if steps is not None else 1
+            if length <= 0 or stage.penalty < 0:
                 raise ConfigError(
                     f"activation_l1.stages[{i}] needs steps > 0 and penalty >= 0, "
                     f"got steps={stage.steps}, penalty={stage.penalty}"

@@ -17,6 +17,10 @@ How a yaml key reaches its owner: `load_config` (schema, `shearing/config.py`) -
 from __future__ import annotations
 
 import json
+import logging
+import os
+import re
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,10 +29,11 @@ from composer.utils import dist
 from shearing.checkpoints import CheckpointError, checkpoint_files, prepare_resume
 from shearing.config import (
     ConfigError,
+    Steps,
     TrainConfig,
     expand_path,
     load_config,
-    parse_steps,
+    steps_of,
     validate,
 )
 from shearing.data.dynamic import last_proportions
@@ -37,6 +42,8 @@ from shearing.files import OutputError, check_separate
 from shearing.models.config import LlamaShape
 from shearing.models.hf_io import read_hf_config
 from shearing.pruning.modules import MODULE_KEYS, resolve_modules
+
+log = logging.getLogger(__name__)
 
 PROPORTION_TOLERANCE = 1e-6
 #: What `convert_to_hf.sh` records next to a model it writes: the unpruned source the
@@ -134,21 +141,6 @@ def plan_data(cfg: TrainConfig) -> DataPlan:
 
 
 @dataclass(frozen=True)
-class Steps:
-    """Every duration of the run, in batches."""
-
-    total: int
-    warmup: int
-    eval_interval: int
-    save_interval: int
-    console_log_interval: int
-    #: Steps over which the L0 target sparsity ramps (0 when not pruning).
-    lagrangian_warmup: int
-    #: From this step on the FATReLU threshold is in force (ProSparse); None = from the start.
-    threshold_shift: int | None
-
-
-@dataclass(frozen=True)
 class Run:
     """A resolved run; see the module docstring."""
 
@@ -223,7 +215,7 @@ def resolve(cfg: TrainConfig, *, with_data: bool = True, world_size: int = 1) ->
     target = None if target is None else source.replace(**_dims(target))
     final = target or source
     teacher_path, teacher = _teacher(cfg, model_path, source)
-    steps = _steps(cfg, data.seq_len) if data is not None else None
+    steps = steps_of(cfg, data.seq_len) if data is not None else None
     return Run(
         cfg, model_path, source_config, source, target, modules, final, teacher_path, teacher,
         data, steps, world_size,
@@ -260,23 +252,6 @@ def _dims(shape: LlamaShape) -> dict:
     return {k: getattr(shape, k) for k in MODULE_KEYS.values()}
 
 
-def _steps(cfg: TrainConfig, seq_len: int) -> Steps:
-    def steps(key: str, value: str) -> int:
-        return parse_steps(value, key, cfg, seq_len)
-
-    l0 = cfg.model.l0_module
-    shift = cfg.threshold_shift
-    return Steps(
-        total=steps("max_duration", cfg.max_duration),
-        warmup=steps("scheduler.t_warmup", cfg.scheduler.t_warmup),
-        eval_interval=steps("eval_interval", cfg.eval_interval),
-        save_interval=steps("save_interval", cfg.save_interval),
-        console_log_interval=steps("console_log_interval", cfg.console_log_interval),
-        lagrangian_warmup=l0.lagrangian_warmup_steps if l0 is not None else 0,
-        threshold_shift=shift.step if shift is not None else None,
-    )
-
-
 def _check_batch(cfg: TrainConfig, world: int) -> None:
     if cfg.global_train_batch_size % world:
         raise ConfigError(
@@ -307,10 +282,42 @@ def recorded(run: Run) -> TrainConfig:
 RUN_RECORDS = ("config.yaml", "metrics.jsonl", "domain_history.jsonl")
 
 
+#: Where `save_overwrite` keeps the run it replaces until the new one has finished.
+OVERWRITTEN = ".overwritten"
+
+
+def _run_files(folder: Path) -> list[Path]:
+    """A run's files in its save folder: records, checkpoints of every rank, `latest`
+    links (anything else the user keeps there is not the run's)."""
+    pattern = re.compile(r"^(ep\d+-ba\d+|latest)-rank\d+\.pt$")
+    return [p for p in folder.iterdir() if p.name in RUN_RECORDS or pattern.match(p.name)]
+
+
+def _set_aside(folder: Path) -> None:
+    """`save_overwrite`: move the folder's run into `OVERWRITTEN`, where it stays until
+    the new run finishes (`discard_overwritten`). If an earlier replacement was cut off,
+    the run set aside then is kept and the cut-off run's files are removed."""
+    aside = folder / OVERWRITTEN
+    keep = not aside.exists()
+    aside.mkdir(exist_ok=True)
+    for p in _run_files(folder):
+        if keep:
+            os.replace(p, aside / p.name)
+        else:
+            p.unlink()
+    log.info("save_overwrite: the earlier run is in %s until this one finishes", aside)
+
+
+def discard_overwritten(folder: Path) -> None:
+    """Delete the run `save_overwrite` set aside, once its successor has finished."""
+    shutil.rmtree(folder / OVERWRITTEN, ignore_errors=True)
+
+
 def prepare_save_folder(run: Run) -> Path | None:
     """Check `save_folder` before anything is loaded or written; return it (or None).
 
-    A folder that already holds a run is refused unless `autoresume` continues it; a
+    A folder that already holds a run is refused unless `autoresume` continues it or
+    `save_overwrite` replaces it (`_set_aside`); a
     continued run must have the same model section (its checkpoints are of that model),
     and the checkpoint it resumes from is prepared (`checkpoints.prepare_resume`). The
     folder must not be, hold or lie inside an input.
@@ -337,6 +344,10 @@ def prepare_save_folder(run: Run) -> Path | None:
         return folder
     held = [n for n in RUN_RECORDS if (folder / n).exists()]
     held += [p.name for p in checkpoint_files(folder)]
+    if cfg.save_overwrite:
+        if dist.get_local_rank() == 0:
+            _set_aside(folder)
+        return folder
     if not cfg.autoresume:
         what = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "") if held else "files"
         raise ConfigError(

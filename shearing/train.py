@@ -28,22 +28,26 @@ from shearing.callbacks import (
     WeightGradClipping,
 )
 from shearing.checkpoints import install_composer_validation
+from shearing.composer_parts import SECTIONS, build_parts
 from shearing.config import load_config, to_yaml
 from shearing.data.dynamic import DynamicLoadingCallback
 from shearing.files import write_text_atomic
-from shearing.run import prepare_save_folder, recorded, resolve
+from shearing.run import discard_overwritten, prepare_save_folder, recorded, resolve
 
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0].startswith("-"):
         print(__doc__.strip(), file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     ready: dict = {}
 
     def setup() -> None:  # every refusal here is one line, before or while weights load
         cfg = load_config(argv[0], argv[1:])
         run = resolve(cfg, world_size=dist.get_world_size())
+        level = cfg.python_log_level.upper()
+        logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s")
+        logging.getLogger("shearing").setLevel(level)
+        ready["parts"] = {k: build_parts(k, getattr(cfg, k)) for k in SECTIONS}
         ready["folder"] = prepare_save_folder(run)
         install_composer_validation()  # composer's autoresume load checks files first
         reproducibility.seed_all(cfg.seed)
@@ -54,6 +58,7 @@ def main(argv: list[str]) -> int:
     if code:
         return code
     run, cfg, save_folder, model = ready["run"], ready["run"].cfg, ready["folder"], ready["model"]
+    parts = ready["parts"]
     train_loader, eval_loader = build_dataloaders(run)
     optimizer = build_optimizer(run, model)
     scheduler = build_scheduler(run, optimizer)
@@ -64,7 +69,7 @@ def main(argv: list[str]) -> int:
         DynamicLoadingCallback(
             train_loader.dataset,
             run.data.reference_losses,
-            d.update_interval,
+            steps.update_interval,
             eta=d.eta,
             smoothing=d.smoothing,
             clip=d.clip_delta,
@@ -80,15 +85,19 @@ def main(argv: list[str]) -> int:
     if cfg.max_grad_norm is not None:
         callbacks.append(WeightGradClipping(cfg.max_grad_norm))
 
+    callbacks += parts["callbacks"]
     loggers = [] if save_folder is None else [JSONLinesLogger(save_folder / "metrics.jsonl")]
+    loggers += parts["loggers"]
     trainer = Trainer(
         loggers=loggers,
+        algorithms=parts["algorithms"],
         model=model,
         run_name=cfg.run_name,
         seed=cfg.seed,
         train_dataloader=train_loader,
         eval_dataloader=eval_loader,
         eval_interval=f"{steps.eval_interval}ba",
+        eval_subset_num_batches=cfg.eval_subset_num_batches,
         max_duration=f"{steps.total}ba",
         optimizers=optimizer,
         schedulers=scheduler,
@@ -103,6 +112,11 @@ def main(argv: list[str]) -> int:
         save_interval=f"{steps.save_interval}ba",
         save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
         autoresume=cfg.autoresume,
+        load_path=cfg.load_path,
+        load_weights_only=cfg.load_weights_only,
+        save_overwrite=cfg.save_overwrite,
+        dist_timeout=cfg.dist_timeout,
+        python_log_level=cfg.python_log_level.lower(),
         progress_bar=cfg.progress_bar,
         log_to_console=cfg.log_to_console,
         console_log_interval=f"{steps.console_log_interval}ba",
@@ -115,8 +129,12 @@ def main(argv: list[str]) -> int:
     # Records only once composer has accepted the folder (and resumed, if it does).
     if save_folder is not None and dist.get_global_rank() == 0:
         write_text_atomic(save_folder / "config.yaml", to_yaml(recorded(run)))
+    if cfg.eval_first and done == 0:
+        trainer.eval()
     trainer.fit()
     trainer.close()
+    if save_folder is not None and dist.get_global_rank() == 0:
+        discard_overwritten(save_folder)  # the replaced run, now that its successor is whole
     return 0
 
 

@@ -86,7 +86,47 @@ TRAIN_ROWS = [
         ("model.l0_module.bogus=1",),
         "error: unknown config key 'model.l0_module.bogus'",
     ),
-    T("composer key this schema lacks", ("loggers=[]",), "error: unknown config key 'loggers'"),
+    T(
+        "composer logger that is not known",
+        ("loggers.weights_and_biases.project=p",),
+        "error: loggers.weights_and_biases is not known; use one of wandb, tensorboard, mlflow, "
+        "file, inmemory, in_memory_logger, comet_ml, neptune, slack, remote_uploader_downloader "
+        "or an import path package.module:Class",
+    ),
+    T(
+        "composer callback argument it does not take",
+        ("callbacks.lr_monitor.window=5",),
+        "error: callbacks.lr_monitor: got an unexpected keyword argument 'window'; its "
+        "arguments are none",
+    ),
+    T(
+        "composer section that is not a mapping",
+        ("callbacks=[lr_monitor]",),
+        "error: config key 'callbacks' must be a mapping, not ['lr_monitor']",
+    ),
+    T(
+        "load_path that is not a file",
+        ("load_path={tmp}/nope.pt",),
+        "error: load_path='{tmp}/nope.pt' is not a checkpoint file (a local path or an "
+        "object-store URI such as s3://bucket/ep1-ba100-rank0.pt)",
+    ),
+    T(
+        "python log level that is not a level",
+        ("python_log_level=loud",),
+        "error: python_log_level='loud' is not valid; use debug, info, warning, error, critical",
+    ),
+    T(
+        "save_overwrite with autoresume",
+        ("save_overwrite=true", "autoresume=true", "run_name=r", "save_folder={tmp}/run"),
+        "error: save_overwrite=true with autoresume=true: autoresume continues the run in "
+        "save_folder, save_overwrite replaces it; keep one",
+    ),
+    T(
+        "duration in a unit composer does not define",
+        ("model.l0_module.lagrangian_warmup_steps=3days",),
+        "error: model.l0_module.lagrangian_warmup_steps='3days' is not a duration; use Nba, "
+        "Nsp, Ntok or X.Ydur",
+    ),
     T(
         "wrong type",
         ("seed=abc",),
@@ -103,12 +143,13 @@ TRAIN_ROWS = [
     T(
         "epochs on an endless train set",
         ("max_duration=1ep",),
-        'error: max_duration=\'1ep\' is not a duration; use "Nba" or "Ntok"',
+        "error: max_duration='1ep': epochs are not defined (training draws from an endless "
+        "mixture of domains); use Nba, Nsp or Ntok",
     ),
     T(
         "not a duration",
         ("max_duration=soon",),
-        'error: max_duration=\'soon\' is not a duration; use "Nba" or "Ntok"',
+        "error: max_duration='soon' is not a duration; use Nba, Nsp or Ntok",
     ),
     T(
         "no batch",
@@ -135,7 +176,8 @@ TRAIN_ROWS = [
     T(
         "eval interval in epochs",
         ("eval_interval=1ep",),
-        'error: eval_interval=\'1ep\' is not a duration; use "Nba" or "X.Ydur"',
+        "error: eval_interval='1ep': epochs are not defined (training draws from an endless "
+        "mixture of domains); use Nba, Nsp, Ntok or X.Ydur",
     ),
     T(
         "zero save interval",

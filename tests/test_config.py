@@ -176,8 +176,8 @@ def test_warmup_longer_than_the_run(tiny_workspace):
 
 def test_bad_duration_and_precision(tiny_workspace):
     one_line_error(
-        lambda: check(tiny(tiny_workspace, "max_duration=2ep")),
-        "max_duration='2ep' is not a duration",
+        lambda: check(tiny(tiny_workspace, "max_duration=2 days")),
+        "max_duration='2 days' is not a duration; use Nba, Nsp or Ntok",
     )
     one_line_error(
         lambda: check(tiny(tiny_workspace, "precision=bf16")), "precision='bf16' is not valid"

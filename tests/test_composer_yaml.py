@@ -1,0 +1,186 @@
+"""composer's own parts and keys from the yaml: loggers, callbacks, algorithms, load_path,
+save_overwrite, eval_first, eval_subset_num_batches, durations through composer's Time."""
+
+import json
+import math
+import os
+import re
+
+import pytest
+
+from shearing.config import ConfigError, load_config
+from shearing.run import OVERWRITTEN, discard_overwritten, prepare_save_folder, resolve
+from tests.test_train import train
+
+STEPS = 6
+
+
+def lr_by_hand(step: int, peak=1e-3, warmup=2, total=STEPS, alpha_f=0.1) -> float:
+    """yaml/tiny_prune.yaml's schedule: linear warmup over 2 steps, cosine to 0.1 x peak."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / (total - warmup))
+    return peak * (alpha_f + (1 - alpha_f) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def records(folder):
+    return [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def parts_run(tiny_workspace, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("parts") / "run"
+    log = folder.parent / "composer.log"
+    result = train(
+        tiny_workspace,
+        f"save_folder={folder}",
+        f"max_duration={STEPS}ba",
+        "eval_interval=3ba",
+        f"save_interval={STEPS}ba",
+        "model.l0_module.lagrangian_warmup_steps=3ba",  # the original configs' spelling
+        f"loggers.file.filename={log}",
+        "loggers.file.flush_interval=1",
+        "callbacks.lr_monitor={}",
+        "algorithms.gradient_clipping.clipping_type=norm",
+        "algorithms.gradient_clipping.clipping_threshold=1.0",
+        "eval_first=true",
+        "eval_subset_num_batches=1",
+        "python_log_level=debug",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder, log, result
+
+
+def test_yaml_loggers_and_callbacks_run_next_to_the_projects_own(parts_run):
+    folder, log, _ = parts_run
+    text = log.read_text()
+    weights = [float(v) for v in re.findall(r"lr-AdamW/group0: ([0-9.e-]+)", text)]
+    gates = [float(v) for v in re.findall(r"lr-AdamW/group1: ([0-9.e-]+)", text)]
+    assert len(weights) == STEPS and len(gates) == STEPS, text[-2000:]
+    # lr_monitor logs after each batch the rate the next step will use; FileLogger prints
+    # 4 decimals, so each value is within half a unit of the last place (5e-5)
+    expected = [lr_by_hand(batch) for batch in range(1, STEPS + 1)]
+    assert all(abs(a - b) <= 5e-5 + 1e-12 for a, b in zip(weights, expected, strict=True)), (
+        weights,
+        expected,
+    )
+    assert all(abs(g - 0.1) <= 5e-5 for g in gates)  # optimizer.l0_lr, constant
+    # the project's own logger still writes its records, including the pruning metrics
+    steps = [r["step"] for r in records(folder) if "train/loss" in r or "loss/train/total" in r]
+    assert len(steps) >= 1
+    assert (folder / f"ep0-ba{STEPS}-rank0.pt").exists()
+
+
+def test_eval_first_and_eval_subset(parts_run):
+    folder, _, result = parts_run
+    evals = [r for r in records(folder) if any(k.startswith("eval/loss/") for k in r)]
+    assert [r["step"] for r in evals] == [0, 3, 6]  # eval_first adds step 0
+    # the held-out set is domain by domain, 4 rows each; one batch of 4 is alpha's rows
+    for r in evals:
+        assert sorted(k for k in r if k.startswith("eval/loss/")) == ["eval/loss/alpha"]
+    assert "composer.core.engine: Engine closed." in result.stderr  # a debug-level line
+
+
+def test_load_path_starts_from_another_runs_checkpoint(parts_run, tiny_workspace, tmp_path):
+    folder, _, _ = parts_run
+    second = tmp_path / "second"
+    result = train(
+        tiny_workspace,
+        f"save_folder={second}",
+        f"max_duration={STEPS + 2}ba",
+        "eval_interval=2ba",
+        f"save_interval={STEPS + 2}ba",
+        "model.l0_module.lagrangian_warmup_steps=3",
+        f"load_path={folder / f'ep0-ba{STEPS}-rank0.pt'}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Engine closed." not in result.stderr  # python_log_level's default: info
+    evals = [r for r in records(second) if any(k.startswith("eval/loss/") for k in r)]
+    assert sorted(k for k in evals[0] if k.startswith("eval/loss/")) == [
+        "eval/loss/alpha", "eval/loss/beta", "eval/loss/gamma"
+    ]  # fmt: skip
+    trained = sorted({r["step"] for r in records(second)})
+    assert trained == [STEPS, STEPS + 1, STEPS + 2], trained  # it went on from step 6
+    assert (second / f"ep0-ba{STEPS + 2}-rank0.pt").exists()
+
+
+def test_save_overwrite_replaces_a_run_and_keeps_it_until_the_new_one_finishes(
+    parts_run, tiny_workspace
+):
+    folder, _, _ = parts_run
+    before = (folder / f"ep0-ba{STEPS}-rank0.pt").stat().st_mtime_ns
+    result = train(
+        tiny_workspace,
+        f"save_folder={folder}",
+        "max_duration=2ba",
+        "eval_interval=2ba",
+        "save_interval=2ba",
+        "model.l0_module.lagrangian_warmup_steps=1",
+        "save_overwrite=true",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (folder / OVERWRITTEN).exists()  # discarded once the new run finished
+    assert (folder / "ep0-ba2-rank0.pt").exists()
+    assert not (folder / f"ep0-ba{STEPS}-rank0.pt").exists()
+    assert max(r["step"] for r in records(folder)) == 2  # the old records went too
+    assert before  # (the old checkpoint existed before the overwrite)
+
+
+def test_an_interrupted_overwrite_keeps_the_earlier_run(tiny_workspace, tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    old = {"config.yaml": "old", "metrics.jsonl": "{}\n", "ep0-ba4-rank0.pt": "ckpt"}
+    for name, text in old.items():
+        (folder / name).write_text(text)
+    os.symlink("ep0-ba4-rank0.pt", folder / "latest-rank0.pt")
+    (folder / "notes.txt").write_text("the user's own file")
+    cfg = load_config(
+        "yaml/tiny_prune.yaml",
+        [f"model.path={tiny_workspace['model']}", f"data.path={tiny_workspace['data']}",
+         f"save_folder={folder}", "save_overwrite=true"],
+    )  # fmt: skip
+    prepare_save_folder(resolve(cfg))
+    aside = folder / OVERWRITTEN
+    assert {p.name for p in aside.iterdir()} == {*old, "latest-rank0.pt"}
+    assert (aside / "latest-rank0.pt").read_text() == "ckpt"  # the link still resolves
+    assert sorted(p.name for p in folder.iterdir()) == [OVERWRITTEN, "notes.txt"]
+    # the replacement is cut off after writing a checkpoint; the next one keeps the
+    # earlier (complete) run set aside and drops the cut-off run's files
+    (folder / "ep0-ba1-rank0.pt").write_text("partial run")
+    prepare_save_folder(resolve(cfg))
+    assert (aside / "ep0-ba4-rank0.pt").read_text() == "ckpt"
+    assert not (folder / "ep0-ba1-rank0.pt").exists()
+    discard_overwritten(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize(
+    "override,key,steps",
+    [  # the tiny corpus: rows of 32 tokens, batches of 4 rows = 128 tokens a step
+        ("max_duration=3840tok", "total", 30),
+        ("max_duration=120sp", "total", 30),
+        ("max_duration=3841tok", "total", 31),  # a started step counts
+        ("eval_interval=40sp", "eval_interval", 10),
+        ("eval_interval=0.5dur", "eval_interval", 150),
+        ("model.l0_module.lagrangian_warmup_steps=640ba", "lagrangian_warmup", 640),
+        ("model.l0_module.lagrangian_warmup_steps=0.25dur", "lagrangian_warmup", 75),
+        ("model.l0_module.lagrangian_warmup_steps=1280tok", "lagrangian_warmup", 10),
+        ("model.l0_module.settle_steps=12", "settle", 12),
+        ("model.l0_module.settle_steps=0.1dur", "settle", 30),
+    ],
+)
+def test_every_duration_key_reads_composer_time(tiny_workspace, override, key, steps):
+    base = [f"model.path={tiny_workspace['model']}", f"data.path={tiny_workspace['data']}"]
+    extra = ["max_duration=1000ba"] if "640ba" in override else []
+    if key != "lagrangian_warmup":  # the yaml's 60-step ramp would not fit the short runs
+        extra.append("model.l0_module.lagrangian_warmup_steps=0")
+    run = resolve(load_config("yaml/tiny_prune.yaml", [*base, *extra, override]))
+    assert getattr(run.steps, key) == steps
+
+
+def test_epochs_are_refused_for_every_duration_key(tiny_workspace):
+    base = [f"model.path={tiny_workspace['model']}", f"data.path={tiny_workspace['data']}"]
+    for override in ("max_duration=1ep", "save_interval=1ep",
+                     "model.l0_module.settle_steps=1ep", "scheduler.t_warmup=1ep"):  # fmt: skip
+        with pytest.raises(ConfigError, match="epochs are not defined"):
+            resolve(load_config("yaml/tiny_prune.yaml", [*base, override]))
