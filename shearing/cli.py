@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import time
 from collections.abc import Callable
 
 BAD_INPUT = 2
@@ -40,6 +41,24 @@ COMMANDS = {
     "plots": "shearing.plots",
     "assets": "shearing.assets",
 }
+
+
+class Stages:
+    """One progress line per stage of a long command, on stderr, terminal or not (tqdm's
+    bars show only on a terminal): `convert [3.1 s]: writing and checking OUT`, the time
+    being what the command has taken so far."""
+
+    def __init__(self, command: str, *, off_terminal_only: bool = False) -> None:
+        """`off_terminal_only`: for commands whose tqdm bars already show each stage on a
+        terminal (tokenize, eval)."""
+        self.command, self.start = command, time.perf_counter()
+        self.quiet = off_terminal_only and sys.stderr.isatty()
+
+    def __call__(self, what: str) -> None:
+        if self.quiet:
+            return
+        elapsed = time.perf_counter() - self.start
+        print(f"{self.command} [{elapsed:.1f} s]: {what}", file=sys.stderr, flush=True)
 
 
 class CommandFailed(RuntimeError):

@@ -21,6 +21,7 @@ import yaml
 from shearing.models.config import LlamaShape
 from shearing.pruning.l0 import INITS
 from shearing.pruning.modules import MODULE_KEYS, TABLE, resolve_modules
+from shearing.pruning.sizing import sized_target
 
 
 class ConfigError(ValueError):
@@ -35,8 +36,15 @@ class L0Config:
     pruning_modules: list[str] = field(
         default_factory=lambda: ["layer", "hidden", "head", "intermediate"]
     )
-    #: The shape to reach, with Hugging Face config names; omitted keys keep the source's.
+    #: The shape to reach, with Hugging Face config names; omitted keys keep the source's
+    #: (or, with target_params, follow its rule).
     target_model: dict[str, int] = field(default_factory=dict)
+    #: A size to reach instead of a whole shape: a parameter count (2.7e9; embeddings
+    #: included, as the paper counts) or a fraction of the source's (0.4). The shape is
+    #: chosen by one rule (shearing/pruning/sizing.py: keep head width and layers, scale
+    #: hidden, heads and FFN together) around the keys target_model gives, and printed
+    #: before training.
+    target_params: float | None = None
     #: Steps over which target sparsity ramps linearly from 0 to its final value (a
     #: number of steps or a duration: "640ba", "0.2dur", "1Btok").
     lagrangian_warmup_steps: int | str = 0
@@ -386,6 +394,11 @@ def target_shape(source: LlamaShape, l0: L0Config) -> LlamaShape:
     except ValueError as err:
         raise ConfigError(f"{prefix}.pruning_modules: {err}") from None
     t = dict(l0.target_model)
+    if l0.target_params is not None:
+        try:
+            t = sized_target(source, modules, t, l0.target_params)
+        except ValueError as err:
+            raise ConfigError(f"{prefix}.target_params {err}") from None
     if "num_key_value_heads" not in t:
         mha = source.group_size == 1
         t["num_key_value_heads"] = (

@@ -29,7 +29,7 @@ import torch
 
 from shearing.build import build_l0
 from shearing.checkpoints import complete_checkpoints, load_state
-from shearing.cli import CommandFailed, run
+from shearing.cli import CommandFailed, Stages, run
 from shearing.config import load_config
 from shearing.files import check_replaceable, check_separate, staged_output
 from shearing.models.config import STOCK_ACTIVATIONS
@@ -152,6 +152,8 @@ def convert(
         raise ConversionError(f"no run config at {cfg_path}; pass --config")
     run = resolve(load_config(cfg_path), with_data=False)
     check_separate(out, "OUT_DIR", {"model.path of the run": run.model_path})
+    stage = Stages("convert")
+    stage(f"loading {ckpt}")
     model, l0, step = _load(ckpt, run)
     dtype = dtype or str(run.source_config.get("torch_dtype") or "float32")
     if dtype not in DTYPES:
@@ -163,9 +165,12 @@ def convert(
         settle = settle_losses(ckpt.parent, step)
         record["settle"] = settle
         print(settle_report(settle, step), flush=True)
-    return export(
+    stage(f"slicing, writing and checking {out} against the checkpoint and transformers")
+    out = export(
         model, masks, out, source=run.model_path, dtype=dtype, scores=scores, provenance=record
     )
+    stage("done")
+    return out
 
 
 def settle_report(settle: dict | None, step: int | None) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from shearing.cli import run
+from shearing.cli import Stages, run
 from shearing.data.mixture import open_domain, read_manifest
 from shearing.files import OutputError, check_separate, write_text_atomic
 from shearing.generate import stepwise_logits
@@ -58,12 +58,14 @@ def evaluate(
     manifest = read_manifest(data)
     domains = domains or list(manifest["domains"])
     model.eval()
+    stage = Stages("eval", off_terminal_only=True)
     model.set_sparse_decode(sparse_ffn)
     forward = stepwise_logits if sparse_ffn else lambda m, ids: m(ids)
     results = {}
     for domain in domains:
         rows = open_domain(data, split, domain)
         n = len(rows) if max_rows is None else min(len(rows), max_rows)
+        stage(f"{domain}: {n} rows")
         loss_sum, tokens = 0.0, 0
         for start in tqdm(
             range(0, n, batch_size), desc=f"eval {domain}", unit="batch", disable=None

@@ -24,13 +24,13 @@ import sys
 from pathlib import Path
 
 from shearing.build import build_l0
-from shearing.cli import run
+from shearing.cli import Stages, run
 from shearing.config import ConfigError, expand_path, load_config
 from shearing.convert import export
 from shearing.files import check_replaceable, check_separate
 from shearing.models.hf_io import load_model
 from shearing.pruning.importance import calibration_batches, importance_scores, random_scores
-from shearing.run import provenance, resolve
+from shearing.run import provenance, resolve, target_line
 
 METHODS = ("importance", "random")
 
@@ -65,9 +65,13 @@ def oneshot(
     data_path = expand_path(str(data or run.cfg.data.path)) if method == "importance" else None
     inputs = {"--config": config, "model.path": run.model_path, "--data": data_path}
     check_separate(out, "--out", inputs)
+    stage = Stages("oneshot")
+    stage(target_line(run))
     l0 = build_l0(run, warmup_steps=0)
+    stage(f"loading {run.model_path}")
     model = load_model(run.model_path, shape=run.source)
     if method == "importance":
+        stage(f"scoring activation importance on {calibration_rows} rows per domain of {data_path}")
         scores = importance_scores(model, calibration_batches(data_path, calibration_rows))
     else:
         scores = random_scores(model, seed)
@@ -75,10 +79,13 @@ def oneshot(
     masks = l0.deterministic_masks()
     dtype = str(run.source_config.get("torch_dtype") or "float32")
     kept_scores = {m: scores[m].float() for m in l0.log_alpha}
-    return export(
+    stage(f"slicing, writing and checking {out} against the masked model and transformers")
+    out = export(
         model, masks, out, source=run.model_path, dtype=dtype, scores=kept_scores,
         provenance=provenance(run, oneshot=method),
     )  # fmt: skip
+    stage("done")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -247,6 +247,20 @@ def _teacher(
     return path, shape
 
 
+def target_line(run: Run) -> str | None:
+    """What the run prunes to, in one line (printed before any work): the shape and its
+    size next to the source's; None when it does not prune."""
+    if run.target is None:
+        return None
+    l0 = run.cfg.model.l0_module
+    how = "target_model" if l0.target_params is None else f"target_params={l0.target_params:g}"
+    dims = ", ".join(f"{k}={v}" for k, v in _dims(run.target).items())
+    return (
+        f"pruning to {dims}: {run.target.num_params():,} parameters, the source "
+        f"{run.source.num_params():,} (from {how})"
+    )
+
+
 def _dims(shape: LlamaShape) -> dict:
     """The prunable dimensions of `shape` (the module table's HF keys)."""
     return {k: getattr(shape, k) for k in MODULE_KEYS.values()}

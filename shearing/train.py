@@ -32,7 +32,13 @@ from shearing.composer_parts import SECTIONS, build_parts
 from shearing.config import load_config, to_yaml
 from shearing.data.dynamic import DynamicLoadingCallback
 from shearing.files import write_text_atomic
-from shearing.run import discard_overwritten, prepare_save_folder, recorded, resolve
+from shearing.run import (
+    discard_overwritten,
+    prepare_save_folder,
+    recorded,
+    resolve,
+    target_line,
+)
 
 
 def main(argv: list[str]) -> int:
@@ -59,6 +65,8 @@ def main(argv: list[str]) -> int:
         return code
     run, cfg, save_folder, model = ready["run"], ready["run"].cfg, ready["folder"], ready["model"]
     parts = ready["parts"]
+    if target_line(run) and dist.get_global_rank() == 0:
+        print(target_line(run), flush=True)
     train_loader, eval_loader = build_dataloaders(run)
     optimizer = build_optimizer(run, model)
     scheduler = build_scheduler(run, optimizer)

@@ -22,12 +22,21 @@ def paths(ws):
 
 @pytest.mark.parametrize("method", ["importance", "random"])
 def test_oneshot_output_has_the_target_shape_and_loads_in_transformers(
-    tiny_workspace, tmp_path, method
+    tiny_workspace, tmp_path, method, capsys
 ):
     out = tmp_path / method
     code = main(["--config", "yaml/tiny_prune.yaml", "--method", method, "--out", str(out),
                  "--calibration-rows", "4", *paths(tiny_workspace)])  # fmt: skip
     assert code == 0
+    # the chosen shape first, then a line per stage (pytest's stderr is not a terminal)
+    lines = [x.split(": ", 1)[1] for x in capsys.readouterr().err.splitlines()
+             if x.startswith("oneshot [")]  # fmt: skip
+    assert lines[0].startswith("pruning to num_hidden_layers=2, hidden_size=24,")
+    assert [x.split()[0] for x in lines[1:]] == (
+        ["loading", "scoring", "slicing,", "done"]
+        if method == "importance"
+        else ["loading", "slicing,", "done"]
+    )
     hf, info = transformers.AutoModelForCausalLM.from_pretrained(
         out, dtype=torch.float32, output_loading_info=True
     )

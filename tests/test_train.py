@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -122,6 +123,9 @@ def test_convert_gives_the_target_shape_and_the_masked_model_logits(
         actual = hf.eval()(ids).logits
     assert (actual - expected).abs().max().item() < 1e-4
     assert (out / "pruning_masks.json").is_file()
+    # not on a terminal, each stage still says what it does, with the time so far
+    stages = re.findall(r"^convert \[\d+\.\d s\]: (\w+)", result.stderr, re.M)
+    assert stages == ["loading", "slicing", "done"], result.stderr
 
 
 def test_convert_refuses_a_non_empty_output(pruning_run, tmp_path):

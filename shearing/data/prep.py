@@ -306,7 +306,11 @@ def tokenize_corpus(args: TokenizeJob) -> Path:
     pool = Pool(args.workers, _init_worker, (args.tokenizer,)) if args.workers > 1 else None
     try:
         with staged_output(out, force=args.force, flag="--output") as tmp:
-            stats = {d: tokenize_domain(d, files[d], tmp, args, tok, pool) for d in domains}
+            stage, stats = cli.Stages("tokenize", off_terminal_only=True), {}
+            for d in domains:
+                stage(f"{d}: {len(files[d])} file(s)")
+                stats[d] = tokenize_domain(d, files[d], tmp, args, tok, pool)
+            stage("done")
             manifest = {
                 "seq_len": args.seq_len,
                 "tokenizer": str(args.tokenizer),

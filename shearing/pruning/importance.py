@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm import tqdm
 
 from shearing.data.mixture import open_domain, read_manifest
 from shearing.models.llama import MaskableLlama
@@ -109,7 +110,7 @@ def importance_scores(model: MaskableLlama, batches: Iterable[Tensor]) -> dict[s
     was_training = model.training
     model.eval()
     try:
-        for ids in batches:
+        for ids in tqdm(batches, desc="importance", unit="batch", disable=None):
             model(ids)
             tokens += ids.numel()
     finally:

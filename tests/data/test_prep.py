@@ -138,9 +138,12 @@ def test_reads_gzip_and_parquet_and_hf_tokenizers(tmp_path, smollm2_dir):
 
 def error_of(args, capsys):
     assert tokenize(args) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err
-    return err
+    # progress lines (one per domain, off a terminal) may come first; the error is the
+    # last line and the only one that says error
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert all(x.startswith("tokenize [") for x in lines[:-1]), lines
+    assert lines[-1].startswith("error: ")
+    return lines[-1]
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path, tiny_workspace, capsys, monkeypatch):
