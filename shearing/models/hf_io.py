@@ -21,6 +21,7 @@ from torch import Tensor
 
 from shearing.files import staged_output
 from shearing.models.config import STOCK_ACTIVATIONS, LlamaShape
+from shearing.models.gguf_io import byte_level_tokenizer, is_byte_level, read_fields
 from shearing.models.llama import MaskableLlama, RotaryEmbedding
 
 log = logging.getLogger(__name__)
@@ -221,18 +222,7 @@ def _gguf_config(path: Path) -> dict:
 
 
 def _gguf_architecture(path: Path) -> str:
-    from gguf import GGUFReader
-
-    try:
-        reader = GGUFReader(str(path))
-    except Exception as err:  # gguf raises ValueError, struct.error, IndexError, ...
-        raise ValueError(
-            f"GGUF file {str(path)!r} is truncated or corrupt ({type(err).__name__})"
-        ) from None
-    field = reader.fields.get("general.architecture")
-    if field is None:
-        return "unknown"
-    return bytes(field.parts[field.data[0]]).decode()
+    return read_fields(path, "general.architecture").get("general.architecture", "unknown")
 
 
 def _gguf_state_dict(path: Path) -> dict[str, Tensor]:
@@ -340,10 +330,16 @@ def _write_safetensors(state: dict[str, Tensor], directory: Path, max_shard_byte
 
 
 def _gguf_tokenizer(src: Path):
-    """The tokenizer embedded in a GGUF file, with the model config's EOS token."""
+    """The tokenizer embedded in a GGUF file, with the model config's EOS token: a
+    byte-level BPE vocabulary as the GGUF describes it (`gguf_io.byte_level_tokenizer`),
+    any other through transformers' GGUF conversion."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+    fields = read_fields(src, "tokenizer.")
+    if is_byte_level(fields):
+        tokenizer = byte_level_tokenizer(fields)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
     eos_id = read_hf_config(src).get("eos_token_id")
     if isinstance(eos_id, int) and eos_id != tokenizer.eos_token_id:
         # GGUF metadata can disagree with the model config; the config wins.
