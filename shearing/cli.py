@@ -12,7 +12,7 @@ Anything else is a bug and keeps its traceback.
 
     shearing COMMAND [ARGS ...]     (installed by `pip install -e .`)
 
-runs `train` (also `prune`), `tokenize`, `convert`, `oneshot`, `eval`, `generate`,
+runs `train` (also `prune`), `tokenize`, `convert`, `gguf`, `oneshot`, `eval`, `generate`,
 `sparsity`, `plots` or `assets` with the same arguments as the documented command lines
 (`composer train.py ...`, `python data_prep/tokenize.py ...`, `scripts/convert_to_hf.sh ...`,
 `python -m shearing.eval ...`), which keep working unchanged.
@@ -34,6 +34,7 @@ COMMANDS = {
     "prune": "shearing.train",
     "tokenize": "shearing.data.prep",
     "convert": "shearing.convert",
+    "gguf": "shearing.models.gguf_io",
     "oneshot": "shearing.oneshot",
     "eval": "shearing.eval",
     "generate": "shearing.generate",

@@ -1,6 +1,7 @@
 """Composer checkpoint -> stock Hugging Face model (`scripts/convert_to_hf.sh`).
 
     python -m shearing.convert CHECKPOINT OUT_DIR [--config CONFIG] [--dtype D] [--force]
+                               [--gguf f32|f16|bf16|q8_0]
 
 CHECKPOINT is a composer `*.pt` file or a run folder (then its latest checkpoint). For a
 pruning run, the deterministic masks are applied and the weights sliced into a dense
@@ -16,6 +17,8 @@ their keep probabilities are written next to the model as `pruning_masks.json`, 
 distillation teacher of a run that continues from it), the checkpoint, and, for a pruning
 run, the held-out loss of the masked model under its deterministic masks and under its
 expected gates at its last evaluation (also printed: how far the gates had settled).
+With `--gguf TYPE` the written model is also saved as `OUT_DIR/model-TYPE.gguf`
+(`shearing.models.gguf_io`: llama architecture, with its tokenizer, for llama.cpp).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from shearing.cli import CommandFailed, Stages, run
 from shearing.config import load_config
 from shearing.files import check_replaceable, check_separate, staged_output
 from shearing.models.config import STOCK_ACTIVATIONS
+from shearing.models.gguf_io import GGUF_TYPES, write_gguf
 from shearing.models.hf_io import model_from_state_dict, write_pretrained
 from shearing.models.llama import MaskableLlama, Masks
 from shearing.pruning.finalize import masks_report, slice_model
@@ -259,12 +263,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="run config (default: config.yaml next to the checkpoint)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), help="weights dtype (default: source's)")
     parser.add_argument("--force", action="store_true", help="replace a non-empty OUT_DIR")
+    parser.add_argument(
+        "--gguf", choices=GGUF_TYPES, help="also write OUT_DIR/model-TYPE.gguf for llama.cpp"
+    )
     args = parser.parse_args(argv)
 
     def body() -> None:
         out = convert(
             args.checkpoint, args.out_dir, config=args.config, dtype=args.dtype, force=args.force
         )
+        if args.gguf:
+            gguf = out / f"model-{args.gguf}.gguf"
+            Stages("convert")(f"writing {gguf}")
+            write_gguf(out, gguf, args.gguf)
         print(out)
 
     return run(body)

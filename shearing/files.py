@@ -16,7 +16,7 @@ import os
 import re
 import shutil
 import signal
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -140,13 +140,24 @@ def move_into_place(tmp: Path, out: Path) -> None:
         _remove(old)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a small text file by rename, so a reader sees the old or the new text."""
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Have `write` write a file at a temporary name next to `path`, then rename it into
+    place, so a reader sees the old file or the whole new one (a failed `write` leaves
+    the old one and no temporary file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_leftovers(path)
     tmp = path.parent / f".{path.name}.partial-{os.getpid()}"
-    tmp.write_text(text)
+    try:
+        write(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a small text file by rename, so a reader sees the old or the new text."""
+    write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 @contextmanager

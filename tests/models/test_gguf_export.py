@@ -1,0 +1,158 @@
+"""GGUF out: read back by transformers' own GGUF loader, weights rounded as each type
+rounds them (checked against rounding done here by hand), logits, and the tokenizer's ids
+on real text against the source tokenizer's."""
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from shearing.models.config import LlamaShape
+from shearing.models.gguf_io import GGUFExportError, read_fields, write_gguf
+from shearing.models.hf_io import load_tokenizer, save_pretrained
+from shearing.models.llama import MaskableLlama
+
+
+def text() -> str:
+    sources = "".join(open(m.__file__, encoding="utf-8").read() for m in (argparse, json))
+    return sources + "\nCafé naïve — 東京タワー 3.14159e-10 2024-11-25\t  x \n"
+
+
+def random_model(config: dict, **shape) -> MaskableLlama:
+    torch.manual_seed(0)
+    model = MaskableLlama(LlamaShape.from_hf({**config, **shape}))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    return model
+
+
+@pytest.fixture(scope="module")
+def hf_dir(smollm2_dir, tmp_path_factory):
+    """A small random GQA model (4 query / 2 key-value heads of width 16 over a hidden
+    size of 64, so the head width is not hidden / heads) with the real SmolLM2 tokenizer."""
+    config = json.loads((smollm2_dir / "config.json").read_text())
+    model = random_model(config, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=24)  # fmt: skip
+    out = tmp_path_factory.mktemp("gguf") / "hf"
+    save_pretrained(model, out, source=smollm2_dir)
+    return out
+
+
+def q8_0_by_hand(w: torch.Tensor) -> torch.Tensor:
+    """GGML's Q8_0: blocks of 32 along each row, scale max|x| / 127 kept as float16,
+    values rounded half away from zero to int8."""
+    x = w.double().numpy().reshape(-1, 32)
+    d = np.abs(x).max(axis=1, keepdims=True) / 127
+    q = np.where(d > 0, x / np.where(d > 0, d, 1), 0)
+    q = np.sign(q) * np.floor(np.abs(q) + 0.5)
+    out = q * d.astype(np.float16).astype(np.float64)
+    return torch.from_numpy(out.reshape(w.shape)).float()
+
+
+ROUND = {
+    "f32": lambda w: w,
+    "f16": lambda w: w.half().float(),
+    "bf16": lambda w: w.bfloat16().float(),
+    "q8_0": q8_0_by_hand,
+}
+
+
+@pytest.mark.parametrize("kind", ["f32", "f16", "bf16", "q8_0"])
+def test_transformers_reads_the_gguf_back_with_each_types_rounding(hf_dir, kind):
+    gguf = hf_dir.parent / f"model-{kind}.gguf"
+    write_gguf(hf_dir, gguf, kind)
+    source = transformers.AutoModelForCausalLM.from_pretrained(hf_dir).eval()
+    read = transformers.AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    ).eval()
+    assert read.config.head_dim == 24 and read.config.num_key_value_heads == 2
+    expected, actual = source.state_dict(), read.state_dict()
+    assert expected.keys() == actual.keys()
+    for key, w in expected.items():
+        want = w if w.ndim == 1 else ROUND[kind](w)  # norms stay float32
+        got = actual[key]
+        if kind == "q8_0" and w.ndim > 1:
+            # the library divides by the scale through its reciprocal: a value on a
+            # rounding boundary may land one step away; never more, and rarely
+            step = w.abs().reshape(-1, 32).amax(1).repeat_interleave(32).reshape(w.shape) / 127
+            assert ((got - want).abs() <= step * 1.001 + 1e-12).all(), key
+            assert (got == want).float().mean() > 0.999, key
+        else:
+            assert torch.equal(got, want), key
+    # logits: the read model against the source model with the same rounding by hand
+    rounded = transformers.AutoModelForCausalLM.from_pretrained(hf_dir).eval()
+    rounded.load_state_dict({k: w if w.ndim == 1 else ROUND[kind](w) for k, w in expected.items()})
+    ids = torch.randint(0, 49152, (2, 24), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a, b = read(ids).logits, rounded(ids).logits
+    tolerance = 1e-5 if kind != "q8_0" else 1e-3  # fp32 kernel noise; rare one-step weights
+    assert (a - b).abs().max() <= tolerance * b.abs().max()
+
+
+def test_the_ggufs_tokenizer_gives_the_source_ids_on_real_text(hf_dir):
+    gguf = hf_dir.parent / "tok.gguf"
+    write_gguf(hf_dir, gguf, "f16")
+    source = transformers.AutoTokenizer.from_pretrained(hf_dir)
+    words = text()
+    expected = source(words)["input_ids"]
+    assert len(expected) > 10_000
+    assert load_tokenizer(gguf)(words)["input_ids"] == expected  # read as the GGUF says
+    theirs = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    assert theirs(words, add_special_tokens=False)["input_ids"] == expected
+
+
+def test_a_sentencepiece_tokenizer_is_written_as_a_llama_vocabulary(tiny_workspace, tmp_path):
+    """LLaMA's kind of tokenizer: a SentencePiece BPE model (GGUF's `llama` vocabulary),
+    trained here on the tiny corpus."""
+    import sentencepiece as spm
+
+    from shearing.models.hf_io import load_model
+
+    corpus = tiny_workspace["root"] / "corpus"
+    spm.SentencePieceTrainer.train(
+        input=[str(p) for p in sorted(corpus.glob("*/part-0.jsonl"))], model_type="bpe",
+        model_prefix=str(tmp_path / "bpe"), vocab_size=64, bos_id=1, eos_id=2, unk_id=0,
+        pad_id=-1, minloglevel=2,
+    )  # fmt: skip
+    model_dir = tmp_path / "hf"
+    save_pretrained(load_model(tiny_workspace["model"]), model_dir)
+    transformers.LlamaTokenizer(vocab_file=str(tmp_path / "bpe.model")).save_pretrained(model_dir)
+    gguf = tmp_path / "sp.gguf"
+    write_gguf(model_dir, gguf, "f32")
+    source = transformers.AutoTokenizer.from_pretrained(model_dir)
+    theirs = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file=gguf.name)
+    words = " ".join(tiny_workspace["texts"]["alpha"][:20])
+    assert theirs(words)["input_ids"] == source(words)["input_ids"]
+    read = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=gguf.name)
+    ids = torch.tensor([source(words)["input_ids"][:16]])
+    with torch.no_grad():
+        want = transformers.AutoModelForCausalLM.from_pretrained(model_dir)(ids).logits
+        assert (read(ids).logits - want).abs().max() <= 1e-5 * want.abs().max()
+
+
+def test_a_relu_model_is_refused_in_one_line(smollm2_dir, tmp_path):
+    config = json.loads((smollm2_dir / "config.json").read_text())
+    model = random_model(config, hidden_size=64, intermediate_size=96, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=2,
+                         hidden_act="relu")  # fmt: skip
+    save_pretrained(model, tmp_path / "relu", source=smollm2_dir)
+    with pytest.raises(GGUFExportError, match="has a relu FFN; GGUF's llama architecture"):
+        write_gguf(tmp_path / "relu", tmp_path / "relu.gguf", "f16")
+    assert not (tmp_path / "relu.gguf").exists()
+
+
+def test_the_command_writes_the_file_whole_and_refuses_a_bad_type(hf_dir, capsys):
+    from shearing.models.gguf_io import main
+
+    out = hf_dir.parent / "cli.gguf"
+    assert main([str(hf_dir), str(out), "--type", "q8_0"]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    assert read_fields(out, "general.")["general.file_type"] == 7  # llama.cpp's MOSTLY_Q8_0
+    assert not list(out.parent.glob(".cli.gguf.partial-*"))
+    with pytest.raises(SystemExit):
+        main([str(hf_dir), str(out), "--type", "q4_k"])
+    assert "invalid choice: 'q4_k'" in capsys.readouterr().err
