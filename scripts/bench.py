@@ -183,7 +183,7 @@ def bench_prune_step(reps: int, batch: int = 4, seq: int = 128, model: str = "sm
 
 def bench_bf16_step(reps: int, batch: int = 4, seq: int = 128) -> dict:
     """A pruning step with its forward under bf16 autocast (fp32 master weights and AdamW
-    state) against the fp32 step: what `precision: amp_bf16` would give on this CPU. Only
+    state) against the fp32 step: what `precision: amp_bf16` gives on this CPU. Only
     CPUs with native bf16 arithmetic (avx512_bf16 or AMX) can gain; elsewhere oneDNN
     emulates bf16 and the step is slower."""
     pruning = _steps(batch, seq)["pruning"]

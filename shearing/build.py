@@ -58,7 +58,15 @@ def build_model(run: Run, meta: bool = False) -> ShearingLM:
         ce_weight=d.ce_weight if d else 1.0,
         l1_stages=list(zip(steps.l1_stages, stages, strict=True)) if stages else None,
         threshold_from_step=steps.threshold_shift if steps is not None else None,
+        cpu_bf16=cpu_bf16(run),
     )
+
+
+def cpu_bf16(run: Run) -> bool:
+    """`precision: amp_bf16` where training runs on the CPU: the model autocasts its own
+    forwards (`ShearingLM.cpu_bf16`) and composer runs in fp32, since composer's amp
+    refuses a CPU device."""
+    return run.cfg.precision == "amp_bf16" and not torch.cuda.is_available()
 
 
 def build_teacher(run: Run, meta: bool = False) -> MaskableLlama | None:

@@ -38,6 +38,9 @@ class ShearingLM(ComposerModel):
     l1_stages: ProSparse L1 stages as (steps, coefficient); None = no L1 term.
     threshold_from_step: ProSparse's threshold shift: the model's FATReLU threshold (its
         shape's `fatrelu_threshold`) is in force from this step on, 0 (exactly ReLU) before.
+    cpu_bf16: run the student's and the teacher's forwards under CPU bf16 autocast (the
+        weights, gradients, optimizer state, gates and losses stay fp32): `precision:
+        amp_bf16` on a CPU, where composer's own amp does not run.
     """
 
     def __init__(
@@ -51,8 +54,10 @@ class ShearingLM(ComposerModel):
         ce_weight: float = 1.0,
         l1_stages: Sequence[tuple[int, float]] | None = None,
         threshold_from_step: int | None = None,
+        cpu_bf16: bool = False,
     ) -> None:
         super().__init__()
+        self.cpu_bf16 = cpu_bf16
         self.model = model
         self.l0 = l0
         self.domains = list(domains)
@@ -91,8 +96,14 @@ class ShearingLM(ComposerModel):
             return None
         return self.l0.sample_masks() if self.training else self.l0.deterministic_masks()
 
+    def autocast(self):
+        """CPU bf16 autocast when `cpu_bf16`, else nothing (on GPUs composer's amp)."""
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cpu_bf16)
+
     def forward(self, batch: dict) -> Tensor:
-        return self.model(batch["input_ids"], masks=self.masks())
+        masks = self.masks()
+        with self.autocast():
+            return self.model(batch["input_ids"], masks=masks)
 
     @property
     def teacher(self) -> torch.nn.Module | None:
@@ -107,7 +118,7 @@ class ShearingLM(ComposerModel):
         weight = next(teacher.parameters())
         if weight.device != ids.device:  # without composer's placement callback (tests)
             teacher.to(ids.device)
-        with torch.no_grad():
+        with torch.no_grad(), self.autocast():
             return teacher(ids)
 
     def loss(self, outputs: Tensor, batch: dict) -> dict[str, Tensor] | Tensor:
@@ -139,7 +150,9 @@ class ShearingLM(ComposerModel):
             self.recorder.take()  # evaluation activations feed no loss
         if self.l0 is None or outputs is not None:
             return out
-        expected = self.model(batch["input_ids"], masks=self.l0.expected_masks())
+        masks = self.l0.expected_masks()
+        with self.autocast():
+            expected = self.model(batch["input_ids"], masks=masks)
         if self.recorder is not None:
             self.recorder.take()
         return {"logits": out, "expected": expected}

@@ -188,7 +188,9 @@ class TrainConfig:
     #: Per-device microbatch (gradient accumulation splits the device batch into these).
     device_train_microbatch_size: int | None = None
     device_eval_batch_size: int = 8
-    #: fp32, amp_bf16, amp_fp16.
+    #: fp32, amp_bf16, amp_fp16 (GPUs only). amp_bf16 on a CPU: the forwards run under
+    #: CPU bf16 autocast, weights, gradients, optimizer state and losses stay fp32 (it pays
+    #: off on CPUs with native bf16: avx512_bf16 or AMX).
     precision: str = "fp32"
     eval_interval: str = "50ba"
     #: Where checkpoints, the resolved config and run records go (null = no checkpoints).
@@ -482,6 +484,14 @@ def _validate_training(cfg: TrainConfig, seq_len: int | None) -> Steps:
     composer keys; every duration in steps."""
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"precision={cfg.precision!r} is not valid; use {', '.join(PRECISIONS)}")
+    if cfg.precision == "amp_fp16":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                "precision=amp_fp16 needs a GPU (composer's fp16 amp); on a CPU use fp32 or "
+                "amp_bf16"
+            )
     if cfg.global_train_batch_size <= 0:
         raise ConfigError(f"global_train_batch_size={cfg.global_train_batch_size} must be positive")
     steps = steps_of(cfg, seq_len)

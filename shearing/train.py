@@ -113,7 +113,7 @@ def main(argv: list[str]) -> int:
         device_train_microbatch_size=(
             cfg.device_train_microbatch_size or cfg.global_train_batch_size // dist.get_world_size()
         ),
-        precision=cfg.precision,
+        precision="fp32" if model.cpu_bf16 else cfg.precision,
         parallelism_config={"fsdp": dict(cfg.fsdp_config)} if cfg.fsdp_config else None,
         callbacks=callbacks,
         save_folder=None if save_folder is None else str(save_folder),
