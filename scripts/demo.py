@@ -4,7 +4,8 @@ fetch SmolLM2-135M (print its shape, size and a greedy continuation) and a small
 corpus -> tokenize -> evaluate the source (its
 per-domain losses become the reference losses) -> prune with yaml/prune_smollm2.yaml ->
 convert -> continue pretraining with yaml/continue_smollm2.yaml from the pruning run's
-last proportions -> convert -> evaluate pruned and continued models -> table and plots.
+last proportions -> convert -> evaluate pruned and continued models (held-out loss, and
+downstream accuracy on the shipped lm-eval tasks) -> table and plots.
 Both training stages recover with `OBJECTIVE` (README: "Does it beat the alternatives?" has
 the measurement behind the choice).
 
@@ -15,6 +16,7 @@ to `$RUN` (default `runs/demo`); model, corpus and shards are cached under
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from shearing.assets import cache_dir
 from shearing.cli import CommandFailed, run
+from shearing.downstream import TASKS
 from shearing.eval import loss_table
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,6 +42,8 @@ PRUNE = ("data.update_interval=12",)
 CONTINUE = ("data.update_interval=32",)
 SEQ_LEN = 256
 EVAL_ROWS = 16
+#: Items per downstream task (of 400): about a minute per model on 2 cores.
+LM_EVAL_ITEMS = 50
 #: What a previous demo left in $RUN and a new one replaces (nothing else is touched).
 ARTEFACTS = (
     "prune", "continue", "pruned_hf", "continued_hf", "eval.json", "eval_source.json",
@@ -75,8 +80,13 @@ def tokenized(corpus: Path, model: Path, out: Path) -> Path:
 
 
 def evaluate(model: Path, data: Path, out: Path) -> dict:
+    """Held-out loss, and, with the lm-eval extra installed (`make demo` installs it), the
+    shipped downstream tasks on `LM_EVAL_ITEMS` items each."""
+    downstream = ()
+    if importlib.util.find_spec("lm_eval") is not None:
+        downstream = ("--lm-eval", ",".join(TASKS), "--lm-eval-limit", LM_EVAL_ITEMS)
     sh(sys.executable, "-m", "shearing.eval", "--model", model, "--data", data,
-       "--max-rows", EVAL_ROWS, "--json", out)  # fmt: skip
+       "--max-rows", EVAL_ROWS, *downstream, "--json", out)  # fmt: skip
     return json.loads(out.read_text())
 
 
@@ -143,6 +153,17 @@ def report(results: dict, domains: list[str], run: Path) -> str:
     history = (run / "domain_history.jsonl").read_text().splitlines()
     final = json.loads(history[-1])["proportions"]
     lines.append("final domain proportions: " + ", ".join(f"{d} {final[d]:.3f}" for d in domains))
+    accuracy = {n: r["lm_eval"] for n, r in results.items() if "lm_eval" in r}
+    if accuracy:
+        items = next(iter(accuracy.values()))["limit"]
+        lines += ["", f"downstream accuracy, {items} items per task, 4 choices (chance 0.25)"]
+        lines.append(f"{'model':<10} " + " ".join(f"{t:>22} {'(norm)':>7}" for t in TASKS))
+        for name, acc in accuracy.items():
+            cells = [f"{acc['results'][t]['acc']:>22.3f} {acc['results'][t]['acc_norm']:>7.3f}"
+                     for t in TASKS]  # fmt: skip
+            lines.append(f"{name:<10} " + " ".join(cells))
+    else:
+        lines.append("(downstream accuracy skipped: pip install 'shearing[lm-eval]')")
     return "\n".join(lines)
 
 

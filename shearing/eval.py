@@ -1,13 +1,15 @@
-"""Held-out loss per domain of any LLaMA-architecture model.
+"""Held-out loss per domain of any LLaMA-architecture model, and downstream accuracy.
 
     python -m shearing.eval --model HF_DIR_OR_GGUF --data MDS_DIR [--split eval]
         [--max-rows N] [--batch-size B] [--sparse-ffn] [--json OUT]
+    python -m shearing.eval --model HF_DIR --lm-eval TASKS [--lm-eval-limit N] [--json OUT]
 
 Prints, per domain, the token-weighted next-token cross-entropy and perplexity on the rows
 of `MDS_DIR/<split>/<domain>/` (a corpus written by data_prep/tokenize.py), then their
 average over domains (each domain counts once, as in Sheared-LLaMA's reports) and the
 token-weighted average. The source, pruned and continued models can be compared on the
-same rows.
+same rows. `--lm-eval` runs lm-evaluation-harness tasks on the model (`shearing.downstream`:
+the optional extra, and the offline task set the project ships); both can run at once.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from shearing import downstream
 from shearing.cli import Stages, run
 from shearing.data.mixture import open_domain, read_manifest
 from shearing.files import OutputError, check_separate, write_text_atomic
@@ -135,11 +138,13 @@ def loss_table(
     return "\n".join(lines)
 
 
-def model_data_parser(prog: str, doc: str) -> argparse.ArgumentParser:
+def model_data_parser(prog: str, doc: str, data_required: bool = True) -> argparse.ArgumentParser:
     """Arguments shared by the commands that measure a model on a tokenized corpus."""
     parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="Hugging Face directory or .gguf file")
-    parser.add_argument("--data", required=True, help="corpus written by data_prep/tokenize.py")
+    parser.add_argument(
+        "--data", required=data_required, help="corpus written by data_prep/tokenize.py"
+    )
     parser.add_argument("--split", default="eval", choices=["eval", "train"])
     parser.add_argument("--max-rows", type=int, default=None, help="rows per domain (default all)")
     parser.add_argument("--json", default=None, help="also write the results here")
@@ -161,8 +166,17 @@ def check_json_output(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = model_data_parser("python -m shearing.eval", __doc__)
+    parser = model_data_parser("python -m shearing.eval", __doc__, data_required=False)
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument(
+        "--lm-eval",
+        metavar="TASKS",
+        help="comma-separated lm-evaluation-harness tasks (the shipped offline ones: "
+        f"{','.join(downstream.TASKS)}); needs pip install 'shearing[lm-eval]'",
+    )
+    parser.add_argument(
+        "--lm-eval-limit", type=int, default=None, help="items per lm-eval task (default all)"
+    )
     parser.add_argument(
         "--sparse-ffn",
         action="store_true",
@@ -171,19 +185,36 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> None:
+        if not args.data and not args.lm_eval:
+            raise ValueError(
+                "give --data (held-out loss on a tokenized corpus), --lm-eval TASKS "
+                "(downstream accuracy), or both"
+            )
+        if args.lm_eval and str(args.model).endswith(".gguf"):
+            raise ValueError(
+                f"--lm-eval needs a Hugging Face directory, not the GGUF file {args.model!r}"
+            )
+        if args.lm_eval_limit is not None and args.lm_eval_limit <= 0:
+            raise ValueError(f"--lm-eval-limit {args.lm_eval_limit} must be positive")
         check_json_output(args)
-        model = load_model(args.model)
-        result = evaluate(
-            model, args.data, args.split, args.max_rows, args.batch_size, sparse_ffn=args.sparse_ffn
-        )
-        result |= {
-            "model": str(args.model),
-            "data": str(args.data),
-            "split": args.split,
-            "parameters": model.num_params(),
-            "non_embedding_parameters": model.num_params(include_embeddings=False),
-        }
-        print(format_table(result))
+        result = {"model": str(args.model)}
+        if args.data:
+            model = load_model(args.model)
+            result |= evaluate(
+                model, args.data, args.split, args.max_rows, args.batch_size,
+                sparse_ffn=args.sparse_ffn,
+            )  # fmt: skip
+            result |= {
+                "data": str(args.data),
+                "split": args.split,
+                "parameters": model.num_params(),
+                "non_embedding_parameters": model.num_params(include_embeddings=False),
+            }
+            print(format_table(result))
+        if args.lm_eval:
+            tasks = [t.strip() for t in args.lm_eval.split(",") if t.strip()]
+            result["lm_eval"] = downstream.run_lm_eval(args.model, tasks, limit=args.lm_eval_limit)
+            print(downstream.format_accuracy(result["lm_eval"]))
         if args.json:
             write_text_atomic(Path(args.json).expanduser(), json.dumps(result, indent=2) + "\n")
 

@@ -32,4 +32,13 @@ def test_report_table(tmp_path):
     lines = text.splitlines()
     assert lines[2].split() == ["model", "params", "non-emb", "code", "wiki", "average"]
     assert lines[3].split() == ["source", "10", "4", "2.000", "3.000", "2.000"]
-    assert lines[-1] == "final domain proportions: code 0.250, wiki 0.750"
+    assert lines[-2] == "final domain proportions: code 0.250, wiki 0.750"
+    assert lines[-1] == "(downstream accuracy skipped: pip install 'shearing[lm-eval]')"
+    # with lm-eval's results: a row per model, accuracy and normalised accuracy per task
+    acc = {"limit": 50, "results": {t: {"acc": 0.5, "acc_norm": 0.25} for t in demo.TASKS}}
+    with_acc = {name: r | {"lm_eval": acc} for name, r in
+                {"source": result(2.0), "pruned": result(5.0)}.items()}  # fmt: skip
+    lines = demo.report(with_acc, ["code", "wiki"], tmp_path).splitlines()
+    assert lines[-4] == "downstream accuracy, 50 items per task, 4 choices (chance 0.25)"
+    assert lines[-3].split() == ["model", *[x for t in demo.TASKS for x in (t, "(norm)")]]
+    assert lines[-2].split() == ["source", "0.500", "0.250", "0.500", "0.250"]
