@@ -142,6 +142,7 @@ def run_lm_eval(
     tasks: list[str],
     *,
     limit: int | None = None,
+    num_fewshot: int | None = None,
     batch_size: int = 8,
     include_path: str | Path | None = None,
 ) -> dict:
@@ -181,6 +182,7 @@ def run_lm_eval(
         batch_size=batch_size,
         device="cuda" if torch.cuda.is_available() else "cpu",
         limit=limit,
+        num_fewshot=num_fewshot,
         log_samples=False,
     )
     results = {
@@ -192,6 +194,7 @@ def run_lm_eval(
         "n_samples": out.get("n-samples", {}),
         "lm_eval": lm_eval.__version__,
         "limit": limit,
+        "num_fewshot": num_fewshot,
         "model": str(model),
     }
 

@@ -2,7 +2,8 @@
 
     python -m shearing.eval --model HF_DIR_OR_GGUF --data MDS_DIR [--split eval]
         [--max-rows N] [--batch-size B] [--sparse-ffn] [--json OUT]
-    python -m shearing.eval --model HF_DIR --lm-eval TASKS [--lm-eval-limit N] [--json OUT]
+    python -m shearing.eval --model HF_DIR --lm-eval TASKS [--lm-eval-limit N]
+        [--lm-eval-fewshot K] [--json OUT]
 
 Prints, per domain, the token-weighted next-token cross-entropy and perplexity on the rows
 of `MDS_DIR/<split>/<domain>/` (a corpus written by data_prep/tokenize.py), then their
@@ -178,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         "--lm-eval-limit", type=int, default=None, help="items per lm-eval task (default all)"
     )
     parser.add_argument(
+        "--lm-eval-fewshot", type=int, default=None, help="shots (default: each task's own)"
+    )
+    parser.add_argument(
         "--sparse-ffn",
         action="store_true",
         help="decode token by token computing only active FFN units (ReLU-family models; slow)",
@@ -196,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.lm_eval_limit is not None and args.lm_eval_limit <= 0:
             raise ValueError(f"--lm-eval-limit {args.lm_eval_limit} must be positive")
+        if args.lm_eval_fewshot is not None and args.lm_eval_fewshot < 0:
+            raise ValueError(f"--lm-eval-fewshot {args.lm_eval_fewshot} must be 0 or more")
         check_json_output(args)
         result = {"model": str(args.model)}
         if args.data:
@@ -213,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
             print(format_table(result))
         if args.lm_eval:
             tasks = [t.strip() for t in args.lm_eval.split(",") if t.strip()]
-            result["lm_eval"] = downstream.run_lm_eval(args.model, tasks, limit=args.lm_eval_limit)
+            result["lm_eval"] = downstream.run_lm_eval(
+                args.model, tasks, limit=args.lm_eval_limit, num_fewshot=args.lm_eval_fewshot
+            )
             print(downstream.format_accuracy(result["lm_eval"]))
         if args.json:
             write_text_atomic(Path(args.json).expanduser(), json.dumps(result, indent=2) + "\n")

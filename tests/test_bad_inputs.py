@@ -746,6 +746,27 @@ def E(command, what, extra, error, setup=()):
 
 
 MODEL_ROWS = [
+    Row(
+        "shearing.eval",
+        "neither a corpus nor downstream tasks",
+        ("--model", "{model}"),
+        "error: give --data (held-out loss on a tokenized corpus), --lm-eval TASKS "
+        "(downstream accuracy), or both",
+        (),
+    ),
+    E(
+        "shearing.eval",
+        "downstream tasks on a GGUF file",
+        ("--model", "{tmp}/x.gguf", "--lm-eval", "shearing_pubmed_next"),
+        "error: --lm-eval needs a Hugging Face directory, not the GGUF file '{tmp}/x.gguf'",
+        [("x.gguf", "bad_gguf")],
+    ),
+    E(
+        "shearing.eval",
+        "zero downstream items",
+        ("--lm-eval", "shearing_pubmed_next", "--lm-eval-limit", "0"),
+        "error: --lm-eval-limit 0 must be positive",
+    ),
     E(
         "shearing.eval",
         "model that does not exist",
