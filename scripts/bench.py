@@ -15,6 +15,8 @@ Rows (SmolLM2-135M, the embedded default; fp32 on CPU):
                   The same two ratios on a random-init slice of Llama-2-7B's shape (hidden
                   4096, 32 heads, FFN 11008, 2 layers, vocab 32000) pruned toward the paper's
                   2.7B widths, so their growth with model size is measured. Same goals.
+    bf16_prune_step
+                  A pruning step / a dense step, both under bf16 autocast. Goal: <= 1.05.
     bf16_step     A pruning step with its forward under bf16 autocast / the fp32 step.
                   Goal: <= 0.6 (reachable only on CPUs with native bf16).
     pruned_infer  Forward tokens/s of the model sliced to yaml/prune_smollm2.yaml's target /
@@ -206,6 +208,30 @@ def bench_bf16_step(reps: int, batch: int = 4, seq: int = 128) -> dict:
         "baseline": t["fp32"],
         "baseline_name": "the fp32 step",
         **judged(ratio, "<= 0.6"),
+    }
+
+
+def bench_bf16_overhead(reps: int, batch: int = 4, seq: int = 128) -> dict:
+    """The pruning step's overhead over a dense step, both under CPU bf16 autocast (as
+    `precision: amp_bf16` runs them): `prune_step` in bf16."""
+    fns = _steps(batch, seq)
+
+    def bf16(fn):
+        def step() -> None:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                fn()
+
+        return step
+
+    t = alternate({name: bf16(fn) for name, fn in fns.items()}, reps)
+    ratio = t["pruning"] / t["dense"]
+    return {
+        "row": "bf16_prune_step",
+        "what": f"seconds per training step of smollm2 under bf16 autocast, batch {batch} x {seq}",
+        "shearing": t["pruning"],
+        "baseline": t["dense"],
+        "baseline_name": "dense step of the same model, also in bf16",
+        **judged(ratio, "<= 1.05"),
     }
 
 
@@ -429,6 +455,7 @@ ROWS = {
     "forward": bench_forward,
     "prune_step": bench_prune_step,
     "bf16_step": bench_bf16_step,
+    "bf16_prune_step": bench_bf16_overhead,
     "prune_memory": bench_prune_memory,
     "prune_step_7b_slice": lambda reps: bench_prune_step(reps, model="7b_slice"),
     "prune_memory_7b_slice": lambda reps: bench_prune_memory(reps, model="7b_slice"),
