@@ -442,8 +442,9 @@ def target_shape(source: LlamaShape, l0: L0Config) -> LlamaShape:
 
 def validate(
     cfg: TrainConfig, source: LlamaShape, seq_len: int | None = None, *, training: bool = True
-) -> LlamaShape | None:
-    """Check everything that can be checked before building; return the target shape.
+) -> tuple[LlamaShape | None, Steps | None]:
+    """Check everything that can be checked before building; return the target shape and
+    every duration in steps (`steps_of`; None without `training`).
 
     With `training` false only what shapes the model is checked (activation, pruning
     target): what conversion and one-shot pruning need, without the corpus.
@@ -451,7 +452,7 @@ def validate(
     steps = _validate_training(cfg, seq_len) if training else None
     _validate_sparsity(cfg, source, steps)
     if cfg.model.l0_module is None:
-        return None
+        return None, steps
     l0 = cfg.model.l0_module
     if l0.init not in INITS:
         raise ConfigError(f"model.l0_module.init={l0.init!r} is not valid; use {', '.join(INITS)}")
@@ -476,7 +477,7 @@ def validate(
                 f"more and leave the target ramp (lagrangian_warmup_steps="
                 f"{l0.lagrangian_warmup_steps}) before it in the run's {steps.total} steps"
             )
-    return target_shape(source, l0)
+    return target_shape(source, l0), steps
 
 
 def _validate_training(cfg: TrainConfig, seq_len: int | None) -> Steps:

@@ -33,7 +33,6 @@ from shearing.config import (
     TrainConfig,
     expand_path,
     load_config,
-    steps_of,
     validate,
 )
 from shearing.data.dynamic import last_proportions
@@ -198,7 +197,7 @@ def resolve(cfg: TrainConfig, *, with_data: bool = True, world_size: int = 1) ->
         original = LlamaShape.from_hf(source_config)
     except ValueError as err:
         raise ConfigError(f"model.path: {err}") from None
-    target = validate(cfg, original, data.seq_len if data else None, training=with_data)
+    target, steps = validate(cfg, original, data.seq_len if data else None, training=with_data)
     if shift is not None:  # the run ends with FATReLU(threshold); ReLU before the shift
         trained |= {"hidden_act": "fatrelu", "fatrelu_threshold": shift.threshold}
     source = LlamaShape.from_hf(trained)
@@ -215,7 +214,6 @@ def resolve(cfg: TrainConfig, *, with_data: bool = True, world_size: int = 1) ->
     target = None if target is None else source.replace(**_dims(target))
     final = target or source
     teacher_path, teacher = _teacher(cfg, model_path, source)
-    steps = steps_of(cfg, data.seq_len) if data is not None else None
     return Run(
         cfg, model_path, source_config, source, target, modules, final, teacher_path, teacher,
         data, steps, world_size,
