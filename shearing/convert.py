@@ -138,8 +138,10 @@ def convert(
     config: str | Path | None = None,
     dtype: str | None = None,
     force: bool = False,
+    gguf: str | None = None,
 ) -> Path:
-    """Convert a checkpoint; see the module docstring.
+    """Convert a checkpoint; see the module docstring. With `gguf` (a `GGUF_TYPES` name)
+    the written model is also saved as `OUT_DIR/model-TYPE.gguf`.
 
     Raises:
         ConversionError: a missing checkpoint or config.
@@ -173,6 +175,9 @@ def convert(
     out = export(
         model, masks, out, source=run.model_path, dtype=dtype, scores=scores, provenance=record
     )
+    if gguf:
+        stage(f"writing {out / f'model-{gguf}.gguf'}")
+        write_gguf(out, out / f"model-{gguf}.gguf", gguf)
     stage("done")
     return out
 
@@ -270,12 +275,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         out = convert(
-            args.checkpoint, args.out_dir, config=args.config, dtype=args.dtype, force=args.force
-        )
-        if args.gguf:
-            gguf = out / f"model-{args.gguf}.gguf"
-            Stages("convert")(f"writing {gguf}")
-            write_gguf(out, gguf, args.gguf)
+            args.checkpoint, args.out_dir, config=args.config, dtype=args.dtype,
+            force=args.force, gguf=args.gguf,
+        )  # fmt: skip
         print(out)
 
     return run(body)
