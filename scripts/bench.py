@@ -155,12 +155,21 @@ def llama7b_slice_setup():
 SETUPS = {"smollm2": smollm2_pruning_setup, "7b_slice": llama7b_slice_setup}
 
 
-def _steps(batch: int, seq: int, with_optimizer: bool = False, model: str = "smollm2"):
+def _steps(
+    batch: int,
+    seq: int,
+    with_optimizer: bool = False,
+    model: str = "smollm2",
+    cpu_bf16: bool = False,
+):
+    """A dense and a pruning training step of one model; with `cpu_bf16` both run as
+    `precision: amp_bf16` runs them on a CPU (`ShearingLM.cpu_bf16`)."""
     model, l0 = SETUPS[model]()
     ids = torch.randint(
         0, model.shape.vocab_size, (batch, seq), generator=torch.Generator().manual_seed(0)
     )
-    dense, pruning = ShearingLM(model, None, ["all"]), ShearingLM(model, l0, ["all"])
+    dense = ShearingLM(model, None, ["all"], cpu_bf16=cpu_bf16)
+    pruning = ShearingLM(model, l0, ["all"], cpu_bf16=cpu_bf16)
     dense.train(), pruning.train()
     opt = torch.optim.AdamW(pruning.parameters(), lr=1e-6)
     fns = {
@@ -188,13 +197,9 @@ def bench_bf16_step(reps: int, batch: int = 4, seq: int = 128) -> dict:
     state) against the fp32 step: what `precision: amp_bf16` gives on this CPU. Only
     CPUs with native bf16 arithmetic (avx512_bf16 or AMX) can gain; elsewhere oneDNN
     emulates bf16 and the step is slower."""
-    pruning = _steps(batch, seq)["pruning"]
-
-    def bf16() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            pruning()
-
-    t = alternate({"bf16": bf16, "fp32": pruning}, reps)
+    fp32 = _steps(batch, seq)["pruning"]
+    bf16 = _steps(batch, seq, cpu_bf16=True)["pruning"]
+    t = alternate({"bf16": bf16, "fp32": fp32}, reps)
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     native = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
     ratio = t["bf16"] / t["fp32"]
@@ -214,16 +219,7 @@ def bench_bf16_step(reps: int, batch: int = 4, seq: int = 128) -> dict:
 def bench_bf16_overhead(reps: int, batch: int = 4, seq: int = 128) -> dict:
     """The pruning step's overhead over a dense step, both under CPU bf16 autocast (as
     `precision: amp_bf16` runs them): `prune_step` in bf16."""
-    fns = _steps(batch, seq)
-
-    def bf16(fn):
-        def step() -> None:
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                fn()
-
-        return step
-
-    t = alternate({name: bf16(fn) for name, fn in fns.items()}, reps)
+    t = alternate(_steps(batch, seq, cpu_bf16=True), reps)
     ratio = t["pruning"] / t["dense"]
     return {
         "row": "bf16_prune_step",
