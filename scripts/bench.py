@@ -22,8 +22,11 @@ Rows (SmolLM2-135M, the embedded default; fp32 on CPU):
     pruned_infer  Forward tokens/s of the model sliced to yaml/prune_smollm2.yaml's target /
                   the source's, divided by the ratio of their non-embedding parameter
                   counts. Goal: >= 0.8.
-    tokenize      data_prep/tokenize.py tokens/s with W workers / W x the single-process
-                  batched fast-tokenizer tokens/s on the same text (demo corpus). Goal: >= 0.8.
+    tokenize, tokenize_w1
+                  data_prep/tokenize.py tokens/s with 2 (1) workers / 2 (1) x the tokens/s of
+                  one process running the fast tokenizer's own batch call (`encode_batch`) on
+                  the same batches, over the demo's sources in full (~13M tokens; reading,
+                  packing and shard writing count against the tool). Goal: >= 0.9.
     dataloader    Time to produce one training batch (domain draws, proportion reads,
                   decoding) / a pruning step of SmolLM2 on that batch. Goal: <= 0.02.
     sparse_ffn    Decode time per token of one SmolLM2-shaped ReLU FFN, dense / sparse, at
@@ -319,42 +322,62 @@ def bench_pruned_infer(reps: int, batch: int = 4, seq: int = 256) -> dict:
     }
 
 
+_TOKENIZE_CHILD = """
+import os, sys, tempfile, time
+from pathlib import Path
+from shearing.data import prep
+corpus, model, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+if workers == 0:  # the baseline: the fast tokenizer's own batch call over the tool's batches
+    domains = {d.name: [d / "part-00000.jsonl"] for d in Path(corpus).iterdir() if d.is_dir()}
+    tasks = [texts for _, texts in prep.document_batches(dict(sorted(domains.items())))]
+    tok = prep.Tokenizer(model)._fast
+    start = time.perf_counter()
+    n = sum(len(e.ids) + 2 for b in tasks for e in tok.encode_batch(b, add_special_tokens=False))
+    print(time.perf_counter() - start, n)
+else:
+    with tempfile.TemporaryDirectory() as out:
+        job = prep.TokenizeJob(corpus, out + "/mds", model, seq_len=256, eval_seqs=0,
+                               workers=workers)
+        start = time.perf_counter()
+        prep.tokenize_corpus(job)
+        print(time.perf_counter() - start, 0)
+"""
+
+
 def bench_tokenize(reps: int, workers: int = 2) -> dict:
-    import os
-    import tempfile
+    import subprocess
 
-    from transformers import AutoTokenizer
-
-    from shearing.data import prep
     from shearing.data.demo_corpus import build
 
-    corpus = build(smollm2().parent.parent / "corpus" / "demo")
-    model = smollm2()
-    texts = [json.loads(x)["text"] for d in sorted(corpus.iterdir()) if d.is_dir()
-             for x in (d / "part-00000.jsonl").read_text().splitlines()]  # fmt: skip
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    tok = AutoTokenizer.from_pretrained(model)
-    n_tokens = sum(len(x) + 2 for x in tok(texts, add_special_tokens=False)["input_ids"])
+    # the demo's sources in full (wiki, all PubMed abstracts, the whole stdlib): ~13M tokens
+    corpus = build(smollm2().parent.parent / "corpus" / "large", max_chars=10**9)
 
-    def single():
-        for i in range(0, len(texts), 256):  # the tool's batch size
-            tok(texts[i : i + 256], add_special_tokens=False)
+    def child(n_workers: int) -> tuple[float, int]:
+        # each side in a fresh process, as the command runs: a parent holding the other
+        # side's texts slows forked workers by ~5% here; timed inside, after imports
+        line = subprocess.run(
+            [sys.executable, "-c", _TOKENIZE_CHILD, str(corpus), str(smollm2()), str(n_workers)],
+            check=True, capture_output=True, text=True, cwd=REPO,
+        ).stdout.split()  # fmt: skip
+        return float(line[0]), int(line[1])
 
-    def tool():  # in-process: steady-state throughput, without interpreter start-up
-        with tempfile.TemporaryDirectory() as out:
-            job = prep.TokenizeJob(str(corpus), f"{out}/mds", str(model), seq_len=256,
-                                   eval_seqs=0, workers=workers)  # fmt: skip
-            prep.tokenize_corpus(job)
-
-    t = alternate({"tool": tool, "single": single}, reps)
-    ratio = (n_tokens / t["tool"]) / (workers * n_tokens / t["single"])
+    _, n_tokens = child(0)  # warm-up, and the token count
+    child(workers)
+    t: dict[str, list[float]] = {"tool": [], "single": []}
+    for _ in range(reps):
+        t["tool"].append(child(workers)[0])
+        t["single"].append(child(0)[0])
+    tool, single = statistics.median(t["tool"]), statistics.median(t["single"])
+    ratio = (n_tokens / tool) / (workers * n_tokens / single)
     return {
-        "row": "tokenize",
-        "what": f"tokens/s over the demo corpus ({n_tokens:,} tokens), {workers} workers",
-        "shearing": n_tokens / t["tool"],
-        "baseline": workers * n_tokens / t["single"],
-        "baseline_name": f"{workers} x one process of batched fast tokenization",
-        **judged(ratio, ">= 0.8"),
+        "row": "tokenize" if workers == 2 else f"tokenize_w{workers}",
+        "what": f"tokens/s, {n_tokens / 1e6:.1f}M tokens (demo sources in full), "
+        f"{workers} worker(s); one core tokenizes {n_tokens / single:.3g} tokens/s",
+        "shearing": n_tokens / tool,
+        "baseline": workers * n_tokens / single,
+        "baseline_name": f"{workers} x one process of the fast tokenizer's encode_batch",
+        **judged(ratio, ">= 0.9"),
     }
 
 
@@ -457,6 +480,7 @@ ROWS = {
     "prune_memory_7b_slice": lambda reps: bench_prune_memory(reps, model="7b_slice"),
     "pruned_infer": bench_pruned_infer,
     "tokenize": bench_tokenize,
+    "tokenize_w1": lambda reps: bench_tokenize(reps, workers=1),
     "dataloader": bench_dataloader,
     "sparse_ffn": bench_sparse_ffn,
     "sparse_ffn_measured": lambda reps: bench_sparse_ffn(

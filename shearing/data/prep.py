@@ -22,12 +22,15 @@ same bytes. The output is written to a temporary folder and renamed at the end.
 from __future__ import annotations
 
 import argparse
+import gc
 import gzip
 import io
+import itertools
 import json
 import os
 import sys
 import zlib
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing import Pool
@@ -43,6 +46,7 @@ from shearing.files import check_replaceable, check_separate, staged_output
 SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".parquet")
 EVAL_STRIDE = 10  # every 10th document is held out while eval rows are still needed
 DOCS_PER_TASK = 256
+CHARS_PER_TASK = 1 << 19  # ~0.1M tokens: ~0.2 s of one core's tokenizing
 SHARD_BYTES = 1 << 26
 
 
@@ -101,6 +105,7 @@ class Tokenizer:
     def __init__(self, spec: str) -> None:
         self.spec = spec
         path = Path(spec).expanduser()
+        self._sp = self._hf = self._fast = None
         if path.is_file() and path.suffix == ".model":
             import sentencepiece as spm
 
@@ -110,8 +115,10 @@ class Tokenizer:
         elif path.is_dir():
             from transformers import AutoTokenizer
 
-            self._sp = None
             self._hf = AutoTokenizer.from_pretrained(path)
+            # a fast tokenizer's own batch call: what `self._hf(texts)` runs, without
+            # transformers' per-call bookkeeping (attention masks, BatchEncoding)
+            self._fast = self._hf.backend_tokenizer if self._hf.is_fast else None
             self.vocab_size = len(self._hf)
             self.bos, self.eos = self._hf.bos_token_id, self._hf.eos_token_id
         else:
@@ -122,49 +129,79 @@ class Tokenizer:
         if self.bos is None or self.bos < 0 or self.eos is None or self.eos < 0:
             raise TokenizeError(f"--tokenizer {spec!r} defines no BOS or EOS token")
 
-    def encode(self, texts: list[str]) -> list[list[int]]:
-        """Token ids of each text, with BOS and EOS."""
+    def ids(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text, without special tokens."""
         if self._sp is not None:
-            ids = self._sp.encode(texts)
-        else:
-            ids = self._hf(texts, add_special_tokens=False)["input_ids"]
-        return [[self.bos, *row, self.eos] for row in ids]
+            return self._sp.encode(texts)
+        if self._fast is not None:
+            return [e.ids for e in self._fast.encode_batch(texts, add_special_tokens=False)]
+        return self._hf(texts, add_special_tokens=False)["input_ids"]
+
+    def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Every text's ids framed by BOS and EOS, in one array, and where each text ends.
+
+        One flat array is cheap to send between processes and to pack.
+        """
+        rows = self.ids(texts)
+        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows)) + 2
+        ends = np.cumsum(lengths)
+        flat = np.empty(int(ends[-1]), dtype=np.uint32)  # any vocabulary; half of int64's bytes
+        frame = np.zeros(len(flat), dtype=bool)
+        frame[ends - lengths] = frame[ends - 1] = True
+        flat[ends - lengths], flat[ends - 1] = self.bos, self.eos
+        body = int(ends[-1]) - 2 * len(rows)
+        flat[~frame] = np.fromiter(itertools.chain.from_iterable(rows), np.uint32, count=body)
+        return flat, ends
 
 
 _worker_tokenizer: Tokenizer | None = None
 
 
-def _init_worker(spec: str) -> None:
+def _init_worker(tok: Tokenizer) -> None:
     global _worker_tokenizer
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    _worker_tokenizer = Tokenizer(spec)
+    _worker_tokenizer = tok
 
 
 def _encode_task(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    return _encode_with(_worker_tokenizer, texts)
+    return _worker_tokenizer.encode(texts)
 
 
-def document_batches(files: list[Path]) -> Iterator[list[str]]:
-    batch: list[str] = []
-    for path in files:
-        for text in read_texts(path):
-            batch.append(text)
-            if len(batch) == DOCS_PER_TASK:
-                yield batch
-                batch = []
-    if batch:
-        yield batch
+def document_batches(files: dict[str, list[Path]]) -> Iterator[tuple[str, list[str]]]:
+    """(domain, texts) tasks over every domain in turn: at most `DOCS_PER_TASK` documents
+    or about `CHARS_PER_TASK` characters each, so tasks take similar time."""
+    for domain, paths in files.items():
+        batch: list[str] = []
+        chars = 0
+        for path in paths:
+            for text in read_texts(path):
+                batch.append(text)
+                chars += len(text)
+                if len(batch) == DOCS_PER_TASK or chars >= CHARS_PER_TASK:
+                    yield domain, batch
+                    batch, chars = [], 0
+        if batch:
+            yield domain, batch
 
 
-def bounded_imap(pool, fn, items: Iterator, window: int) -> Iterator:
-    """`pool.imap` that keeps at most `window` tasks in flight (bounded memory), in order."""
-    pending = []
-    for item in items:
-        pending.append(pool.apply_async(fn, (item,)))
+def encoded_batches(
+    tasks: Iterator[tuple[str, list[str]]], tok: Tokenizer, pool, window: int
+) -> Iterator[tuple[str, tuple[np.ndarray, np.ndarray]]]:
+    """(domain, encoded texts) in task order. With a pool, at most `window` tasks are in
+    flight (bounded memory), across domain boundaries, so workers never wait for the
+    main process to finish a domain."""
+    if pool is None:
+        for domain, texts in tasks:
+            yield domain, tok.encode(texts)
+        return
+    pending: deque = deque()
+    for domain, texts in tasks:
+        pending.append((domain, pool.apply_async(_encode_task, (texts,))))
         if len(pending) >= window:
-            yield pending.pop(0).get()
-    for result in pending:
-        yield result.get()
+            domain, result = pending.popleft()
+            yield domain, result.get()
+    while pending:
+        domain, result = pending.popleft()
+        yield domain, result.get()
 
 
 # --- packing --------------------------------------------------------------------------
@@ -185,75 +222,109 @@ class Packer:
         self.buffer = np.empty(0, dtype=dtype)
         self.documents = self.tokens = self.rows = 0
 
-    def add(self, ids: np.ndarray) -> None:
-        self.documents += 1
+    def add(self, ids: np.ndarray, documents: int = 1) -> None:
+        """Append `documents` whole documents' ids (concatenated) and write full rows."""
+        self.documents += documents
         self.tokens += len(ids)
-        self.buffer = np.concatenate([self.buffer, ids.astype(self.dtype)])
-        while len(self.buffer) >= self.seq_len and self.rows != self.max_rows:
-            row, self.buffer = self.buffer[: self.seq_len], self.buffer[self.seq_len :]
-            self.writer.write({"tokens": np.ascontiguousarray(row), "domain": self.domain})
-            self.rows += 1
         if self.rows == self.max_rows:
-            self.buffer = self.buffer[:0]  # full: the rest of held-out text is not needed
+            return  # full: the rest of held-out text is not needed
+        buffer = np.concatenate([self.buffer, ids.astype(self.dtype)])
+        n = len(buffer) // self.seq_len
+        if self.max_rows is not None:
+            n = min(n, self.max_rows - self.rows)
+        for row in buffer[: n * self.seq_len].reshape(n, self.seq_len):
+            self.writer.write({"tokens": row, "domain": self.domain})
+        self.rows += n
+        self.buffer = buffer[n * self.seq_len :] if self.rows != self.max_rows else buffer[:0]
 
     def close(self) -> dict:
         self.writer.finish()
         return {"documents": self.documents, "tokens": self.tokens, "rows": self.rows}
 
 
-def tokenize_domain(
-    domain: str, files: list[Path], out: Path, args: TokenizeJob, tok: Tokenizer, pool
-) -> dict:
+class DomainWriter:
+    """One domain's train and held-out streams: every `EVAL_STRIDE`-th document is held
+    out until `--eval-seqs` rows are filled, the rest is training text."""
+
+    def __init__(self, domain: str, out: Path, args: TokenizeJob, dtype: np.dtype) -> None:
+        self.domain, self.dtype = domain, dtype
+        self.train = Packer(out / "train" / domain, domain, args.seq_len, dtype)
+        self.held = Packer(
+            out / "eval" / domain, domain, args.seq_len, dtype, max_rows=args.eval_seqs
+        )
+        self.eval_tokens_needed = args.eval_seqs * args.seq_len
+        self.eval_rows = args.eval_seqs
+        self.documents = 0
+        self.bar = tqdm(desc=f"tokenizing {domain}", unit="doc", disable=None)
+
+    def holding_out(self) -> bool:
+        return self.held.tokens < self.eval_tokens_needed and self.held.rows < self.eval_rows
+
+    def add(self, flat: np.ndarray, ends: np.ndarray) -> None:
+        if flat.max() > np.iinfo(self.dtype).max:
+            raise TokenizeError(
+                f"domain {self.domain!r}: token id {int(flat.max())} does not fit "
+                f"{np.dtype(self.dtype).name}"
+            )
+        starts = np.concatenate([[0], ends[:-1]])
+        i = 0
+        while i < len(ends) and self.holding_out():  # document by document
+            target = self.held if (self.documents + i) % EVAL_STRIDE == 0 else self.train
+            target.add(flat[starts[i] : ends[i]])
+            i += 1
+        if i < len(ends):  # the held-out rows are full: the rest in one piece
+            self.train.add(flat[starts[i] :], documents=len(ends) - i)
+        self.documents += len(ends)
+        self.bar.update(len(ends))
+
+    def close(self, args: TokenizeJob) -> dict:
+        self.bar.close()
+        stats = {"train": self.train.close(), "eval": self.held.close()}
+        if stats["train"]["rows"] == 0:
+            raise TokenizeError(
+                f"domain {self.domain!r} has {stats['train']['tokens']} training tokens, fewer "
+                f"than one row of --seq-len {args.seq_len}"
+            )
+        if args.eval_seqs > 0 and stats["eval"]["rows"] == 0:
+            raise TokenizeError(
+                f"domain {self.domain!r}: its held-out documents fill no eval row of "
+                f"--seq-len {args.seq_len}"
+            )
+        return stats
+
+
+def tokenize_domains(
+    files: dict[str, list[Path]], out: Path, args: TokenizeJob, tok: Tokenizer, pool
+) -> dict[str, dict]:
+    """Tokenize and pack every domain, in order; returns each domain's counts."""
     dtype = np.uint16 if tok.vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
-    limit = np.iinfo(dtype).max
-    train = Packer(out / "train" / domain, domain, args.seq_len, dtype)
-    held = Packer(out / "eval" / domain, domain, args.seq_len, dtype, max_rows=args.eval_seqs)
-    eval_tokens_needed = args.eval_seqs * args.seq_len
-    doc_index = 0
-    batches = document_batches(files)
-    encoded = (
-        bounded_imap(pool, _encode_task, batches, window=4 * args.workers)
-        if pool is not None
-        else (_encode_with(tok, b) for b in batches)
-    )
-    with tqdm(desc=f"tokenizing {domain}", unit="doc", disable=None) as bar:
-        for flat, ends in encoded:
-            if flat.max() > limit:
-                raise TokenizeError(
-                    f"domain {domain!r}: token id {int(flat.max())} does not fit "
-                    f"{np.dtype(dtype).name}"
-                )
-            docs = np.split(flat, ends[:-1])
-            for ids in docs:
-                to_eval = (
-                    doc_index % EVAL_STRIDE == 0
-                    and held.tokens < eval_tokens_needed
-                    and held.rows < args.eval_seqs
-                )
-                (held if to_eval else train).add(ids)
-                doc_index += 1
-            bar.update(len(docs))
-    stats = {"train": train.close(), "eval": held.close()}
-    if doc_index == 0:
-        raise TokenizeError(f"domain {domain!r} has no text in {len(files)} file(s)")
-    if stats["train"]["rows"] == 0:
-        raise TokenizeError(
-            f"domain {domain!r} has {stats['train']['tokens']} training tokens, fewer than one "
-            f"row of --seq-len {args.seq_len}"
-        )
-    if args.eval_seqs > 0 and stats["eval"]["rows"] == 0:
-        raise TokenizeError(
-            f"domain {domain!r}: its held-out documents fill no eval row of "
-            f"--seq-len {args.seq_len}"
-        )
+    stage, stats = cli.Stages("tokenize", off_terminal_only=True), {}
+    order = iter(files)
+    writer: DomainWriter | None = None
+
+    def finish() -> None:
+        if writer is not None:
+            stats[writer.domain] = writer.close(args)
+
+    def start(domain: str) -> DomainWriter:
+        for skipped in order:  # domains in order; one with no batches has no text
+            stage(f"{skipped}: {len(files[skipped])} file(s)")
+            if skipped == domain:
+                return DomainWriter(domain, out, args, dtype)
+            raise TokenizeError(f"domain {skipped!r} has no text in {len(files[skipped])} file(s)")
+        raise AssertionError(f"domain {domain!r} out of order")
+
+    window = 4 * args.workers
+    for domain, (flat, ends) in encoded_batches(document_batches(files), tok, pool, window):
+        if writer is None or domain != writer.domain:
+            finish()
+            writer = start(domain)
+        writer.add(flat, ends)
+    finish()
+    for skipped in order:
+        raise TokenizeError(f"domain {skipped!r} has no text in {len(files[skipped])} file(s)")
+    stage("done")
     return stats
-
-
-def _encode_with(tok: Tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """All documents' ids in one array (cheap to send between processes) and their ends."""
-    rows = tok.encode(texts)
-    ids = np.concatenate([np.asarray(row, dtype=np.int64) for row in rows])
-    return ids, np.cumsum([len(row) for row in rows])
 
 
 @dataclass(frozen=True)
@@ -301,16 +372,22 @@ def tokenize_corpus(args: TokenizeJob) -> Path:
         files[d] = domain_files(src / d)
         if not files[d]:
             raise TokenizeError(f"domain {d!r} has no {'/'.join(SUFFIXES)} files in {src / d}")
-    tok = Tokenizer(args.tokenizer)
-
-    pool = Pool(args.workers, _init_worker, (args.tokenizer,)) if args.workers > 1 else None
+    # --workers is the parallelism: the tokenizer itself stays on one thread per process
+    parallelism = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    pool = None
     try:
+        tok = Tokenizer(args.tokenizer)
+        if args.workers > 1:  # forked workers share the loaded tokenizer
+            # the workers' garbage collector leaves the objects they inherit alone, so it
+            # does not copy the caller's memory page by page (copy-on-write)
+            gc.freeze()
+            try:
+                pool = Pool(args.workers, _init_worker, (tok,))
+            finally:
+                gc.unfreeze()
         with staged_output(out, force=args.force, flag="--output") as tmp:
-            stage, stats = cli.Stages("tokenize", off_terminal_only=True), {}
-            for d in domains:
-                stage(f"{d}: {len(files[d])} file(s)")
-                stats[d] = tokenize_domain(d, files[d], tmp, args, tok, pool)
-            stage("done")
+            stats = tokenize_domains(files, tmp, args, tok, pool)
             manifest = {
                 "seq_len": args.seq_len,
                 "tokenizer": str(args.tokenizer),
@@ -325,6 +402,10 @@ def tokenize_corpus(args: TokenizeJob) -> Path:
     finally:
         if pool is not None:
             pool.terminate()
+        if parallelism is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM")
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = parallelism
     return out
 
 

@@ -103,6 +103,25 @@ def test_same_input_gives_identical_shards_also_with_workers(tiny_workspace, tmp
     assert shard_digest(tmp_path / "a") == shard_digest(tiny_workspace["data"])
 
 
+def test_task_size_does_not_change_the_shards(tiny_workspace, tmp_path, monkeypatch):
+    # tasks of a few documents: the held-out split runs across many batches and the
+    # workers' queue crosses domain boundaries
+    base = [
+        "--input",
+        tiny_workspace["root"] / "corpus",
+        "--tokenizer",
+        tiny_workspace["tokenizer"],
+    ]
+    base += ["--seq-len", 32, "--eval-seqs", 4]
+    monkeypatch.setattr(prep, "DOCS_PER_TASK", 3)
+    assert tokenize([*base, "--output", tmp_path / "docs", "--workers", 2]) == 0
+    monkeypatch.setattr(prep, "DOCS_PER_TASK", 1000)
+    monkeypatch.setattr(prep, "CHARS_PER_TASK", 100)
+    assert tokenize([*base, "--output", tmp_path / "chars"]) == 0
+    assert shard_digest(tmp_path / "docs") == shard_digest(tiny_workspace["data"])
+    assert shard_digest(tmp_path / "chars") == shard_digest(tiny_workspace["data"])
+
+
 def test_reads_gzip_and_parquet_and_hf_tokenizers(tmp_path, smollm2_dir):
     from transformers import AutoTokenizer
 
@@ -177,9 +196,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, tiny_workspace, capsys, monkey
     assert "is neither a Hugging Face tokenizer directory nor a SentencePiece" in error_of(
         ["--input", corpus, "--output", tmp_path / "o", "--tokenizer", tmp_path / "nope"], capsys
     )
-    monkeypatch.setattr(
-        prep.Tokenizer, "encode", lambda self, texts: [[1, 70000, 2] for _ in texts]
-    )
+    monkeypatch.setattr(prep.Tokenizer, "ids", lambda self, texts: [[70000] for _ in texts])
     assert "token id 70000 does not fit uint16" in error_of(
         ["--input", corpus, "--output", tmp_path / "o", *base], capsys
     )
