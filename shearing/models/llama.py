@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from shearing.models import sparse_kernel
 from shearing.models.config import LlamaShape
 
 
@@ -274,12 +275,14 @@ class MLP(nn.Module):
         self.act_fn = GatedActivation(shape.hidden_act, shape.fatrelu_threshold)
         self.sparse_decode = False
         self._down_rows: Tensor | None = None  # down_proj.weight.T, contiguous, when sparse
+        self._scratch: Tensor | None = None  # the sparse kernel's per-thread sums
 
     def set_sparse_decode(self, enabled: bool) -> None:
         if enabled and self.act_fn.kind == "silu":
             raise ValueError("sparse FFN decoding needs a ReLU-family hidden_act, not silu")
         self.sparse_decode = enabled
         self._down_rows = self.down_proj.weight.detach().t().contiguous() if enabled else None
+        self._scratch = None
 
     def forward(
         self, x: Tensor, z_intermediate: Tensor | None = None, out_gate: Tensor | None = None
@@ -293,7 +296,19 @@ class MLP(nn.Module):
 
     @torch.no_grad()
     def _sparse(self, x: Tensor) -> Tensor:
-        x1 = x.reshape(-1)  # (d,)
+        x1 = x.reshape(-1).contiguous()  # (d,)
+        weights = (self.gate_proj.weight, self.up_proj.weight, self._down_rows)
+        lib = sparse_kernel.load() if sparse_kernel.supported(x1, *weights) else None
+        if lib is None:
+            return self._sparse_torch(x1).view_as(x)
+        if self._scratch is None or self._scratch.numel() < torch.get_num_threads() * len(x1):
+            self._scratch = torch.empty(torch.get_num_threads() * len(x1))
+        kind, threshold = self.act_fn.kind, self.act_fn.threshold
+        out = sparse_kernel.sparse_ffn(lib, x1, *weights, kind, threshold, self._scratch)
+        return out.view_as(x)
+
+    def _sparse_torch(self, x1: Tensor) -> Tensor:
+        """`_sparse` in torch operations (no compiled kernel, or not fp32 on a CPU)."""
         a = self.act_fn.gate(self.gate_proj.weight @ x1)  # (I,)
         active = a.nonzero().squeeze(-1)  # units with a non-zero gate activation
         u = self.act_fn.up(self.up_proj.weight.index_select(0, active) @ x1)
@@ -303,7 +318,7 @@ class MLP(nn.Module):
         out = F.embedding_bag(
             active.unsqueeze(0), self._down_rows, per_sample_weights=h, mode="sum"
         )
-        return out.view_as(x)
+        return out.view(-1)
 
 
 def gated_weight(weight: Tensor, rows: Tensor | None, cols: Tensor | None) -> Tensor:
