@@ -57,8 +57,10 @@ def sh(*args: str | Path) -> str:
     cmd = [str(a) for a in args]
     print(f"\n$ {' '.join(cmd)}", flush=True)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    start = time.time()
     proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
     sys.stdout.write(proc.stdout)
+    print(f"[{time.time() - start:.0f} s: {' '.join(cmd[1:3])}]", flush=True)
     if proc.returncode != 0:
         raise CommandFailed(f"stage failed (exit {proc.returncode}): {' '.join(cmd)}")
     return proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""

