@@ -299,30 +299,28 @@ def tokenize_domains(
     """Tokenize and pack every domain, in order; returns each domain's counts."""
     dtype = np.uint16 if tok.vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
     stage, stats = cli.Stages("tokenize", off_terminal_only=True), {}
-    order = iter(files)
+    expected = iter(files)  # batches arrive domain by domain, in this order
     writer: DomainWriter | None = None
 
-    def finish() -> None:
+    def next_domain(arrived: str | None) -> DomainWriter | None:
+        """Close the current domain; open `arrived`, which must be the next in order (a
+        domain skipped over yielded no batch: it has no text)."""
         if writer is not None:
             stats[writer.domain] = writer.close(args)
-
-    def start(domain: str) -> DomainWriter:
-        for skipped in order:  # domains in order; one with no batches has no text
-            stage(f"{skipped}: {len(files[skipped])} file(s)")
-            if skipped == domain:
-                return DomainWriter(domain, out, args, dtype)
-            raise TokenizeError(f"domain {skipped!r} has no text in {len(files[skipped])} file(s)")
-        raise AssertionError(f"domain {domain!r} out of order")
+        name = next(expected, None)
+        if name is None:
+            return None
+        stage(f"{name}: {len(files[name])} file(s)")
+        if name != arrived:
+            raise TokenizeError(f"domain {name!r} has no text in {len(files[name])} file(s)")
+        return DomainWriter(name, out, args, dtype)
 
     window = 4 * args.workers
     for domain, (flat, ends) in encoded_batches(document_batches(files), tok, pool, window):
         if writer is None or domain != writer.domain:
-            finish()
-            writer = start(domain)
+            writer = next_domain(domain)
         writer.add(flat, ends)
-    finish()
-    for skipped in order:
-        raise TokenizeError(f"domain {skipped!r} has no text in {len(files[skipped])} file(s)")
+    next_domain(None)  # closes the last domain; a domain after it has no text
     stage("done")
     return stats
 
