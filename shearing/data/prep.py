@@ -128,6 +128,8 @@ class Tokenizer:
             )
         if self.bos is None or self.bos < 0 or self.eos is None or self.eos < 0:
             raise TokenizeError(f"--tokenizer {spec!r} defines no BOS or EOS token")
+        #: the shards' token type: uint16 when every id fits, else uint32
+        self.dtype = np.uint16 if self.vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
 
     def ids(self, texts: list[str]) -> list[list[int]]:
         """Token ids of each text, without special tokens."""
@@ -247,18 +249,17 @@ class DomainWriter:
     out until `--eval-seqs` rows are filled, the rest is training text."""
 
     def __init__(self, domain: str, out: Path, args: TokenizeJob, dtype: np.dtype) -> None:
-        self.domain, self.dtype = domain, dtype
+        self.domain, self.dtype, self.args = domain, dtype, args
         self.train = Packer(out / "train" / domain, domain, args.seq_len, dtype)
         self.held = Packer(
             out / "eval" / domain, domain, args.seq_len, dtype, max_rows=args.eval_seqs
         )
-        self.eval_tokens_needed = args.eval_seqs * args.seq_len
-        self.eval_rows = args.eval_seqs
         self.documents = 0
         self.bar = tqdm(desc=f"tokenizing {domain}", unit="doc", disable=None)
 
     def holding_out(self) -> bool:
-        return self.held.tokens < self.eval_tokens_needed and self.held.rows < self.eval_rows
+        needed = self.args.eval_seqs * self.args.seq_len
+        return self.held.tokens < needed and self.held.rows < self.args.eval_seqs
 
     def add(self, flat: np.ndarray, ends: np.ndarray) -> None:
         if flat.max() > np.iinfo(self.dtype).max:
@@ -277,7 +278,8 @@ class DomainWriter:
         self.documents += len(ends)
         self.bar.update(len(ends))
 
-    def close(self, args: TokenizeJob) -> dict:
+    def close(self) -> dict:
+        args = self.args
         self.bar.close()
         stats = {"train": self.train.close(), "eval": self.held.close()}
         if stats["train"]["rows"] == 0:
@@ -297,7 +299,6 @@ def tokenize_domains(
     files: dict[str, list[Path]], out: Path, args: TokenizeJob, tok: Tokenizer, pool
 ) -> dict[str, dict]:
     """Tokenize and pack every domain, in order; returns each domain's counts."""
-    dtype = np.uint16 if tok.vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
     stage, stats = cli.Stages("tokenize", off_terminal_only=True), {}
     expected = iter(files)  # batches arrive domain by domain, in this order
     writer: DomainWriter | None = None
@@ -306,14 +307,14 @@ def tokenize_domains(
         """Close the current domain; open `arrived`, which must be the next in order (a
         domain skipped over yielded no batch: it has no text)."""
         if writer is not None:
-            stats[writer.domain] = writer.close(args)
+            stats[writer.domain] = writer.close()
         name = next(expected, None)
         if name is None:
             return None
         stage(f"{name}: {len(files[name])} file(s)")
         if name != arrived:
             raise TokenizeError(f"domain {name!r} has no text in {len(files[name])} file(s)")
-        return DomainWriter(name, out, args, dtype)
+        return DomainWriter(name, out, args, tok.dtype)
 
     window = 4 * args.workers
     for domain, (flat, ends) in encoded_batches(document_batches(files), tok, pool, window):
@@ -392,7 +393,7 @@ def tokenize_corpus(args: TokenizeJob) -> Path:
                 "vocab_size": tok.vocab_size,
                 "bos_token_id": tok.bos,
                 "eos_token_id": tok.eos,
-                "dtype": "uint16" if tok.vocab_size <= 65536 else "uint32",
+                "dtype": np.dtype(tok.dtype).name,
                 "domains": stats,
             }
             text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
