@@ -370,12 +370,13 @@ class _GatedLinear(torch.autograd.Function):
                 g = g.to(weight.dtype)
                 if need_w:
                     grad_w = gated_weight(g, rows, cols)
+                gw = g * weight if need_rows or need_cols else None  # dL/d(gate product)
                 if need_rows:
-                    per_row = (gated_weight(g * weight, None, cols)).sum(1)
+                    per_row = gated_weight(gw, None, cols).sum(1)
                     grad_rows = per_row.sum().reshape(rows.shape) if rows.dim() == 0 else per_row
                     grad_rows = grad_rows.to(rows.dtype)
                 if need_cols:
-                    grad_cols = gated_weight(g * weight, rows, None).sum(0).to(cols.dtype)
+                    grad_cols = gated_weight(gw, rows, None).sum(0).to(cols.dtype)
         return grad_x, grad_w, grad_rows, grad_cols
 
 
