@@ -11,7 +11,10 @@ as the training callback does; OUT then also holds how much of it each rank keep
 
 from __future__ import annotations
 
+import gc
+import os
 import sys
+import traceback
 
 import torch
 import torch.distributed as dist
@@ -59,8 +62,21 @@ def main(config: str, out: str, teacher: bool = False) -> None:
              "state_keys": state_keys},
             out,
         )  # fmt: skip
+    # Tear down together and in order: no rank closes its connections while the other is
+    # still saving, and the FSDP modules (which hold the process group) go before it.
+    dist.barrier()
+    del model, optimizer, params
+    gc.collect()
     dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], teacher=sys.argv[3:] == ["teacher"])
+    try:
+        main(sys.argv[1], sys.argv[2], teacher=sys.argv[3:] == ["teacher"])
+    except BaseException:
+        # Report the error itself, then leave without interpreter teardown: a process
+        # group left alive at finalization can abort the process and bury the traceback.
+        print(f"rank {os.environ.get('RANK')}:", file=sys.stderr)
+        traceback.print_exc()
+        sys.stderr.flush()
+        os._exit(1)
