@@ -336,7 +336,8 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 if workers == 0:  # the baseline: the fast tokenizer's own batch call over the tool's batches
     domains = {d.name: [d / "part-00000.jsonl"] for d in Path(corpus).iterdir() if d.is_dir()}
     tasks = [texts for _, texts in prep.document_batches(dict(sorted(domains.items())))]
-    tok = prep.Tokenizer(model)._fast
+    from transformers import AutoTokenizer  # the library's own, not the tool's wrapper
+    tok = AutoTokenizer.from_pretrained(model).backend_tokenizer
     start = time.perf_counter()
     n = sum(len(e.ids) + 2 for b in tasks for e in tok.encode_batch(b, add_special_tokens=False))
     print(time.perf_counter() - start, n)
