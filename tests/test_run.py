@@ -146,4 +146,4 @@ def test_the_demo_stages_resolve_with_the_demos_overrides(paths):
     assert prune.cfg.model.l0_module.settle_steps == 16
     cont = resolve(load_config(YAML / "continue_smollm2.yaml", [
         f"model.path={root / 'smollm2'}", *data, *demo.CONTINUE, *demo.OBJECTIVE]))  # fmt: skip
-    assert cont.steps.total == 128
+    assert cont.steps.total == 256 and cont.cfg.optimizer.lr == 1.0e-3
