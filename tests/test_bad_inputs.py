@@ -394,6 +394,12 @@ TRAIN_ROWS = [
         f"{R}.init='magic' is not valid; use default, importance",
     ),
     T(
+        "pruned-unit logit without importance init",
+        ("model.l0_module.init_pruned_logit=-6",),
+        f"{R}.init_pruned_logit=-6 is not valid; it needs init: importance and a value below 4 "
+        "(or null)",
+    ),
+    T(
         "zero calibration rows",
         ("model.l0_module.calibration_rows=0",),
         f"{R}.calibration_rows=0 must be positive",

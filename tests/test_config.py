@@ -9,6 +9,7 @@ import transformers
 
 from shearing.build import build_model
 from shearing.config import ConfigError, load_config
+from shearing.pruning.l0 import open_probability
 from shearing.run import plan_data, resolve
 
 YAML = Path(__file__).resolve().parent.parent / "yaml"
@@ -278,10 +279,16 @@ def test_shipped_sparsity_recipes_validate(tiny_workspace):
     [
         ("model.l0_module.init=magnitude", "model.l0_module.init='magnitude' is not valid"),
         ("model.l0_module.calibration_rows=0", "calibration_rows=0 must be positive"),
+        ("model.l0_module.init_pruned_logit=-6", "init_pruned_logit=-6 is not valid; it needs"),
+        (
+            ("model.l0_module.init=importance", "model.l0_module.init_pruned_logit=4.0"),
+            "init_pruned_logit=4 is not valid; it needs init: importance and a value below 4",
+        ),
     ],
 )
 def test_bad_gate_init(tiny_workspace, override, match):
-    one_line_error(lambda: check(tiny(tiny_workspace, override)), match)
+    overrides = override if isinstance(override, tuple) else (override,)
+    one_line_error(lambda: check(tiny(tiny_workspace, *overrides)), match)
 
 
 def test_importance_init_orders_the_gates_by_importance(tiny_workspace):
@@ -299,3 +306,16 @@ def test_importance_init_orders_the_gates_by_importance(tiny_workspace):
         assert torch.equal(order, scores[module].reshape(-1, n).argsort(-1)), module
     default = build_model(resolve(tiny(tiny_workspace)))
     assert default.l0.log_alpha["intermediate"].std() < 0.1  # all gates start alike
+    # a lower start for the pruned units: same order, same kept units, rarer openings
+    sure = build_model(resolve(tiny(tiny_workspace, "model.l0_module.init=importance",
+                                    "model.l0_module.calibration_rows=3",
+                                    "model.l0_module.init_pruned_logit=-6")))  # fmt: skip
+    for module, logits in sure.l0.log_alpha.items():
+        before = lm.l0.log_alpha[module].detach()
+        pruned = before < 0
+        assert torch.equal(logits.detach() < 0, pruned), module
+        if pruned.any():
+            # logits -6 - 1 + within: shifted by exactly -3 from the default init
+            torch.testing.assert_close(logits.detach()[pruned], before[pruned] - 3.0)
+            # P(open) = sigmoid(logit + 2/3 ln 11) <= sigmoid(-6 + 1.599) = 0.012
+            assert float(open_probability(logits.detach()[pruned]).max()) < 0.0125

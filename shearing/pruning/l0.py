@@ -28,8 +28,9 @@ EPS = 1e-6
 INIT_LOG_ALPHA = 5.0
 INIT_LOG_ALPHA_STD = 0.01
 #: Importance init (`init_from_scores`): the units the target keeps in each row start in
-#: [INIT_LOG_ALPHA - 1, INIT_LOG_ALPHA] (open), the others in [PRUNED_LOG_ALPHA - 1,
-#: PRUNED_LOG_ALPHA] (open with probability <= 0.2), each group ordered by score.
+#: [INIT_LOG_ALPHA - 1, INIT_LOG_ALPHA] (open), the others in [pruned - 1, pruned], each
+#: group ordered by score; by default pruned = PRUNED_LOG_ALPHA (open with probability
+#: <= 0.2; `model.l0_module.init_pruned_logit` chooses another).
 PRUNED_LOG_ALPHA = -3.0
 #: Ways to initialise the gate logits (`model.l0_module.init`).
 INITS = ("default", "importance")
@@ -137,14 +138,17 @@ class L0Module(nn.Module):
             lam.zero_()
 
     @torch.no_grad()
-    def init_from_scores(self, scores: dict[str, Tensor]) -> None:
+    def init_from_scores(
+        self, scores: dict[str, Tensor], pruned_logit: float = PRUNED_LOG_ALPHA
+    ) -> None:
         """Start at the mask that `scores` (e.g. `importance_scores`) choose.
 
         In every row the `keep` top-scored units start open and the rest mostly closed
-        (see PRUNED_LOG_ALPHA), both ordered by score, so `deterministic_masks` is the
-        one-shot mask of `scores` and training starts near it; the target sparsity then
-        ramps from the gates' initial expected sparsity instead of from 0, so the
-        Lagrangian does not reopen what the scores closed.
+        (logits in [pruned_logit - 1, pruned_logit]; the lower, the rarer a sampled mask
+        opens a pruned unit, and the less its gate learns), both ordered by score, so
+        `deterministic_masks` is the one-shot mask of `scores` and training starts near
+        it; the target sparsity then ramps from the gates' initial expected sparsity
+        instead of from 0, so the Lagrangian does not reopen what the scores closed.
 
         Raises:
             ValueError: a module's scores are missing or have the wrong shape.
@@ -160,7 +164,7 @@ class L0Module(nn.Module):
             # position within its group, in [0, 1], the best unit of each group at 1
             within = torch.where(kept, 1 - (n - 1 - rank) / max(keep - 1, 1),
                                  rank / max(n - keep - 1, 1))  # fmt: skip
-            top = torch.where(kept, INIT_LOG_ALPHA, PRUNED_LOG_ALPHA)
+            top = torch.where(kept, INIT_LOG_ALPHA, pruned_logit)
             log_alpha.copy_(top - 1.0 + within)
         self.ramp_from = {m: float(s) for m, s in self.expected_sparsity().items()}
 
