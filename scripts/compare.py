@@ -3,7 +3,7 @@
     python scripts/compare.py [--quick] --out DIR [--methods a,b,...] [--objectives ce,kd]
         [--budgets 1,4] [--model HF_DIR] [--data MDS_DIR] [--prune-config YAML]
         [--continue-config YAML] [--prune-steps N] [--continue-steps N] [--eval-rows N]
-        [--force]
+        [--proportions dynamic|equal] [--prune-set KEY=VALUE ...] [--force]
 
 For one source model and the target shape of a pruning config, every method gets the same
 number of training tokens (the L0 run's pruning steps plus its continued-pretraining steps,
@@ -32,8 +32,12 @@ stage, pruning included, uses it):
 and at each budget of `--budgets` (multiples of the default steps of both stages).
 
 Continued pretraining uses the continue config with dynamic batch loading against the
-source model's per-domain losses for every method. Defaults: the embedded default
-(SmolLM2-135M, the demo corpus, yaml/prune_smollm2.yaml and yaml/continue_smollm2.yaml).
+source model's per-domain losses for every method (`--proportions dynamic`; an L0 run
+continues from the proportions its pruning ended with), or equal proportions per domain held
+fixed (`--proportions equal`, as `make demo` continues). `--prune-set KEY=VALUE` (repeatable)
+adds a config override to every L0 pruning run (e.g. `model.l0_module.init_pruned_logit=-6`).
+Defaults: the embedded default (SmolLM2-135M, the demo corpus, yaml/prune_smollm2.yaml and
+yaml/continue_smollm2.yaml).
 
 Writes `DIR/compare.json` (per method, objective and budget: per-domain and average loss,
 training tokens, seconds per stage, the eval-loss-vs-tokens curve), `DIR/compare_loss.png`
@@ -124,11 +128,23 @@ class Plan:
     seq_len: int
     references: list[float]
     domains: list[str]
+    #: "dynamic" (dynamic batch loading in every continue stage) or "equal" (fixed).
+    proportions: str = "dynamic"
+    #: Overrides of every L0 pruning run.
+    prune_set: tuple[str, ...] = ()
 
     @property
     def calibration_tokens(self) -> int:
         """Tokens that importance scoring reads (CALIBRATION_ROWS train rows per domain)."""
         return CALIBRATION_ROWS * len(self.domains) * self.seq_len
+
+    def continue_data(self, prune: Path | None) -> list[str]:
+        """The continue stage's proportions: from the pruning run `prune` ended with (or the
+        corpus' natural mix) re-weighted by dynamic batch loading, or equal and fixed."""
+        if self.proportions == "equal":
+            equal = "[" + ",".join([str(1 / len(self.domains))] * len(self.domains)) + "]"
+            return [f"data.proportions={equal}", "data.update_type=constant"]
+        return [f"data.proportions_from={prune}"] if prune is not None else []
 
     def paths(self) -> list[str]:
         """Overrides that point a config at this comparison's model and data."""
@@ -229,7 +245,7 @@ def run_cell(cell: Cell, plan: Plan, out: Path) -> dict:
         if how.calibrates:  # scored on the rows counted above
             extra.append(f"model.l0_module.calibration_rows={CALIBRATION_ROWS}")
         with clocks["prune"]:
-            prune.run(*extra)
+            prune.run(*extra, *plan.prune_set)
         with clocks["convert"]:
             prune.convert(work / "pruned_hf")
         curve += prune.curve(tokens)
@@ -237,7 +253,7 @@ def run_cell(cell: Cell, plan: Plan, out: Path) -> dict:
         cont = Stage(
             plan.continue_config, work / "pruned_hf", continue_steps, work / "continue", plan
         )
-        extra = [f"data.proportions_from={work / 'prune'}", *objective]
+        extra = [*plan.continue_data(work / "prune"), *objective]
     else:
         init = work / "init_hf"
         with clocks["prune"]:
@@ -249,7 +265,7 @@ def run_cell(cell: Cell, plan: Plan, out: Path) -> dict:
         curve.append([tokens, evaluate_dir(init, plan)["average"]["loss"]])
         steps = budget_steps(plan, prune_steps, continue_steps)
         cont = Stage(plan.continue_config, init, steps, work / "continue", plan)
-        extra = objective
+        extra = [*plan.continue_data(None), *objective]
     with clocks["continue"]:
         cont.run(*extra)
     with clocks["convert"]:
@@ -397,6 +413,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prune-steps", type=int, help="default: the prune config's")
     parser.add_argument("--continue-steps", type=int, help="default: the continue config's")
     parser.add_argument("--eval-rows", type=int, help=f"held-out rows per domain ({EVAL_ROWS})")
+    parser.add_argument(
+        "--proportions",
+        choices=("dynamic", "equal"),
+        default="dynamic",
+        help="continue stages: dynamic batch loading (default) or equal fixed proportions",
+    )
+    parser.add_argument(
+        "--prune-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override for every L0 pruning run (repeatable)",
+    )
     parser.add_argument("--force", action="store_true", help="replace a previous comparison")
     args = parser.parse_args(argv)
 
@@ -460,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
         seq_len=manifest["seq_len"],
         references=[src["domains"][d]["loss"] for d in domains],
         domains=domains,
+        proportions=args.proportions,
+        prune_set=tuple(args.prune_set),
     )
     results: dict = {}
     report = {
@@ -474,6 +505,8 @@ def main(argv: list[str] | None = None) -> int:
             "seq_len": plan.seq_len,
             "objectives": {o: list(OBJECTIVES[o]) for o in objectives},
             "budgets": budgets,
+            "proportions": plan.proportions,
+            "prune_set": list(plan.prune_set),
         },
         "source": {
             "domains": {d: src["domains"][d]["loss"] for d in domains},

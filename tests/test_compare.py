@@ -48,6 +48,10 @@ def test_compare_runs_every_method_at_equal_tokens(tiny_workspace, tmp_path):
         shape = (c.num_hidden_layers, c.hidden_size, c.num_attention_heads,
                  c.num_key_value_heads, c.intermediate_size)  # fmt: skip
         assert shape == (2, 24, 2, 1, 32), name  # yaml/tiny_prune.yaml's target
+    # by default the L0 run continues from its pruning run's proportions, re-weighted
+    cont = yaml.safe_load((out / "runs/shearing/ce/1x/continue/config.yaml").read_text())
+    assert cont["data"]["proportions_from"] == str(out / "runs/shearing/ce/1x/prune")
+    assert cont["data"]["update_type"] == "exponential" and cont["data"]["update_interval"]
 
     second = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
     assert second.returncode != 0 and "--force" in second.stderr  # nothing replaced silently
@@ -60,7 +64,7 @@ def test_compare_objectives_and_budgets(tiny_workspace, tmp_path):
             "--data", str(tiny_workspace["data"]), "--prune-config", "yaml/tiny_prune.yaml",
             "--prune-steps", "4", "--continue-steps", "4", "--eval-rows", "4",
             "--out", str(out), "--methods", "shearing,importance", "--objectives", "ce,kd",
-            "--budgets", "2,1"]  # fmt: skip
+            "--budgets", "2,1", "--proportions", "equal", "--prune-set", "seed=23"]  # fmt: skip
     result = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
     report = json.loads((out / "compare.json").read_text())
@@ -78,6 +82,18 @@ def test_compare_objectives_and_budgets(tiny_workspace, tmp_path):
         assert cfg["distillation"]["teacher_path"] == str(tiny_workspace["model"])
         plain = yaml.safe_load((out / "runs/shearing/ce/1x" / stage / "config.yaml").read_text())
         assert plain["distillation"] is None
+    # --prune-set reaches the L0 pruning run only; --proportions equal every continue stage
+    prune = yaml.safe_load((out / "runs/shearing/ce/1x/prune/config.yaml").read_text())
+    assert prune["seed"] == 23 and prune["data"]["update_type"] == "exponential"
+    for method in ("shearing", "importance"):
+        cont = yaml.safe_load((out / f"runs/{method}/ce/1x/continue/config.yaml").read_text())
+        assert cont["seed"] != 23 and cont["data"]["proportions_from"] is None
+        assert cont["data"]["proportions"] == [1 / 3] * 3
+        assert cont["data"]["update_type"] == "constant"
+        history = (out / f"runs/{method}/ce/1x/continue/domain_history.jsonl").read_text()
+        for line in history.splitlines():  # evaluated and logged, never re-weighted
+            assert list(json.loads(line)["proportions"].values()) == [1 / 3] * 3
+    assert report["settings"]["proportions"] == "equal"
     bad = subprocess.run([*args[:-4], "--objectives", "mse", "--force"], cwd=REPO,
                          capture_output=True, text=True)  # fmt: skip
     assert bad.returncode == 2 and "--objectives entry 'mse' is unknown" in bad.stderr
