@@ -60,7 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from demo import sh, tokenized  # scripts/demo.py, beside this file
+from demo import equal_proportions, sh, tokenized  # scripts/demo.py, beside this file
 
 from shearing.cli import run
 from shearing.config import load_config
@@ -142,8 +142,7 @@ class Plan:
         """The continue stage's proportions: from the pruning run `prune` ended with (or the
         corpus' natural mix) re-weighted by dynamic batch loading, or equal and fixed."""
         if self.proportions == "equal":
-            equal = "[" + ",".join([str(1 / len(self.domains))] * len(self.domains)) + "]"
-            return [f"data.proportions={equal}", "data.update_type=constant"]
+            return list(equal_proportions(self.domains))
         return [f"data.proportions_from={prune}"] if prune is not None else []
 
     def paths(self) -> list[str]:

@@ -41,16 +41,15 @@ OBJECTIVE: tuple[str, ...] = ()
 #: Pruning: gates start at the importance mask with the pruned units' logits at -6 (open
 #: in ~1% of sampled masks), and dynamic batch loading re-weights at every evaluation.
 #: Continued pretraining: the rest of the demo's 20-minute budget on 2 cores (288 steps at
-#: lr 1e-3), on equal proportions per domain, held fixed (`update_type=constant` still
-#: evaluates and logs every domain), because the held-out average weighs the domains
+#: lr 1e-3), on equal proportions per domain, held fixed (`equal_proportions`, which
+#: main() adds to these), because the held-out average weighs the domains
 #: equally and, against the source's losses as references, the exponential update moved
 #: 96% of the batches to wiki. From one pruned model, 256 steps: 4.806 fixed and equal,
 #: 4.883 with eta 0.25, 4.986 with the paper's eta 1.
 CONTINUE_STEPS = 288
 PRUNE = ("data.update_interval=12", "model.l0_module.init_pruned_logit=-6")
-CONTINUE = ("data.update_interval=32", "data.update_type=constant",
-            f"max_duration={CONTINUE_STEPS}ba", f"save_interval={CONTINUE_STEPS}ba",
-            "optimizer.lr=1.0e-3")  # fmt: skip
+CONTINUE = ("data.update_interval=32", f"max_duration={CONTINUE_STEPS}ba",
+            f"save_interval={CONTINUE_STEPS}ba", "optimizer.lr=1.0e-3")  # fmt: skip
 SEQ_LEN = 256
 EVAL_ROWS = 16
 #: Items per downstream task (of 400): about a minute per model on 2 cores.
@@ -75,6 +74,13 @@ def sh(*args: str | Path) -> str:
     if proc.returncode != 0:
         raise CommandFailed(f"stage failed (exit {proc.returncode}): {' '.join(cmd)}")
     return proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+
+
+def equal_proportions(domains: list[str]) -> tuple[str, ...]:
+    """Overrides that train on equal proportions per domain, held fixed
+    (`update_type=constant` still evaluates and logs every domain)."""
+    equal = "[" + ",".join([str(1 / len(domains))] * len(domains)) + "]"
+    return (f"data.proportions={equal}", "data.update_type=constant")
 
 
 def tokenized(corpus: Path, model: Path, out: Path) -> Path:
@@ -126,9 +132,8 @@ def main() -> int:
     sh(py, "train.py", "yaml/prune_smollm2.yaml", f"save_folder={run / 'prune'}", *dynamic,
        *PRUNE, *OBJECTIVE)  # fmt: skip
     sh("bash", "scripts/convert_to_hf.sh", run / "prune", run / "pruned_hf", "--force")
-    equal = "[" + ",".join([str(1 / len(domains))] * len(domains)) + "]"
     sh(py, "train.py", "yaml/continue_smollm2.yaml", f"model.path={run / 'pruned_hf'}",
-       f"save_folder={run / 'continue'}", f"data.proportions={equal}", *dynamic,
+       f"save_folder={run / 'continue'}", *equal_proportions(domains), *dynamic,
        *CONTINUE, *OBJECTIVE)  # fmt: skip
     sh("bash", "scripts/convert_to_hf.sh", run / "continue", run / "continued_hf", "--force")
     sh(py, "-m", "shearing.generate", "--model", run / "continued_hf")

@@ -145,9 +145,9 @@ def test_the_demo_stages_resolve_with_the_demos_overrides(paths):
         f"model.path={root / 'smollm2'}", *data, *demo.PRUNE, *demo.OBJECTIVE]))  # fmt: skip
     assert prune.cfg.model.l0_module.settle_steps == 16
     assert prune.cfg.model.l0_module.init_pruned_logit == -6.0
-    equal = f"data.proportions=[{1 / 3},{1 / 3},{1 / 3}]"  # as main() writes them
+    equal = demo.equal_proportions(["code", "pubmed", "wiki"])  # as main() passes them
     cont = resolve(load_config(YAML / "continue_smollm2.yaml", [
-        f"model.path={root / 'smollm2'}", *data, equal, *demo.CONTINUE,
+        f"model.path={root / 'smollm2'}", *data, *equal, *demo.CONTINUE,
         *demo.OBJECTIVE]))  # fmt: skip
     assert cont.steps.total == 288 and cont.cfg.optimizer.lr == 1.0e-3
     assert cont.cfg.data.update_type == "constant"  # evaluated and logged, not re-weighted
