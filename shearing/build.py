@@ -14,7 +14,7 @@ from shearing.data.mixture import DomainEvalSet, DomainMixture
 from shearing.models.hf_io import load_model
 from shearing.models.llama import MaskableLlama
 from shearing.pruning.importance import calibration_batches, importance_scores
-from shearing.pruning.l0 import PRUNED_LOG_ALPHA, L0Module
+from shearing.pruning.l0 import INIT_LOG_ALPHA, PRUNED_LOG_ALPHA, L0Module
 from shearing.run import Run
 
 
@@ -44,9 +44,11 @@ def build_model(run: Run, meta: bool = False) -> ShearingLM:
         batches = calibration_batches(
             run.data.root, cfg.model.l0_module.calibration_rows, domains=run.data.domains
         )
-        pruned = cfg.model.l0_module.init_pruned_logit
+        pruned, kept = cfg.model.l0_module.init_pruned_logit, cfg.model.l0_module.init_kept_logit
         l0.init_from_scores(
-            importance_scores(model, batches), PRUNED_LOG_ALPHA if pruned is None else pruned
+            importance_scores(model, batches),
+            PRUNED_LOG_ALPHA if pruned is None else pruned,
+            INIT_LOG_ALPHA if kept is None else kept,
         )
     d, l1, steps = cfg.distillation, cfg.activation_l1, run.steps
     # the schedules are training's: a model resolved without the corpus has none

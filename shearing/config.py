@@ -19,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 import yaml
 from shearing.models.config import LlamaShape
-from shearing.pruning.l0 import INIT_LOG_ALPHA, INITS
+from shearing.pruning.l0 import INIT_LOG_ALPHA, INITS, PRUNED_LOG_ALPHA
 from shearing.pruning.modules import MODULE_KEYS, TABLE, resolve_modules
 from shearing.pruning.sizing import sized_target
 
@@ -54,10 +54,15 @@ class L0Config:
     #: Rows per domain of the train split that importance init scores the model on.
     calibration_rows: int = 16
     #: Importance init only: the gate logit the units outside the importance mask start
-    #: at (those kept start at about 5). null = -3 (open in at most 20% of sampled
+    #: at (in [x - 1, x], ordered by score). null = -3 (open in at most 20% of sampled
     #: masks); lower starts training nearer the sliced model (-6: about 1%), with less
-    #: signal for a gate to reopen its unit. Must be below 4.
+    #: signal for a gate to reopen its unit. Must be below init_kept_logit - 1.
     init_pruned_logit: float | None = None
+    #: Importance init only: the gate logit the units inside the importance mask start at
+    #: (in [x - 1, x], ordered by score). null = 5 (a sampled mask scales a kept unit
+    #: below 1 with probability 3-8%); higher trains nearer the sliced model (8: at most
+    #: 0.5%), and a gate takes longer to close its unit. Must be above init_pruned_logit + 1.
+    init_kept_logit: float | None = None
     #: The last `settle_steps` steps train the weights under the fixed final
     #: (deterministic) masks: gates and Lagrange multipliers stop, so the sliced model is
     #: the model the weights were last trained as. 0 = the paper's run (gates learn to the
@@ -461,12 +466,17 @@ def validate(
     l0 = cfg.model.l0_module
     if l0.init not in INITS:
         raise ConfigError(f"model.l0_module.init={l0.init!r} is not valid; use {', '.join(INITS)}")
-    if l0.init_pruned_logit is not None and not (
-        l0.init == "importance" and l0.init_pruned_logit < INIT_LOG_ALPHA - 1
-    ):
+    kept = INIT_LOG_ALPHA if l0.init_kept_logit is None else l0.init_kept_logit
+    pruned = PRUNED_LOG_ALPHA if l0.init_pruned_logit is None else l0.init_pruned_logit
+    if l0.init_pruned_logit is not None and not (l0.init == "importance" and pruned < kept - 1):
         raise ConfigError(
-            f"model.l0_module.init_pruned_logit={l0.init_pruned_logit:g} is not valid; it needs "
-            f"init: importance and a value below {INIT_LOG_ALPHA - 1:g} (or null)"
+            f"model.l0_module.init_pruned_logit={pruned:g} is not valid; it needs "
+            f"init: importance and a value below {kept - 1:g} (or null)"
+        )
+    if l0.init_kept_logit is not None and not (l0.init == "importance" and kept > pruned + 1):
+        raise ConfigError(
+            f"model.l0_module.init_kept_logit={kept:g} is not valid; it needs "
+            f"init: importance and a value above {pruned + 1:g} (or null)"
         )
     if l0.calibration_rows <= 0:
         raise ConfigError(

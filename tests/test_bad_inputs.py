@@ -400,6 +400,12 @@ TRAIN_ROWS = [
         "(or null)",
     ),
     T(
+        "kept-unit logit without importance init",
+        ("model.l0_module.init_kept_logit=8",),
+        f"{R}.init_kept_logit=8 is not valid; it needs init: importance and a value above -2 "
+        "(or null)",
+    ),
+    T(
         "zero calibration rows",
         ("model.l0_module.calibration_rows=0",),
         f"{R}.calibration_rows=0 must be positive",

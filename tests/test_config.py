@@ -1,6 +1,7 @@
 """Config loading and validation: every bad config is a one-line error naming the key."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import transformers
 
 from shearing.build import build_model
 from shearing.config import ConfigError, load_config
-from shearing.pruning.l0 import open_probability
+from shearing.pruning.l0 import open_probability, sample_gates
 from shearing.run import plan_data, resolve
 
 YAML = Path(__file__).resolve().parent.parent / "yaml"
@@ -284,6 +285,19 @@ def test_shipped_sparsity_recipes_validate(tiny_workspace):
             ("model.l0_module.init=importance", "model.l0_module.init_pruned_logit=4.0"),
             "init_pruned_logit=4 is not valid; it needs init: importance and a value below 4",
         ),
+        ("model.l0_module.init_kept_logit=8", "init_kept_logit=8 is not valid; it needs"),
+        (
+            ("model.l0_module.init=importance", "model.l0_module.init_kept_logit=-2"),
+            "init_kept_logit=-2 is not valid; it needs init: importance and a value above -2",
+        ),
+        (  # the pruned units' bound follows the kept units' start
+            (
+                "model.l0_module.init=importance",
+                "model.l0_module.init_kept_logit=2",
+                "model.l0_module.init_pruned_logit=1.5",
+            ),
+            "init_pruned_logit=1.5 is not valid; it needs init: importance and a value below 1",
+        ),  # fmt: skip
     ],
 )
 def test_bad_gate_init(tiny_workspace, override, match):
@@ -319,3 +333,22 @@ def test_importance_init_orders_the_gates_by_importance(tiny_workspace):
             torch.testing.assert_close(logits.detach()[pruned], before[pruned] - 3.0)
             # P(open) = sigmoid(logit + 2/3 ln 11) <= sigmoid(-6 + 1.599) = 0.012
             assert float(open_probability(logits.detach()[pruned]).max()) < 0.0125
+    # a higher start for the kept units: same order, same kept units, rarer partial masks
+    firm = build_model(resolve(tiny(tiny_workspace, "model.l0_module.init=importance",
+                                    "model.l0_module.calibration_rows=3",
+                                    "model.l0_module.init_kept_logit=8")))  # fmt: skip
+    for module, logits in firm.l0.log_alpha.items():
+        before = lm.l0.log_alpha[module].detach()
+        kept = before > 0
+        assert torch.equal(logits.detach() > 0, kept), module
+        # logits 8 - 1 + within: shifted by exactly +3 from the default init; pruned unchanged
+        torch.testing.assert_close(logits.detach()[kept], before[kept] + 3.0)
+        torch.testing.assert_close(logits.detach()[~kept], before[~kept])
+        # a gate is below 1 when its stretched sigmoid is below 11/12, with probability
+        # sigmoid(2/3 ln 11 - logit) <= sigmoid(1.599 - 7) = 0.0045 (default init: up to 0.083)
+        below_one = torch.sigmoid(2 / 3 * math.log(11) - logits.detach()[kept])
+        assert float(below_one.max()) < 0.005
+        # and the gates' own sampler agrees (20,000 draws of the least sure kept gate)
+        torch.manual_seed(0)
+        draws = sample_gates(logits.detach()[kept].min().expand(20_000))
+        assert float((draws < 1).float().mean()) < 0.01

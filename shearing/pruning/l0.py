@@ -28,9 +28,10 @@ EPS = 1e-6
 INIT_LOG_ALPHA = 5.0
 INIT_LOG_ALPHA_STD = 0.01
 #: Importance init (`init_from_scores`): the units the target keeps in each row start in
-#: [INIT_LOG_ALPHA - 1, INIT_LOG_ALPHA] (open), the others in [pruned - 1, pruned], each
-#: group ordered by score; by default pruned = PRUNED_LOG_ALPHA (open with probability
-#: <= 0.2; `model.l0_module.init_pruned_logit` chooses another).
+#: [kept - 1, kept] (open), the others in [pruned - 1, pruned], each group ordered by
+#: score; by default kept = INIT_LOG_ALPHA and pruned = PRUNED_LOG_ALPHA (open with
+#: probability <= 0.2); `model.l0_module.init_kept_logit` and `init_pruned_logit` choose
+#: others.
 PRUNED_LOG_ALPHA = -3.0
 #: Ways to initialise the gate logits (`model.l0_module.init`).
 INITS = ("default", "importance")
@@ -139,13 +140,18 @@ class L0Module(nn.Module):
 
     @torch.no_grad()
     def init_from_scores(
-        self, scores: dict[str, Tensor], pruned_logit: float = PRUNED_LOG_ALPHA
+        self,
+        scores: dict[str, Tensor],
+        pruned_logit: float = PRUNED_LOG_ALPHA,
+        kept_logit: float = INIT_LOG_ALPHA,
     ) -> None:
         """Start at the mask that `scores` (e.g. `importance_scores`) choose.
 
-        In every row the `keep` top-scored units start open and the rest mostly closed
-        (logits in [pruned_logit - 1, pruned_logit]; the lower, the rarer a sampled mask
-        opens a pruned unit, and the less its gate learns), both ordered by score, so
+        In every row the `keep` top-scored units start open (logits in [kept_logit - 1,
+        kept_logit]; the higher, the rarer a sampled mask scales a kept unit below 1) and
+        the rest mostly closed (logits in [pruned_logit - 1, pruned_logit]; the lower, the
+        rarer a sampled mask opens a pruned unit, and the less its gate learns), both
+        ordered by score, so
         `deterministic_masks` is the one-shot mask of `scores` and training starts near
         it; the target sparsity then ramps from the gates' initial expected sparsity
         instead of from 0, so the Lagrangian does not reopen what the scores closed.
@@ -164,7 +170,7 @@ class L0Module(nn.Module):
             # position within its group, in [0, 1], the best unit of each group at 1
             within = torch.where(kept, 1 - (n - 1 - rank) / max(keep - 1, 1),
                                  rank / max(n - keep - 1, 1))  # fmt: skip
-            top = torch.where(kept, INIT_LOG_ALPHA, pruned_logit)
+            top = torch.where(kept, kept_logit, pruned_logit)
             log_alpha.copy_(top - 1.0 + within)
         self.ramp_from = {m: float(s) for m, s in self.expected_sparsity().items()}
 
