@@ -46,9 +46,14 @@ from shearing.run import PROVENANCE, Run, provenance, resolve
 
 CHECK_SEQS = 4
 CHECK_LEN = 32
-#: Logits must agree within CHECK_ATOL x max(1, max |logit|): fp32 kernels of different
-#: libraries differ by ~1e-6 relative, a slicing error by O(1).
-CHECK_ATOL = 1e-4
+#: Logits must agree, relative to max(1, max |logit|), within CHECK_MAX_RTOL at every
+#: position and CHECK_MEAN_RTOL on average. fp32 rounding differs between the masked model
+#: (sums over every hidden dimension, the pruned ones zero) and the sliced one, and a
+#: trained model amplifies it at a few positions: after 48 pruning steps of SmolLM2-135M,
+#: 3.1e-4 at the worst of 128 positions, 8e-7 on average (in float64: 1.5e-12). A slicing
+#: error (a wrong unit, head or layer) moves the logits at every position.
+CHECK_MAX_RTOL = 1e-2
+CHECK_MEAN_RTOL = 2e-5
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -236,10 +241,15 @@ def export(
 
 
 def _check(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
-    diff = (actual.float() - expected.float()).abs().max().item()
-    limit = CHECK_ATOL * max(1.0, expected.float().abs().max().item())
-    if not diff <= limit:
-        raise ConversionMismatch(f"{what}: max abs logit difference {diff:.3g} exceeds {limit:.3g}")
+    """Raise ConversionMismatch unless the logits agree (see CHECK_MAX_RTOL)."""
+    diff = (actual.float() - expected.float()).abs()
+    scale = max(1.0, expected.float().abs().max().item())
+    worst, mean = diff.max().item(), diff.mean().item()
+    if not (worst <= CHECK_MAX_RTOL * scale and mean <= CHECK_MEAN_RTOL * scale):
+        raise ConversionMismatch(
+            f"{what}: logits differ by up to {worst:.3g} (mean {mean:.3g}); allowed up to "
+            f"{CHECK_MAX_RTOL * scale:.3g} (mean {CHECK_MEAN_RTOL * scale:.3g})"
+        )
 
 
 def _check_with_transformers(path: Path, final: MaskableLlama, ids: torch.Tensor, dtype) -> None:
