@@ -10,11 +10,12 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 
 from shearing.composer_model import ShearingLM
+from shearing.config import start_logits
 from shearing.data.mixture import DomainEvalSet, DomainMixture
 from shearing.models.hf_io import load_model
 from shearing.models.llama import MaskableLlama
 from shearing.pruning.importance import calibration_batches, importance_scores
-from shearing.pruning.l0 import INIT_LOG_ALPHA, PRUNED_LOG_ALPHA, L0Module
+from shearing.pruning.l0 import L0Module
 from shearing.run import Run
 
 
@@ -44,12 +45,8 @@ def build_model(run: Run, meta: bool = False) -> ShearingLM:
         batches = calibration_batches(
             run.data.root, cfg.model.l0_module.calibration_rows, domains=run.data.domains
         )
-        pruned, kept = cfg.model.l0_module.init_pruned_logit, cfg.model.l0_module.init_kept_logit
-        l0.init_from_scores(
-            importance_scores(model, batches),
-            PRUNED_LOG_ALPHA if pruned is None else pruned,
-            INIT_LOG_ALPHA if kept is None else kept,
-        )
+        kept, pruned = start_logits(cfg.model.l0_module)
+        l0.init_from_scores(importance_scores(model, batches), pruned, kept)
     d, l1, steps = cfg.distillation, cfg.activation_l1, run.steps
     # the schedules are training's: a model resolved without the corpus has none
     stages = [s.penalty for s in l1.stages] if l1 and steps is not None else None

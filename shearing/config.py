@@ -387,6 +387,13 @@ def steps_of(cfg: TrainConfig, seq_len: int | None) -> Steps:
     )
 
 
+def start_logits(l0: L0Config) -> tuple[float, float]:
+    """The importance init's starting logits (kept units, pruned units), nulls resolved."""
+    kept = INIT_LOG_ALPHA if l0.init_kept_logit is None else l0.init_kept_logit
+    pruned = PRUNED_LOG_ALPHA if l0.init_pruned_logit is None else l0.init_pruned_logit
+    return kept, pruned
+
+
 def target_shape(source: LlamaShape, l0: L0Config) -> LlamaShape:
     """The target shape: the source with `target_model` applied, validated against it.
 
@@ -466,8 +473,7 @@ def validate(
     l0 = cfg.model.l0_module
     if l0.init not in INITS:
         raise ConfigError(f"model.l0_module.init={l0.init!r} is not valid; use {', '.join(INITS)}")
-    kept = INIT_LOG_ALPHA if l0.init_kept_logit is None else l0.init_kept_logit
-    pruned = PRUNED_LOG_ALPHA if l0.init_pruned_logit is None else l0.init_pruned_logit
+    kept, pruned = start_logits(l0)
     if l0.init_pruned_logit is not None and not (l0.init == "importance" and pruned < kept - 1):
         raise ConfigError(
             f"model.l0_module.init_pruned_logit={pruned:g} is not valid; it needs "
