@@ -46,7 +46,7 @@ def build_model(run: Run, meta: bool = False) -> ShearingLM:
             run.data.root, cfg.model.l0_module.calibration_rows, domains=run.data.domains
         )
         kept, pruned = start_logits(cfg.model.l0_module)
-        l0.init_from_scores(importance_scores(model, batches), pruned, kept)
+        l0.init_from_scores(importance_scores(model, batches), pruned_logit=pruned, kept_logit=kept)
     d, l1, steps = cfg.distillation, cfg.activation_l1, run.steps
     # the schedules are training's: a model resolved without the corpus has none
     stages = [s.penalty for s in l1.stages] if l1 and steps is not None else None

@@ -40,6 +40,23 @@ def tiny_pair(seed: int = 0, **overrides):
     return ref, ours.eval()
 
 
+#: Every pruning module.
+ALL_MODULES = ["layer", "hidden", "head", "kv_group", "intermediate"]
+
+
+def random_l0(model, target_changes: dict, seed: int = 0, modules=ALL_MODULES):
+    """Gates over `modules` toward the model's shape with `target_changes`, their logits
+    drawn from N(0, 1): deterministic masks that keep an arbitrary set of units."""
+    from shearing.pruning.l0 import L0Module
+
+    torch.manual_seed(seed)
+    l0 = L0Module(model.shape, model.shape.replace(**target_changes), modules, warmup_steps=1)
+    with torch.no_grad():
+        for a in l0.log_alpha.values():
+            a.normal_()
+    return l0
+
+
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 

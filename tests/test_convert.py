@@ -9,19 +9,14 @@ import torch
 import shearing.convert as convert
 from shearing.models.hf_io import load_model
 from shearing.pruning.finalize import slice_model
-from shearing.pruning.l0 import L0Module
+from tests.helpers import random_l0
 
 TARGET = dict(hidden_size=24, num_attention_heads=2, num_key_value_heads=1, intermediate_size=40)
 
 
 def masked_model(tiny_workspace):
     model = load_model(tiny_workspace["model"]).eval()
-    l0 = L0Module(model.shape, model.shape.replace(**TARGET), ["hidden", "head", "intermediate"],
-                  warmup_steps=1)  # fmt: skip
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for logits in l0.log_alpha.values():
-            logits.normal_()
+    l0 = random_l0(model, TARGET, modules=["hidden", "head", "intermediate"])
     return model, l0.deterministic_masks()
 
 

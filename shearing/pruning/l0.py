@@ -151,10 +151,10 @@ class L0Module(nn.Module):
         kept_logit]; the higher, the rarer a sampled mask scales a kept unit below 1) and
         the rest mostly closed (logits in [pruned_logit - 1, pruned_logit]; the lower, the
         rarer a sampled mask opens a pruned unit, and the less its gate learns), both
-        ordered by score, so
-        `deterministic_masks` is the one-shot mask of `scores` and training starts near
-        it; the target sparsity then ramps from the gates' initial expected sparsity
-        instead of from 0, so the Lagrangian does not reopen what the scores closed.
+        ordered by score, so `deterministic_masks` is the one-shot mask of `scores` and
+        training starts near it; the target sparsity then ramps from the gates' initial
+        expected sparsity instead of from 0, so the Lagrangian does not reopen what the
+        scores closed.
 
         Raises:
             ValueError: a module's scores are missing or have the wrong shape.

@@ -5,19 +5,7 @@ import torch
 
 from shearing.models.llama import Masks
 from shearing.pruning.finalize import masks_report, slice_model
-from shearing.pruning.l0 import L0Module
-from tests.helpers import tiny_pair
-
-ALL = ["layer", "hidden", "head", "kv_group", "intermediate"]
-
-
-def random_l0(model, target_changes, seed=0):
-    torch.manual_seed(seed)
-    l0 = L0Module(model.shape, model.shape.replace(**target_changes), ALL, warmup_steps=1)
-    with torch.no_grad():
-        for a in l0.log_alpha.values():
-            a.normal_()
-    return l0
+from tests.helpers import random_l0, tiny_pair
 
 
 @pytest.mark.parametrize(
