@@ -3,7 +3,8 @@
     python scripts/compare.py [--quick] --out DIR [--methods a,b,...] [--objectives ce,kd]
         [--budgets 1,4] [--model HF_DIR] [--data MDS_DIR] [--prune-config YAML]
         [--continue-config YAML] [--prune-steps N] [--continue-steps N] [--eval-rows N]
-        [--proportions dynamic|equal] [--prune-set KEY=VALUE ...] [--force]
+        [--proportions dynamic|equal] [--schedule split|one] [--reread]
+        [--prune-set KEY=VALUE ...] [--force]
 
 For one source model and the target shape of a pruning config, every method gets the same
 number of training tokens (the L0 run's pruning steps plus its continued-pretraining steps,
@@ -34,8 +35,17 @@ and at each budget of `--budgets` (multiples of the default steps of both stages
 Continued pretraining uses the continue config with dynamic batch loading against the
 source model's per-domain losses for every method (`--proportions dynamic`; an L0 run
 continues from the proportions its pruning ended with), or equal proportions per domain held
-fixed (`--proportions equal`, as `make demo` continues). `--prune-set KEY=VALUE` (repeatable)
-adds a config override to every L0 pruning run (e.g. `model.l0_module.init_pruned_logit=-6`).
+fixed (`--proportions equal`, as `make demo` continues). An L0 pipeline's two stages each
+have their config's warmup and cosine (`--schedule split`, the default), or share one: the
+pruning run is the first `prune steps` of a warmup-and-cosine over both stages and continued
+pretraining picks it up where pruning stopped (`--schedule one`: `scheduler.t_max` and
+`scheduler.t_start`), as the one-shot pipelines' single training stage has it. An L0
+run's continue stage reads each domain's rows on from where its pruning run stopped
+(`data.rows_from`), so the pipeline reads as many distinct rows as a one-shot pipeline's
+single stage; `--reread` starts it at the first rows again, re-reading the pruning run's
+rows first (how the comparisons before `data.rows_from` existed ran).
+`--prune-set KEY=VALUE` (repeatable) adds a config override to every L0 pruning run (e.g.
+`model.l0_module.init_pruned_logit=-6`).
 Defaults: the embedded default (SmolLM2-135M, the demo corpus, yaml/prune_smollm2.yaml and
 yaml/continue_smollm2.yaml).
 
@@ -132,6 +142,10 @@ class Plan:
     proportions: str = "dynamic"
     #: Overrides of every L0 pruning run.
     prune_set: tuple[str, ...] = ()
+    #: "split" (each L0 stage its own schedule) or "one" (one schedule across both).
+    schedule: str = "split"
+    #: An L0 continue stage starts at the first rows again instead of after the pruning's.
+    reread: bool = False
 
     @property
     def calibration_tokens(self) -> int:
@@ -189,6 +203,14 @@ class Stage:
                 f"model.l0_module.settle_steps={settle}",
             ]
 
+    def shared_schedule(self, then: int) -> tuple[str, ...]:
+        """Overrides that make this stage the first part of one schedule with a next stage of
+        `then` steps, and the next stage's overrides that pick it up where this one stops."""
+        length = self.steps + then
+        warmup = next(o for o in self.overrides if o.startswith("scheduler.t_warmup="))
+        self.overrides.append(f"scheduler.t_max={length}ba")
+        return (warmup, f"scheduler.t_start={self.steps}ba", f"scheduler.t_max={length}ba")
+
     def run(self, *extra: str) -> None:
         sh(sys.executable, "train.py", self.config, *self.overrides, *extra)
 
@@ -243,6 +265,7 @@ def run_cell(cell: Cell, plan: Plan, out: Path) -> dict:
         extra = [f"model.l0_module.init={how.scores}", *objective]
         if how.calibrates:  # scored on the rows counted above
             extra.append(f"model.l0_module.calibration_rows={CALIBRATION_ROWS}")
+        schedule = prune.shared_schedule(continue_steps) if plan.schedule == "one" else ()
         with clocks["prune"]:
             prune.run(*extra, *plan.prune_set)
         with clocks["convert"]:
@@ -252,7 +275,8 @@ def run_cell(cell: Cell, plan: Plan, out: Path) -> dict:
         cont = Stage(
             plan.continue_config, work / "pruned_hf", continue_steps, work / "continue", plan
         )
-        extra = [*plan.continue_data(work / "prune"), *objective]
+        rows = [f"data.rows_from={'null' if plan.reread else work / 'prune'}"]
+        extra = [*plan.continue_data(work / "prune"), *rows, *schedule, *objective]
     else:
         init = work / "init_hf"
         with clocks["prune"]:
@@ -419,6 +443,17 @@ def main(argv: list[str] | None = None) -> int:
         help="continue stages: dynamic batch loading (default) or equal fixed proportions",
     )
     parser.add_argument(
+        "--schedule",
+        choices=("split", "one"),
+        default="split",
+        help="L0 pipelines: a schedule per stage (default) or one across both stages",
+    )
+    parser.add_argument(
+        "--reread",
+        action="store_true",
+        help="L0 continue stages start at the first rows again (re-reading the pruning rows)",
+    )
+    parser.add_argument(
         "--prune-set",
         action="append",
         default=[],
@@ -490,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
         domains=domains,
         proportions=args.proportions,
         prune_set=tuple(args.prune_set),
+        schedule=args.schedule,
+        reread=args.reread,
     )
     results: dict = {}
     report = {
@@ -506,6 +543,8 @@ def main(argv: list[str] | None = None) -> int:
             "budgets": budgets,
             "proportions": plan.proportions,
             "prune_set": list(plan.prune_set),
+            "schedule": plan.schedule,
+            "reread": plan.reread,
         },
         "source": {
             "domains": {d: src["domains"][d]["loss"] for d in domains},

@@ -99,6 +99,8 @@ def build_dataloaders(run: Run) -> tuple[DataLoader, DataLoader]:
         rank=rank,
         seed=cfg.seed,
         prefetch_batches=workers * (prefetch or 0),
+        row_start=data.row_start,
+        row_seed=data.row_seed,
     )
     train = DataLoader(
         train_set, batch_size=device_batch, num_workers=workers, prefetch_factor=prefetch
@@ -128,11 +130,15 @@ def build_optimizer(run: Run, model: ShearingLM) -> torch.optim.Optimizer:
 
 
 def build_scheduler(run: Run, optimizer: torch.optim.Optimizer) -> LambdaLR:
-    """Linear warmup then cosine decay to `alpha_f` for the weights; constant for L0 groups."""
-    total, warmup = run.steps.total, run.steps.warmup
+    """Linear warmup then cosine decay to `alpha_f` for the weights; constant for L0 groups.
+
+    The schedule spans `scheduler.t_max` steps and the run starts `scheduler.t_start` steps
+    into it (by default the run and the schedule coincide)."""
+    start, total, warmup = run.steps.schedule_start, run.steps.schedule_length, run.steps.warmup
     alpha_f = run.cfg.scheduler.alpha_f
 
-    def weights(step: int) -> float:
+    def weights(run_step: int) -> float:
+        step = start + run_step
         if step < warmup:
             return (step + 1) / warmup
         progress = min(1.0, (step - warmup) / max(1, total - warmup))

@@ -143,6 +143,10 @@ class DataConfig:
     #: Start from the proportions a previous run ended with (its domain_history.jsonl or
     #: run folder); replaces `proportions`.
     proportions_from: str | None = None
+    #: Read each domain's rows on from where a finished earlier run on this corpus stopped
+    #: (its save_folder or data_position.json), e.g. continued pretraining after the pruning
+    #: run, so no row of that run is read again until a domain runs out; null = from the start.
+    rows_from: str | None = None
     #: Steps (or a duration) between proportion updates, a multiple of eval_interval;
     #: null = fixed proportions.
     update_interval: int | str | None = None
@@ -177,6 +181,14 @@ class SchedulerConfig:
     t_warmup: str = "0ba"
     #: Final learning rate as a fraction of the peak (cosine decay).
     alpha_f: float = 0.1
+    #: Where this run begins on its schedule: steps of the same schedule an earlier stage
+    #: already ran (e.g. the pruning run before a continued-pretraining run), so that the two
+    #: stages share one warmup and one cosine. "0ba": the schedule starts with the run.
+    t_start: int | str = "0ba"
+    #: Length of the whole schedule (warmup included), counted from its start; null: t_start
+    #: plus max_duration. Set it on the first stage of a shared schedule to the sum of the
+    #: stages. Past t_max the rate stays at alpha_f x lr.
+    t_max: int | str | None = None
 
 
 @dataclass
@@ -346,6 +358,9 @@ class Steps:
     eval_interval: int
     save_interval: int
     console_log_interval: int
+    #: Where the run begins on its learning-rate schedule, and the schedule's length.
+    schedule_start: int
+    schedule_length: int
     #: Steps over which the L0 target sparsity ramps (0 when not pruning).
     lagrangian_warmup: int
     #: The last steps that train under fixed masks (0: none, or not pruning).
@@ -364,12 +379,18 @@ def steps_of(cfg: TrainConfig, seq_len: int | None) -> Steps:
     def steps(key: str, value: int | str) -> int:
         return parse_steps(value, key, cfg, seq_len)
 
-    l0, shift, d = cfg.model.l0_module, cfg.threshold_shift, cfg.data
+    l0, shift, d, sch = cfg.model.l0_module, cfg.threshold_shift, cfg.data, cfg.scheduler
     stages = cfg.activation_l1.stages if cfg.activation_l1 is not None else []
     prefix = "model.l0_module."
+    total = steps("max_duration", cfg.max_duration)
+    start = steps("scheduler.t_start", sch.t_start)
     return Steps(
-        total=steps("max_duration", cfg.max_duration),
+        total=total,
         warmup=steps("scheduler.t_warmup", cfg.scheduler.t_warmup),
+        schedule_start=start,
+        schedule_length=(
+            start + total if sch.t_max is None else steps("scheduler.t_max", sch.t_max)
+        ),
         eval_interval=steps("eval_interval", cfg.eval_interval),
         save_interval=steps("save_interval", cfg.save_interval),
         console_log_interval=steps("console_log_interval", cfg.console_log_interval),
@@ -528,11 +549,20 @@ def _validate_training(cfg: TrainConfig, seq_len: int | None) -> Steps:
         raise ConfigError(f"max_duration={cfg.max_duration} must be at least 1 step")
     if steps.warmup < 0:
         raise ConfigError(f"scheduler.t_warmup={cfg.scheduler.t_warmup} must not be negative")
-    if steps.warmup > steps.total:
+    sch = cfg.scheduler
+    if steps.schedule_start < 0:
+        raise ConfigError(f"scheduler.t_start={sch.t_start} must not be negative")
+    if sch.t_max is not None and steps.schedule_length <= steps.schedule_start:
         raise ConfigError(
-            f"scheduler.t_warmup={cfg.scheduler.t_warmup} is longer than the run "
-            f"({steps.total} steps)"
+            f"scheduler.t_max={sch.t_max} must be longer than scheduler.t_start "
+            f"({steps.schedule_start} steps): the run would begin after its schedule ended"
         )
+    if steps.warmup > steps.schedule_length:
+        if sch.t_max is None and steps.schedule_start == 0:
+            where = f"the run ({steps.total} steps)"
+        else:
+            where = f"its schedule ({steps.schedule_length} steps from the schedule's start)"
+        raise ConfigError(f"scheduler.t_warmup={sch.t_warmup} is longer than {where}")
     fsdp = cfg.fsdp_config or {}
     if (
         cfg.model.l0_module is not None

@@ -36,7 +36,7 @@ from shearing.config import (
     validate,
 )
 from shearing.data.dynamic import last_proportions
-from shearing.data.mixture import read_manifest
+from shearing.data.mixture import POSITION_FILE, read_manifest, read_position
 from shearing.files import OutputError, check_separate
 from shearing.models.config import LlamaShape
 from shearing.models.hf_io import read_hf_config
@@ -82,6 +82,10 @@ class DataPlan:
     reference_losses: list[float] | None
     seq_len: int
     vocab_size: int
+    #: Where each domain's row sequence starts, and the seed of its permutations
+    #: (`data.rows_from`; None: this run's seed).
+    row_start: list[int] | None = None
+    row_seed: int | None = None
 
 
 def plan_data(cfg: TrainConfig) -> DataPlan:
@@ -129,6 +133,13 @@ def plan_data(cfg: TrainConfig) -> DataPlan:
             )
         if any(r <= 0 for r in refs):
             raise ConfigError(f"data.reference_losses={refs} must all be positive")
+    row_seed, row_start = None, None
+    if d.rows_from is not None:
+        try:
+            where = expand_path(d.rows_from)
+            row_seed, row_start = read_position(where, domains, expand_path(d.path))
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     return DataPlan(
         str(expand_path(d.path)),
         domains,
@@ -136,6 +147,8 @@ def plan_data(cfg: TrainConfig) -> DataPlan:
         refs,
         manifest["seq_len"],
         manifest["vocab_size"],
+        row_start,
+        row_seed,
     )
 
 
@@ -291,7 +304,7 @@ def recorded(run: Run) -> TrainConfig:
 
 
 #: Files a run writes into its save folder besides checkpoints.
-RUN_RECORDS = ("config.yaml", "metrics.jsonl", "domain_history.jsonl")
+RUN_RECORDS = ("config.yaml", "metrics.jsonl", "domain_history.jsonl", POSITION_FILE)
 
 
 #: Where `save_overwrite` keeps the run it replaces until the new one has finished.
@@ -344,8 +357,9 @@ def prepare_save_folder(run: Run) -> Path | None:
     inputs = {"model.path": run.model_path, "data.path": expand_path(cfg.data.path)}
     if run.teacher_path is not None:
         inputs["distillation.teacher_path"] = run.teacher_path
-    if cfg.data.proportions_from:
-        inputs["data.proportions_from"] = expand_path(cfg.data.proportions_from)
+    for key in ("proportions_from", "rows_from"):
+        if getattr(cfg.data, key):
+            inputs[f"data.{key}"] = expand_path(getattr(cfg.data, key))
     try:
         check_separate(folder, "save_folder", inputs)
     except OutputError as err:

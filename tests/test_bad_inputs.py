@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import shutil
 import sys
 from dataclasses import dataclass
@@ -205,6 +206,23 @@ TRAIN_ROWS = [
         "error: scheduler.t_warmup=-1ba must not be negative",
     ),
     T(
+        "negative schedule start",
+        ("scheduler.t_start=-1ba",),
+        "error: scheduler.t_start=-1ba must not be negative",
+    ),
+    T(
+        "run begins after its schedule ends",
+        ("scheduler.t_start=100ba", "scheduler.t_max=100ba"),
+        "error: scheduler.t_max=100ba must be longer than scheduler.t_start (100 steps): the "
+        "run would begin after its schedule ended",
+    ),
+    T(
+        "warmup longer than a shared schedule",
+        ("scheduler.t_warmup=50ba", "scheduler.t_max=40ba"),
+        "error: scheduler.t_warmup=50ba is longer than its schedule (40 steps from the "
+        "schedule's start)",
+    ),
+    T(
         "final lr factor above 1",
         ("scheduler.alpha_f=2",),
         "error: scheduler.alpha_f=2.0 is not valid; it must be in [0, 1]",
@@ -304,6 +322,19 @@ TRAIN_ROWS = [
         "proportions_from a folder with no history",
         ("data.proportions_from={tmp}",),
         "error: data.proportions_from '{tmp}' has no domain history",
+    ),
+    T(
+        "rows_from a folder with no position record",
+        ("data.rows_from={tmp}",),
+        "error: data.rows_from '{tmp}' has no data_position.json (a training run writes it "
+        "into its save_folder when it finishes)",
+    ),
+    T(
+        "rows_from a run on another corpus",
+        ("data.rows_from={tmp}/other",),
+        "error: data.rows_from '{tmp}/other' read another corpus: domain 'alpha' had 7 "
+        "training rows there, {alpha_rows} in '{data}'",
+        [("other", "other_corpus_position")],
     ),
     T(
         "reference losses of the wrong length",
@@ -1027,6 +1058,11 @@ def _make(kind: str, path: Path, ctx: dict) -> None:
         path.mkdir()
         torch.save({"weights": torch.zeros(3)}, path / "ep0-ba2-rank0.pt")
         shutil.copy2(ctx["run"] / "config.yaml", path / "config.yaml")
+    elif kind == "other_corpus_position":  # a finished run's record, from another corpus
+        path.mkdir()
+        record = json.loads((ctx["run"] / "data_position.json").read_text())
+        record["train_rows"]["alpha"] = 7
+        (path / "data_position.json").write_text(json.dumps(record))
     elif kind == "remove":
         path.unlink()
     elif kind == "bad_gguf":
@@ -1077,12 +1113,15 @@ def _fill(text: str, ctx: dict) -> str:
 def test_bad_input_is_one_clear_line_and_changes_nothing(
     row, tiny_workspace, finished_run, tmp_path, capsys, monkeypatch
 ):
+    from shearing.data.mixture import read_manifest
+
     monkeypatch.chdir(REPO)
     ws = tiny_workspace
+    alpha_rows = read_manifest(ws["data"])["domains"]["alpha"]["train"]["rows"]
     ctx = {
         "ws": ws["root"], "root": ws["root"], "model": ws["model"], "data": ws["data"],
         "corpus": ws["root"] / "corpus", "tokenizer": ws["tokenizer"], "run": finished_run,
-        "tmp": tmp_path,
+        "tmp": tmp_path, "alpha_rows": alpha_rows,
     }  # fmt: skip
     for rel, kind in row.setup:
         _make(kind, tmp_path / rel, ctx)
@@ -1110,7 +1149,8 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(
 def markdown_table() -> str:
     """The rows as docs/bad-inputs.md shows them (paths abbreviated)."""
     short = {"{model}": "MODEL", "{data}": "MDS", "{corpus}": "CORPUS", "{tokenizer}": "TOK",
-             "{run}": "RUN", "{tmp}": "TMP", "{root}": "WS", "{ws}": "WS"}  # fmt: skip
+             "{run}": "RUN", "{tmp}": "TMP", "{root}": "WS", "{ws}": "WS",
+             "{alpha_rows}": "N"}  # fmt: skip
 
     def abbreviate(text):
         for key, value in short.items():

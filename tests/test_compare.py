@@ -52,6 +52,17 @@ def test_compare_runs_every_method_at_equal_tokens(tiny_workspace, tmp_path):
     cont = yaml.safe_load((out / "runs/shearing/ce/1x/continue/config.yaml").read_text())
     assert cont["data"]["proportions_from"] == str(out / "runs/shearing/ce/1x/prune")
     assert cont["data"]["update_type"] == "exponential" and cont["data"]["update_interval"]
+    # ... and reads each domain's rows on from where the pruning run stopped
+    prune_run = out / "runs/shearing/ce/1x/prune"
+    assert cont["data"]["rows_from"] == str(prune_run)
+    pruned = json.loads((prune_run / "data_position.json").read_text())
+    after = json.loads((out / "runs/shearing/ce/1x/continue/data_position.json").read_text())
+    assert pruned["samples"] == after["samples"] == 8 * 4
+    assert sum(pruned["rows"].values()) == 8 * 4 and sum(after["rows"].values()) == 16 * 4
+    assert all(after["rows"][d] >= pruned["rows"][d] for d in domains)
+    assert after["row_seed"] == pruned["row_seed"]
+    one_shot = yaml.safe_load((out / "runs/importance/ce/1x/continue/config.yaml").read_text())
+    assert one_shot["data"]["rows_from"] is None  # one training stage: nothing to follow
 
     second = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
     assert second.returncode != 0 and "--force" in second.stderr  # nothing replaced silently
@@ -64,7 +75,8 @@ def test_compare_objectives_and_budgets(tiny_workspace, tmp_path):
             "--data", str(tiny_workspace["data"]), "--prune-config", "yaml/tiny_prune.yaml",
             "--prune-steps", "4", "--continue-steps", "4", "--eval-rows", "4",
             "--out", str(out), "--methods", "shearing,importance", "--objectives", "ce,kd",
-            "--budgets", "2,1", "--proportions", "equal", "--prune-set", "seed=23"]  # fmt: skip
+            "--budgets", "2,1", "--proportions", "equal", "--prune-set", "seed=23",
+            "--schedule", "one"]  # fmt: skip
     result = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
     report = json.loads((out / "compare.json").read_text())
@@ -94,6 +106,17 @@ def test_compare_objectives_and_budgets(tiny_workspace, tmp_path):
         for line in history.splitlines():  # evaluated and logged, never re-weighted
             assert list(json.loads(line)["proportions"].values()) == [1 / 3] * 3
     assert report["settings"]["proportions"] == "equal"
-    bad = subprocess.run([*args[:-4], "--objectives", "mse", "--force"], cwd=REPO,
+    # --schedule one: the L0 run's stages are one warmup and cosine over both stages' steps
+    for budget in (1, 2):
+        run = out / f"runs/shearing/ce/{budget}x"
+        prune = yaml.safe_load((run / "prune/config.yaml").read_text())["scheduler"]
+        cont = yaml.safe_load((run / "continue/config.yaml").read_text())["scheduler"]
+        steps = 4 * budget
+        assert (prune["t_start"], prune["t_max"]) == ("0ba", f"{2 * steps}ba")
+        assert (cont["t_start"], cont["t_max"]) == (f"{steps}ba", f"{2 * steps}ba")
+        assert cont["t_warmup"] == prune["t_warmup"]
+    one_shot = yaml.safe_load((out / "runs/importance/ce/1x/continue/config.yaml").read_text())
+    assert (one_shot["scheduler"]["t_start"], one_shot["scheduler"]["t_max"]) == ("0ba", None)
+    bad = subprocess.run([*args[:-6], "--objectives", "mse", "--force"], cwd=REPO,
                          capture_output=True, text=True)  # fmt: skip
     assert bad.returncode == 2 and "--objectives entry 'mse' is unknown" in bad.stderr

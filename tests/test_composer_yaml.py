@@ -167,6 +167,9 @@ def test_an_interrupted_overwrite_keeps_the_earlier_run(tiny_workspace, tmp_path
         ("model.l0_module.lagrangian_warmup_steps=1280tok", "lagrangian_warmup", 10),
         ("model.l0_module.settle_steps=12", "settle", 12),
         ("model.l0_module.settle_steps=0.1dur", "settle", 30),
+        ("scheduler.t_start=40sp", "schedule_start", 10),
+        ("scheduler.t_max=0.5dur", "schedule_length", 150),
+        ("scheduler.t_start=20ba", "schedule_length", 320),  # null t_max: start + the run
     ],
 )
 def test_every_duration_key_reads_composer_time(tiny_workspace, override, key, steps):
@@ -181,6 +184,42 @@ def test_every_duration_key_reads_composer_time(tiny_workspace, override, key, s
 def test_epochs_are_refused_for_every_duration_key(tiny_workspace):
     base = [f"model.path={tiny_workspace['model']}", f"data.path={tiny_workspace['data']}"]
     for override in ("max_duration=1ep", "save_interval=1ep",
-                     "model.l0_module.settle_steps=1ep", "scheduler.t_warmup=1ep"):  # fmt: skip
+                     "model.l0_module.settle_steps=1ep", "scheduler.t_warmup=1ep",
+                     "scheduler.t_start=1ep", "scheduler.t_max=1ep"):  # fmt: skip
         with pytest.raises(ConfigError, match="epochs are not defined"):
             resolve(load_config("yaml/tiny_prune.yaml", [*base, override]))
+
+
+def scheduled_rates(tiny_workspace, steps: int, *overrides: str) -> list[float]:
+    """The weights' learning rate at each of `steps` steps of build_scheduler's schedule."""
+    import torch
+
+    from shearing.build import build_scheduler
+
+    base = [f"model.path={tiny_workspace['model']}", f"data.path={tiny_workspace['data']}",
+            "model.l0_module.lagrangian_warmup_steps=0", f"max_duration={steps}ba",
+            "scheduler.t_warmup=2ba", "optimizer.lr=1e-3"]  # fmt: skip
+    run = resolve(load_config("yaml/tiny_prune.yaml", [*base, *overrides]))
+    weight, gate = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([{"params": [weight]}, {"params": [gate], "lr": 0.1}], lr=1e-3)
+    scheduler = build_scheduler(run, optimizer)
+    rates = []
+    for _ in range(steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        assert optimizer.param_groups[1]["lr"] == 0.1  # the gates' rate stays constant
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
+def test_two_stages_share_one_schedule_with_t_start_and_t_max(tiny_workspace):
+    """A 4-step run with t_max=10 then a 6-step run with t_start=4 follow the warmup and
+    cosine of one 10-step run, step for step (the hand-computed schedule)."""
+    by_hand = [lr_by_hand(step, total=10) for step in range(10)]
+    first = scheduled_rates(tiny_workspace, 4, "scheduler.t_max=10ba")
+    second = scheduled_rates(tiny_workspace, 6, "scheduler.t_start=4ba")
+    assert first + second == pytest.approx(by_hand, rel=1e-12)
+    # the default still starts a schedule of its own: warmup, and a cosine over 6 steps
+    alone = scheduled_rates(tiny_workspace, 6)
+    assert alone == pytest.approx([lr_by_hand(step, total=6) for step in range(6)], rel=1e-12)
+    assert alone[0] < second[0]  # a warmup again, which the shared schedule does not have

@@ -50,7 +50,11 @@ def paths(tmp_path_factory, tiny_workspace):
             "arxiv": 0.02, "c4-rp": 0.15}  # fmt: skip
     line = json.dumps({"step": 3200, "proportions": last})
     (history / "domain_history.jsonl").write_text(line + "\n")
-    return {"root": root, "last": last, "tiny_data": tiny_workspace["data"]}
+    rows = {d: 1000 * (i + 1) for i, d in enumerate(REDPAJAMA)}  # where each domain stopped
+    position = {"row_seed": 17, "samples": sum(rows.values()), "rows": rows,
+                "train_rows": {d: split["rows"] for d in REDPAJAMA}}  # fmt: skip
+    (history / "data_position.json").write_text(json.dumps(position))
+    return {"root": root, "last": last, "tiny_data": tiny_workspace["data"], "rows": rows}
 
 
 def run_of(name, paths):
@@ -101,6 +105,9 @@ def test_prune_1_3b_target(paths):
 def test_continue_starts_from_the_pruning_runs_proportions(paths):
     run = run_of("continue_2.7b.yaml", paths)
     assert run.data.proportions == [paths["last"][d] for d in REDPAJAMA]
+    # and reads each domain's rows on from where the pruning run stopped
+    assert run.data.row_start == [paths["rows"][d] for d in REDPAJAMA]
+    assert run.data.row_seed == 17
     assert run.steps.warmup == 1440  # 0.03dur of 48000 steps
     assert run.target is None and run.final == run.source
 

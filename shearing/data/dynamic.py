@@ -19,7 +19,8 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
 
-from shearing.data.mixture import DomainMixture
+from shearing.data.mixture import POSITION_FILE, DomainMixture, position_record
+from shearing.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,8 @@ class DynamicLoadingCallback(Callback):
         update_interval: steps between updates (evaluation must run at these steps).
         eta, smoothing, clip: see `update_proportions`.
         update_type: `exponential` (the paper) or `constant` (log losses, never re-weight).
-        history_dir: where `domain_history.jsonl` is appended (rank 0), or None.
+        history_dir: where `domain_history.jsonl` is appended (rank 0), and where a finished
+            run writes `data_position.json` (the rows it read, for `data.rows_from`), or None.
     """
 
     def __init__(
@@ -138,11 +140,17 @@ class DynamicLoadingCallback(Callback):
         self.update_interval = update_interval
         self.eta, self.smoothing, self.clip, self.update_type = eta, smoothing, clip, update_type
         self.history = None if history_dir is None else Path(history_dir) / HISTORY_FILE
+        self.position = None if history_dir is None else Path(history_dir) / POSITION_FILE
 
     def fit_start(self, state: State, logger: Logger) -> None:
         step = int(state.timestamp.batch.value)
         if step == 0:
             self._record(step, 0, {}, logger)
+
+    def fit_end(self, state: State, logger: Logger) -> None:
+        if self.position is not None and dist.get_global_rank() == 0:
+            record = position_record(self.dataset, int(state.timestamp.sample.value))
+            write_text_atomic(self.position, json.dumps(record, indent=1) + "\n")
 
     def eval_end(self, state: State, logger: Logger) -> None:
         step = int(state.timestamp.batch.value)

@@ -11,7 +11,10 @@ Sampling (Sheared-LLaMA's dynamic batch loading, arXiv 2310.06694, section 2.2):
   resumed run continues the same sequence.
 - The k-th sample of domain d (counted over all ranks) is row `perm_p[k mod n_d]` of
   pass p = k // n_d, where `perm_p` is a permutation seeded by (seed, d, p): a domain
-  that runs out starts a new, reshuffled pass (with a warning), never padding.
+  that runs out starts a new, reshuffled pass (with a warning), never padding. A run that
+  follows another on the same corpus (`data.rows_from`) takes over that run's permutations
+  and starts domain d at k = the rows that run read, so it reads none of them again until
+  the domain runs out (`rows_read` gives the counts a run hands on).
 - Proportions live in a shared-memory schedule of (first index, proportions) entries, so
   an update made in the main process reaches worker processes. An update takes effect
   from an index far enough ahead that no worker has drawn it yet
@@ -33,6 +36,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 log = logging.getLogger(__name__)
 
+#: Where a finished run records how far it read each domain (`DomainMixture.rows_read`).
+POSITION_FILE = "data_position.json"
 #: Room for this many proportion updates in one run (pruning: ~64, continued: ~120).
 MAX_SCHEDULE = 4096
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -61,6 +66,46 @@ def read_manifest(root: str | Path) -> dict:
             "data_prep/tokenize.py first"
         )
     return json.loads(path.read_text())
+
+
+def position_record(dataset: DomainMixture, num_samples: int) -> dict:
+    """What `POSITION_FILE` holds after `num_samples` samples of `dataset`."""
+    rows = dataset.rows_read(num_samples)
+    return {
+        "row_seed": dataset.row_seed,
+        "samples": int(num_samples),
+        "rows": dict(zip(dataset.domains, rows, strict=True)),
+        "train_rows": dict(zip(dataset.domains, dataset.sizes, strict=True)),
+    }
+
+
+def read_position(
+    run: str | Path, domains: Sequence[str], root: str | Path
+) -> tuple[int, list[int]]:
+    """The row seed and per-domain row positions a finished run handed on (`data.rows_from`).
+
+    Raises:
+        ValueError: one line: no record, a domain it did not read, or another corpus.
+    """
+    path = Path(run).expanduser()
+    path = path / POSITION_FILE if path.is_dir() else path
+    if not path.is_file():
+        raise ValueError(
+            f"data.rows_from {str(run)!r} has no {POSITION_FILE} (a training run writes it "
+            "into its save_folder when it finishes)"
+        )
+    record = json.loads(path.read_text())
+    manifest = read_manifest(root)
+    for d in domains:
+        if d not in record["rows"]:
+            raise ValueError(f"data.rows_from {str(run)!r} did not read domain {d!r}")
+        have = manifest["domains"][d]["train"]["rows"]
+        if record["train_rows"][d] != have:
+            raise ValueError(
+                f"data.rows_from {str(run)!r} read another corpus: domain {d!r} had "
+                f"{record['train_rows'][d]} training rows there, {have} in {str(root)!r}"
+            )
+    return int(record["row_seed"]), [int(record["rows"][d]) for d in domains]
 
 
 class DomainRows:
@@ -104,9 +149,12 @@ class DomainMixture(IterableDataset):
         proportions: initial sampling proportions (non-negative, sum 1).
         device_batch_size: samples per rank per step (the DataLoader's batch size).
         world_size, rank: this process' place among the training ranks.
-        seed: seeds the domain draws and the per-pass row permutations.
+        seed: seeds the domain draws and (without `row_seed`) the per-pass row permutations.
         prefetch_batches: most batches a DataLoader may have drawn ahead of training
             (`num_workers * prefetch_factor`); updates take effect after that.
+        row_start: per domain, the position in its row sequence to start at (the rows an
+            earlier run read; default 0).
+        row_seed: seeds the row permutations (an earlier run's seed; default `seed`).
     """
 
     def __init__(
@@ -119,12 +167,18 @@ class DomainMixture(IterableDataset):
         rank: int = 0,
         seed: int = 0,
         prefetch_batches: int = 0,
+        row_start: Sequence[int] | None = None,
+        row_seed: int | None = None,
     ) -> None:
         super().__init__()
         self.root, self.domains = str(root), list(domains)
         self.device_batch_size, self.world_size, self.rank = device_batch_size, world_size, rank
         self.global_batch_size = device_batch_size * world_size
         self.seed = seed
+        self.row_seed = seed if row_seed is None else row_seed
+        self.row_start = np.zeros(len(self.domains), dtype=np.int64)
+        if row_start is not None:
+            self.row_start += np.asarray(row_start, dtype=np.int64)
         self.update_delay_batches = prefetch_batches + 2
         # Opened here, in the main process: streaming registers each dataset in shared
         # memory, and dataloader workers reuse these readers.
@@ -199,14 +253,14 @@ class DomainMixture(IterableDataset):
         if (domain, epoch) not in perms:
             if len(perms) > 4 * len(self.domains):
                 perms.clear()
-            rng = np.random.default_rng([self.seed, domain, epoch])
+            rng = np.random.default_rng([self.row_seed, domain, epoch])
             perms[(domain, epoch)] = rng.permutation(self.sizes[domain])
         return int(perms[(domain, epoch)][pos])
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        counts = np.zeros(len(self.domains), dtype=np.int64)
+        counts = self.row_start.copy()
         step = self._start_index // self.global_batch_size
         if step:  # replay the draws before the resume point to restore per-domain counts
             counts += np.bincount(
@@ -241,6 +295,12 @@ class DomainMixture(IterableDataset):
                         "sample_index": torch.tensor(step * self.global_batch_size + j),
                     }
             step += 1
+
+    def rows_read(self, num_samples: int) -> list[int]:
+        """Position in each domain's row sequence after the first `num_samples` samples:
+        where a run that follows this one starts (`row_start`)."""
+        drawn = np.bincount(self.draw_domains(0, num_samples), minlength=len(self.domains))
+        return (self.row_start + drawn).tolist()
 
     # -- composer resumption ---------------------------------------------------------
 

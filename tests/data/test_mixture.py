@@ -117,3 +117,39 @@ def test_eval_set_reads_every_held_out_row_split_over_ranks(tiny_workspace):
     real = sorted(tuple(x["input_ids"].tolist()) for p in parts for x in p if x["domain_idx"] >= 0)
     expected = list(DomainEvalSet(tiny_workspace["data"], DOMAINS, 3))
     assert real == sorted(tuple(x["input_ids"].tolist()) for x in expected)
+
+
+def rows_by_domain(samples) -> list[list[tuple]]:
+    """Each domain's rows (as token tuples) in the order `samples` read them."""
+    out: list[list[tuple]] = [[] for _ in DOMAINS]
+    for batch in samples:
+        for ids, d in zip(batch["input_ids"], batch["domain_idx"], strict=True):
+            out[int(d)].append(tuple(ids.tolist()))
+    return out
+
+
+def test_a_following_run_reads_on_where_the_earlier_one_stopped(tiny_workspace):
+    """data.rows_from: a run that follows another (other seed, other proportions) reads each
+    domain's rows exactly as the earlier run would have read them had it gone on, so none of
+    the earlier run's rows again; without it, a run with the earlier run's seed starts over."""
+    earlier = mixture(tiny_workspace, [0.3, 0.3, 0.4], batch=4)  # seed 3
+    it = iter(DataLoader(earlier, batch_size=4))
+    read = rows_by_domain([next(it) for _ in range(6)])  # 24 samples
+    went_on = rows_by_domain([next(it) for _ in range(6)])  # what it would have read next
+    position = earlier.rows_read(24)
+    assert position == [len(r) for r in read]  # counted by hand from the samples
+    assert all(len(set(r)) == len(r) for r in read)  # no domain ran out yet
+
+    following = DomainMixture(tiny_workspace["data"], DOMAINS, [0.5, 0.25, 0.25],
+                              device_batch_size=4, seed=11, row_start=position,
+                              row_seed=earlier.row_seed)  # fmt: skip
+    after = rows_by_domain(batches(DataLoader(following, batch_size=4), 6))
+    for d in range(len(DOMAINS)):
+        assert not set(after[d]) & set(read[d]), DOMAINS[d]
+        n = min(len(after[d]), len(went_on[d]))
+        assert n > 0 and after[d][:n] == went_on[d][:n], DOMAINS[d]
+    assert following.rows_read(24) == [p + len(r) for p, r in zip(position, after, strict=True)]
+    # the same two runs without the hand-over: the second reads the first's rows again
+    again = mixture(tiny_workspace, [0.5, 0.25, 0.25], batch=4)
+    reread = rows_by_domain(batches(DataLoader(again, batch_size=4), 6))
+    assert all(set(reread[d]) & set(read[d]) for d in range(len(DOMAINS)))
