@@ -3,7 +3,7 @@
     python scripts/compare.py [--quick] --out DIR [--methods a,b,...] [--objectives ce,kd]
         [--budgets 1,4] [--model HF_DIR] [--data MDS_DIR] [--prune-config YAML]
         [--continue-config YAML] [--prune-steps N] [--continue-steps N] [--eval-rows N]
-        [--proportions dynamic|equal] [--schedule split|one] [--reread]
+        [--seeds 17,18,...] [--proportions dynamic|equal] [--schedule split|one] [--reread]
         [--prune-set KEY=VALUE ...] [--force]
 
 For one source model and the target shape of a pruning config, every method gets the same
@@ -30,7 +30,11 @@ stage, pruning included, uses it):
 | `kd`      | pure logit distillation from the frozen source (forward KL, T = 1; Minitron's)     |
 | `ce+kd`   | cross-entropy + distillation, equal weights (ReluLLaMA's)                          |
 
-and at each budget of `--budgets` (multiples of the default steps of both stages).
+and at each budget of `--budgets` (multiples of the default steps of both stages). With
+`--seeds` every cell runs once per seed (`seed=N` in every training stage: data order, gate
+noise; the one-shot scores are the same), results are keyed `<method>/<objective>/<budget>x/
+seedN`, and the summary gives each cell's mean and sample standard deviation over the seeds:
+the run-to-run spread a difference between methods has to exceed.
 
 Continued pretraining uses the continue config with dynamic batch loading against the
 source model's per-domain losses for every method (`--proportions dynamic`; an L0 run
@@ -49,13 +53,14 @@ rows first (how the comparisons before `data.rows_from` existed ran).
 Defaults: the embedded default (SmolLM2-135M, the demo corpus, yaml/prune_smollm2.yaml and
 yaml/continue_smollm2.yaml).
 
-Writes `DIR/compare.json` (per method, objective and budget: per-domain and average loss,
-training tokens, seconds per stage, the eval-loss-vs-tokens curve), `DIR/compare_loss.png`
-(held-out loss against training tokens: each run's curve, and each method and objective's
-final losses across budgets joined), each final model as a Hugging Face directory
-`DIR/<method>/<objective>/<budget>x/`, and the runs' logs under `DIR/runs/` (composer
-checkpoints are deleted once converted). Each stage is the project's own command
-(train.py, convert, shearing.oneshot, shearing.eval); this script only chains and times them.
+Writes `DIR/compare.json` (per method, objective, budget and seed: per-domain and average
+loss, training tokens, seconds per stage, the eval-loss-vs-tokens curve; and the summary over
+seeds), `DIR/compare_loss.png` (held-out loss against training tokens: each run's curve, and
+each method and objective's final losses across budgets joined, the seeds' mean), each final
+model as a Hugging Face directory `DIR/<method>/<objective>/<budget>x/[seedN/]`, and the
+runs' logs under `DIR/runs/` (composer checkpoints are deleted once converted). Each stage is
+the project's own command (train.py, convert, shearing.oneshot, shearing.eval); this script
+only chains and times them.
 """
 
 from __future__ import annotations
@@ -233,15 +238,26 @@ class Stage:
 
 @dataclass(frozen=True)
 class Cell:
-    """One run of the comparison: a method, a recovery objective, a budget."""
+    """One run of the comparison: a method, a recovery objective, a budget (and a seed)."""
 
     method: str
     objective: str
     budget: float
+    #: `seed` of every training stage (None: each config's own).
+    seed: int | None = None
+
+    @property
+    def group(self) -> str:
+        """The cell without its seed: what the summary averages over seeds."""
+        return f"{self.method}/{self.objective}/{self.budget:g}x"
 
     @property
     def key(self) -> str:
-        return f"{self.method}/{self.objective}/{self.budget:g}x"
+        return self.group if self.seed is None else f"{self.group}/seed{self.seed}"
+
+    @property
+    def seeded(self) -> list[str]:
+        return [] if self.seed is None else [f"seed={self.seed}"]
 
 
 def run_cell(cell: Cell, plan: Plan, out: Path) -> dict:
@@ -267,7 +283,7 @@ def run_cell(cell: Cell, plan: Plan, out: Path) -> dict:
             extra.append(f"model.l0_module.calibration_rows={CALIBRATION_ROWS}")
         schedule = prune.shared_schedule(continue_steps) if plan.schedule == "one" else ()
         with clocks["prune"]:
-            prune.run(*extra, *plan.prune_set)
+            prune.run(*cell.seeded, *extra, *plan.prune_set)
         with clocks["convert"]:
             prune.convert(work / "pruned_hf")
         curve += prune.curve(tokens)
@@ -281,7 +297,7 @@ def run_cell(cell: Cell, plan: Plan, out: Path) -> dict:
         init = work / "init_hf"
         with clocks["prune"]:
             if how.start == "scratch":
-                scratch_model(plan, init)
+                scratch_model(plan, init, cell.seed)
             else:
                 oneshot(plan.prune_config, how.scores, init, data=plan.data,
                         calibration_rows=CALIBRATION_ROWS, overrides=plan.paths())  # fmt: skip
@@ -290,7 +306,7 @@ def run_cell(cell: Cell, plan: Plan, out: Path) -> dict:
         cont = Stage(plan.continue_config, init, steps, work / "continue", plan)
         extra = [*plan.continue_data(None), *objective]
     with clocks["continue"]:
-        cont.run(*extra)
+        cont.run(*cell.seeded, *extra)
     with clocks["convert"]:
         cont.convert(final)
     curve += cont.curve(tokens)
@@ -302,6 +318,8 @@ def run_cell(cell: Cell, plan: Plan, out: Path) -> dict:
         "method": cell.method,
         "objective": cell.objective,
         "budget": cell.budget,
+        "seed": cell.seed,
+        "group": cell.group,
         "domains": {d: r["loss"] for d, r in result["domains"].items()},
         "average": result["average"]["loss"],
         "tokens": tokens,
@@ -338,10 +356,10 @@ def budget_steps(plan: Plan, prune_steps: int, continue_steps: int) -> int:
     return continue_steps + math.ceil(prune_rows / batch[plan.continue_config])
 
 
-def scratch_model(plan: Plan, out: Path) -> None:
+def scratch_model(plan: Plan, out: Path, seed: int | None = None) -> None:
     """The target shape with transformers' initialisation (normal(0, initializer_range))."""
     run = resolve(load_config(plan.prune_config, plan.paths()), with_data=False)
-    torch.manual_seed(run.cfg.seed)
+    torch.manual_seed(run.cfg.seed if seed is None else seed)
     model = MaskableLlama(run.target)
     save_pretrained(model, out, source=plan.model, force=True)
 
@@ -358,6 +376,32 @@ def table(results: dict, domains: list[str]) -> str:
     size = (("non-emb", "non_embedding_parameters", 11, ","),)
     budget = (("tokens", "tokens", 10, ","), ("seconds", "seconds", 8, ".0f"))
     return loss_table(results, domains, "method/objective/budget", before=size, after=budget)
+
+
+def summary(results: dict) -> dict:
+    """Per cell without its seed: the seeds' average losses, their mean and sample standard
+    deviation (None for a single seed)."""
+    groups: dict[str, list[float]] = {}
+    for r in results.values():
+        groups.setdefault(r["group"], []).append(r["average"])
+    out = {}
+    for group, losses in groups.items():
+        mean = sum(losses) / len(losses)
+        std = None
+        if len(losses) > 1:
+            std = math.sqrt(sum((x - mean) ** 2 for x in losses) / (len(losses) - 1))
+        out[group] = {"runs": len(losses), "average": losses, "mean": mean, "std": std}
+    return out
+
+
+def summary_table(groups: dict) -> str:
+    width = max(len("method/objective/budget"), *(len(g) for g in groups)) + 1
+    lines = [f"{'method/objective/budget':<{width}}  seeds     mean      std  averages"]
+    for group, g in groups.items():
+        std = "-" if g["std"] is None else f"{g['std']:.3f}"
+        runs = ", ".join(f"{x:.3f}" for x in g["average"])
+        lines.append(f"{group:<{width}} {g['runs']:>6} {g['mean']:>8.3f} {std:>8}  {runs}")
+    return "\n".join(lines)
 
 
 def plot(results: dict, source: float, path: Path) -> None:
@@ -381,11 +425,13 @@ def plot(results: dict, source: float, path: Path) -> None:
             if r.get("curve"):
                 xs, ys = zip(*r["curve"], strict=True)
                 ax.plot(xs, ys, color=color, linestyle=style, linewidth=0.8, alpha=0.5)
-        runs = sorted(runs, key=lambda r: r["tokens"])
-        best = runs[-1]["average"]
-        ax.plot([r["tokens"] for r in runs], [r["average"] for r in runs], color=color,
-                linestyle=style, linewidth=2, marker="o",
-                label=f"{method} / {objective} ({best:.2f})")  # fmt: skip
+        by_tokens: dict[int, list[float]] = {}  # the seeds' mean at each budget
+        for r in runs:
+            by_tokens.setdefault(r["tokens"], []).append(r["average"])
+        xs = sorted(by_tokens)
+        ys = [sum(by_tokens[x]) / len(by_tokens[x]) for x in xs]
+        ax.plot(xs, ys, color=color, linestyle=style, linewidth=2, marker="o",
+                label=f"{method} / {objective} ({ys[-1]:.2f})")  # fmt: skip
     ax.axhline(source, color="grey", linestyle=":", label=f"source ({source:.2f})")
     ax.set_xlabel("training tokens")
     ax.set_ylabel("held-out loss, average over domains")
@@ -428,6 +474,10 @@ def main(argv: list[str] | None = None) -> int:
         "--budgets",
         default="1",
         help="comma-separated multiples of the default steps of both stages (default: 1)",
+    )
+    parser.add_argument(
+        "--seeds",
+        help="comma-separated seeds: every cell once per seed (default: each config's seed)",
     )
     parser.add_argument("--model", help="source Hugging Face directory (default: SmolLM2-135M)")
     parser.add_argument("--data", help="tokenized corpus (default: the demo corpus)")
@@ -479,6 +529,14 @@ def main(argv: list[str] | None = None) -> int:
             budgets.append(-1.0)
         if not budgets[-1] > 0:
             parser.error(f"--budgets entry {b.strip()!r} is not a positive number")
+    seeds: list[int | None] = [None]
+    if args.seeds is not None:
+        try:
+            seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+        except ValueError:
+            parser.error(f"--seeds {args.seeds!r} is not a comma-separated list of integers")
+        if not seeds or len(set(seeds)) != len(seeds):
+            parser.error(f"--seeds {args.seeds!r} needs at least one seed, each once")
     if not (methods and objectives and budgets):
         parser.error("--methods, --objectives and --budgets each need at least one entry")
     out = Path(args.out)
@@ -541,6 +599,7 @@ def main(argv: list[str] | None = None) -> int:
             "seq_len": plan.seq_len,
             "objectives": {o: list(OBJECTIVES[o]) for o in objectives},
             "budgets": budgets,
+            "seeds": seeds,
             "proportions": plan.proportions,
             "prune_set": list(plan.prune_set),
             "schedule": plan.schedule,
@@ -552,14 +611,24 @@ def main(argv: list[str] | None = None) -> int:
         },
         "methods": results,
     }
-    cells = [Cell(m, o, b) for b in sorted(budgets) for m in methods for o in objectives]
+    cells = [
+        Cell(m, o, b, seed)
+        for b in sorted(budgets)
+        for m in methods
+        for o in objectives
+        for seed in seeds
+    ]
     for cell in cells:
         results[cell.key] = run_cell(cell, plan, out)
         (out / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
     plot(results, report["source"]["average"], out / "compare_loss.png")
+    report["summary"] = summary(results)
     (out / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
     print("\nheld-out loss per domain; equal training tokens per budget (lower is better)")
     print(table(results, domains))
+    if len(seeds) > 1:
+        print("\naverage held-out loss over the seeds (sample standard deviation)")
+        print(summary_table(report["summary"]))
     print(f"source model average loss: {report['source']['average']:.3f}")
     print(f"\ncomparison finished in {(time.time() - started) / 60:.1f} min; outputs in {out}/")
     return 0

@@ -133,8 +133,8 @@ def main() -> int:
        *PRUNE, *OBJECTIVE)  # fmt: skip
     sh("bash", "scripts/convert_to_hf.sh", run / "prune", run / "pruned_hf", "--force")
     sh(py, "train.py", "yaml/continue_smollm2.yaml", f"model.path={run / 'pruned_hf'}",
-       f"save_folder={run / 'continue'}", *equal_proportions(domains), *dynamic,
-       *CONTINUE, *OBJECTIVE)  # fmt: skip
+       f"save_folder={run / 'continue'}", f"data.rows_from={run / 'prune'}",
+       *equal_proportions(domains), *dynamic, *CONTINUE, *OBJECTIVE)  # fmt: skip
     sh("bash", "scripts/convert_to_hf.sh", run / "continue", run / "continued_hf", "--force")
     sh(py, "-m", "shearing.generate", "--model", run / "continued_hf")
 
