@@ -330,6 +330,13 @@ TRAIN_ROWS = [
         "into its save_folder when it finishes)",
     ),
     T(
+        "rows_from a position record that is not one",
+        ("data.rows_from={tmp}/data_position.json",),
+        "error: data.rows_from '{tmp}/data_position.json': data_position.json is not a position "
+        "record this project wrote (row_seed, rows, train_rows)",
+        [("data_position.json", "text")],
+    ),
+    T(
         "rows_from a run on another corpus",
         ("data.rows_from={tmp}/other",),
         "error: data.rows_from '{tmp}/other' read another corpus: domain 'alpha' had 7 "

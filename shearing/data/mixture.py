@@ -94,7 +94,14 @@ def read_position(
             f"data.rows_from {str(run)!r} has no {POSITION_FILE} (a training run writes it "
             "into its save_folder when it finishes)"
         )
-    record = json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text())
+        record["row_seed"], record["rows"], record["train_rows"]  # noqa: B018
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(
+            f"data.rows_from {str(run)!r}: {path.name} is not a position record this project "
+            "wrote (row_seed, rows, train_rows)"
+        ) from None
     manifest = read_manifest(root)
     for d in domains:
         if d not in record["rows"]:
