@@ -186,7 +186,7 @@ class Stage:
         run = resolve(load_config(config, [f"model.path={model}", *plan.overrides]))
         cfg = run.cfg
         scale = steps / run.steps.total
-        warmup = run.steps.warmup
+        self.warmup = min(steps, round(run.steps.warmup * scale))
         every = max(1, steps // EVALS_PER_STAGE)
         self.batch = cfg.global_train_batch_size
         self.tokens = steps * self.batch * plan.seq_len
@@ -194,7 +194,7 @@ class Stage:
             f"model.path={model}",
             *plan.overrides,
             f"max_duration={steps}ba",
-            f"scheduler.t_warmup={min(steps, round(warmup * scale))}ba",
+            f"scheduler.t_warmup={self.warmup}ba",
             f"eval_interval={every}ba",
             f"data.update_interval={every}",
             f"save_interval={steps}ba",
@@ -212,9 +212,9 @@ class Stage:
         """Overrides that make this stage the first part of one schedule with a next stage of
         `then` steps, and the next stage's overrides that pick it up where this one stops."""
         length = self.steps + then
-        warmup = next(o for o in self.overrides if o.startswith("scheduler.t_warmup="))
         self.overrides.append(f"scheduler.t_max={length}ba")
-        return (warmup, f"scheduler.t_start={self.steps}ba", f"scheduler.t_max={length}ba")
+        return (f"scheduler.t_warmup={self.warmup}ba", f"scheduler.t_start={self.steps}ba",
+                f"scheduler.t_max={length}ba")  # fmt: skip
 
     def run(self, *extra: str) -> None:
         sh(sys.executable, "train.py", self.config, *self.overrides, *extra)

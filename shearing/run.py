@@ -137,7 +137,7 @@ def plan_data(cfg: TrainConfig) -> DataPlan:
     if d.rows_from is not None:
         try:
             where = expand_path(d.rows_from)
-            row_seed, row_start = read_position(where, domains, expand_path(d.path))
+            row_seed, row_start = read_position(where, domains, manifest, expand_path(d.path))
         except ValueError as err:
             raise ConfigError(str(err)) from None
     return DataPlan(

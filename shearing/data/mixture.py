@@ -80,9 +80,10 @@ def position_record(dataset: DomainMixture, num_samples: int) -> dict:
 
 
 def read_position(
-    run: str | Path, domains: Sequence[str], root: str | Path
+    run: str | Path, domains: Sequence[str], manifest: dict, root: str | Path
 ) -> tuple[int, list[int]]:
-    """The row seed and per-domain row positions a finished run handed on (`data.rows_from`).
+    """The row seed and per-domain row positions a finished run handed on (`data.rows_from`),
+    checked against the `manifest` of this run's corpus at `root`.
 
     Raises:
         ValueError: one line: no record, a domain it did not read, or another corpus.
@@ -96,23 +97,22 @@ def read_position(
         )
     try:
         record = json.loads(path.read_text())
-        record["row_seed"], record["rows"], record["train_rows"]  # noqa: B018
+        seed, rows, train_rows = record["row_seed"], record["rows"], record["train_rows"]
     except (ValueError, KeyError, TypeError):
         raise ValueError(
             f"data.rows_from {str(run)!r}: {path.name} is not a position record this project "
             "wrote (row_seed, rows, train_rows)"
         ) from None
-    manifest = read_manifest(root)
     for d in domains:
-        if d not in record["rows"]:
+        if d not in rows:
             raise ValueError(f"data.rows_from {str(run)!r} did not read domain {d!r}")
         have = manifest["domains"][d]["train"]["rows"]
-        if record["train_rows"][d] != have:
+        if train_rows[d] != have:
             raise ValueError(
                 f"data.rows_from {str(run)!r} read another corpus: domain {d!r} had "
-                f"{record['train_rows'][d]} training rows there, {have} in {str(root)!r}"
+                f"{train_rows[d]} training rows there, {have} in {str(root)!r}"
             )
-    return int(record["row_seed"]), [int(record["rows"][d]) for d in domains]
+    return int(seed), [int(rows[d]) for d in domains]
 
 
 class DomainRows:
@@ -267,12 +267,9 @@ class DomainMixture(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        counts = self.row_start.copy()
         step = self._start_index // self.global_batch_size
-        if step:  # replay the draws before the resume point to restore per-domain counts
-            counts += np.bincount(
-                self.draw_domains(0, step * self.global_batch_size), minlength=len(self.domains)
-            )
+        # per-domain positions at the resume point (the draws before it replayed)
+        counts = np.asarray(self.rows_read(step * self.global_batch_size), dtype=np.int64)
         perms: dict = {}
         warned = set()
         while True:
