@@ -110,22 +110,53 @@ def build_dataloaders(run: Run) -> tuple[DataLoader, DataLoader]:
     return train, evaluation
 
 
+class AdamWDualAscent(torch.optim.AdamW):
+    """AdamW, except that parameter groups marked `plain_ascent` (the Lagrange multipliers
+    under `optimizer.lambda_ascent_lr`) take a plain gradient-ascent step, p += lr * grad.
+    Their only state is a count of steps, so that every parameter has an entry in the
+    optimizer's state dict (torch's distributed checkpoint, which composer resumes with,
+    expects one)."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        plain = [g for g in self.param_groups if g.get("plain_ascent")]
+        held = [(p, p.grad) for g in plain for p in g["params"]]
+        for p, _ in held:  # AdamW skips parameters without a gradient
+            p.grad = None
+        try:
+            super().step()
+        finally:
+            for p, grad in held:
+                p.grad = grad
+        for group in plain:
+            for p in group["params"]:
+                state = self.state[p]
+                state["step"] = state.get("step", torch.zeros(())) + 1
+                if p.grad is not None:
+                    p.add_(p.grad, alpha=group["lr"])
+        return loss
+
+
 def build_optimizer(run: Run, model: ShearingLM) -> torch.optim.Optimizer:
-    """AdamW with three groups: weights; gate logits; Lagrange multipliers (ascending)."""
+    """AdamW with three groups: weights; gate logits; Lagrange multipliers (ascending, by
+    AdamW at `l0_lr`, or by plain gradient ascent at `optimizer.lambda_ascent_lr`)."""
     o = run.cfg.optimizer
     groups = [
         {"params": list(model.model.parameters()), "lr": o.lr, "weight_decay": o.weight_decay}
     ]
     if model.l0 is not None:
         groups.append({"params": model.l0.gate_parameters(), "lr": o.l0_lr, "weight_decay": 0.0})
-        groups.append(
-            {
-                "params": model.l0.lambda_parameters(),
-                "lr": o.l0_lr,
-                "weight_decay": 0.0,
-                "maximize": True,
-            }
-        )
+        multipliers = {"params": model.l0.lambda_parameters(), "lr": o.l0_lr,
+                       "weight_decay": 0.0, "maximize": True}  # fmt: skip
+        if o.lambda_ascent_lr is not None:
+            multipliers |= {"lr": o.lambda_ascent_lr, "plain_ascent": True}
+        groups.append(multipliers)
+    if o.lambda_ascent_lr is not None and model.l0 is not None:
+        return AdamWDualAscent(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
     return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
 
 

@@ -173,6 +173,12 @@ class OptimizerConfig:
     eps: float = 1e-8
     #: Learning rate of the gate logits and (ascending) of the Lagrange multipliers.
     l0_lr: float = 1.0
+    #: null: the Lagrange multipliers take AdamW steps at `l0_lr`, as in the reference code
+    #: (every step moves a multiplier by about l0_lr however small the constraint gap, so
+    #: they wind up while the expected sparsity sits a hair off its target). A rate: plain
+    #: gradient ascent instead, lambda1 += rate * (s - t) and lambda2 += rate * (s - t)^2,
+    #: steps in proportion to the gap.
+    lambda_ascent_lr: float | None = None
 
 
 @dataclass
@@ -611,6 +617,8 @@ def _validate_numbers(cfg: TrainConfig) -> None:
          cfg.max_grad_norm is None or cfg.max_grad_norm > 0, "positive, or null (no clipping)"),
         ("optimizer.lr", o.lr, o.lr >= 0, "0 or more"),
         ("optimizer.l0_lr", o.l0_lr, o.l0_lr >= 0, "0 or more"),
+        ("optimizer.lambda_ascent_lr", o.lambda_ascent_lr,
+         o.lambda_ascent_lr is None or o.lambda_ascent_lr > 0, "positive, or null (AdamW)"),
         ("optimizer.weight_decay", o.weight_decay, o.weight_decay >= 0, "0 or more"),
         ("optimizer.eps", o.eps, o.eps > 0, "positive"),
         ("optimizer.betas", o.betas, len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas),

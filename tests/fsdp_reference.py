@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from shearing.build import AdamWDualAscent
 from shearing.composer_model import ShearingLM, average_replicated_grads
 from shearing.pruning.l0 import L0Module
 from tests.helpers import tiny_pair
@@ -16,9 +17,10 @@ TOKENS = [
 STEP = 3
 
 
-def build(teacher: bool = False) -> tuple[ShearingLM, torch.optim.Optimizer]:
+def build(teacher: bool = False, ascent: bool = False) -> tuple[ShearingLM, torch.optim.Optimizer]:
     """The tiny pruning model and its optimizer; with `teacher`, distilling (with half
-    the cross-entropy) from another random model of the source's shape."""
+    the cross-entropy) from another random model of the source's shape; with `ascent`, the
+    multipliers by plain gradient ascent (`optimizer.lambda_ascent_lr`)."""
     _, model = tiny_pair()
     source = model.shape
     target = source.replace(
@@ -38,9 +40,9 @@ def build(teacher: bool = False) -> tuple[ShearingLM, torch.optim.Optimizer]:
     groups = [
         {"params": list(lm.model.parameters()), "lr": 1e-2},
         {"params": l0.gate_parameters(), "lr": 1e-1},
-        {"params": l0.lambda_parameters(), "lr": 1e-1, "maximize": True},
+        {"params": l0.lambda_parameters(), "lr": 1e-1, "maximize": True, "plain_ascent": ascent},
     ]
-    return lm, torch.optim.AdamW(groups)
+    return lm, (AdamWDualAscent if ascent else torch.optim.AdamW)(groups)
 
 
 def step(model: ShearingLM, optimizer: torch.optim.Optimizer, ids: torch.Tensor) -> torch.Tensor:

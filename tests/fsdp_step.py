@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 
 
-def main(config: str, out: str, teacher: bool = False) -> None:
+def main(config: str, out: str, teacher: bool = False, ascent: bool = False) -> None:
     from composer.distributed.dist_strategy import prepare_fsdp_module
     from composer.utils.parallelism import FSDPConfig
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
@@ -35,7 +35,7 @@ def main(config: str, out: str, teacher: bool = False) -> None:
     torch.cuda.current_device = lambda: torch.device("cpu")  # composer's device id, on CPU
 
     fsdp = dict(load_config(config, ["model.path=unused", "data.path=unused"]).fsdp_config)
-    model, optimizer = build(teacher)
+    model, optimizer = build(teacher, ascent)
     prepare_fsdp_module(model, optimizer, FSDPConfig(**fsdp), precision="fp32", device="cpu")
     units = [type(m.module).__name__ for m in model.modules() if isinstance(m, FSDP)]
     kept = []
@@ -72,7 +72,12 @@ def main(config: str, out: str, teacher: bool = False) -> None:
 
 if __name__ == "__main__":
     try:
-        main(sys.argv[1], sys.argv[2], teacher=sys.argv[3:] == ["teacher"])
+        main(
+            sys.argv[1],
+            sys.argv[2],
+            teacher="teacher" in sys.argv[3:],
+            ascent="ascent" in sys.argv[3:],
+        )
     except BaseException:
         # Report the error itself, then leave without interpreter teardown: a process
         # group left alive at finalization can abort the process and bury the traceback.

@@ -238,6 +238,11 @@ TRAIN_ROWS = [
         "error: optimizer.l0_lr=-1.0 is not valid; it must be 0 or more",
     ),
     T(
+        "zero multiplier ascent rate",
+        ("optimizer.lambda_ascent_lr=0",),
+        "error: optimizer.lambda_ascent_lr=0.0 is not valid; it must be positive, or null (AdamW)",
+    ),
+    T(
         "one beta",
         ("optimizer.betas=[0.9]",),
         "error: optimizer.betas=[0.9] is not valid; it must be two values in [0, 1)",

@@ -44,9 +44,9 @@ def test_fsdp_config_is_one_composer_accepts(name):
     assert config.sharding_strategy == "FULL_SHARD"
 
 
-def reference_step(teacher: bool = False):
+def reference_step(teacher: bool = False, ascent: bool = False):
     """The FSDP step without FSDP: both ranks' gradients, averaged, then AdamW."""
-    model, optimizer = build(teacher)
+    model, optimizer = build(teacher, ascent)
     losses, grads = [], []
     for ids in TOKENS:
         model.set_step(STEP)
@@ -70,8 +70,11 @@ def _head_and_tail(text: str, each: int = 3000) -> str:
     return f"{text[:each]}\n[... {len(text) - 2 * each} characters ...]\n{text[-each:]}"
 
 
-@pytest.mark.parametrize("teacher", [False, True], ids=["ce", "distillation"])
-def test_one_fsdp_step_on_cpu_equals_the_step_without_fsdp(teacher, tmp_path):
+@pytest.mark.parametrize(
+    "teacher, ascent", [(False, False), (True, False), (False, True)],
+    ids=["ce", "distillation", "lambda-ascent"],
+)  # fmt: skip
+def test_one_fsdp_step_on_cpu_equals_the_step_without_fsdp(teacher, ascent, tmp_path):
     out = tmp_path / "fsdp.pt"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
@@ -79,7 +82,7 @@ def test_one_fsdp_step_on_cpu_equals_the_step_without_fsdp(teacher, tmp_path):
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
     args += ["--master_port", str(port), "tests/fsdp_step.py", "yaml/prune_2.7b.yaml", str(out)]
-    args += ["teacher"] if teacher else []
+    args += (["teacher"] if teacher else []) + (["ascent"] if ascent else [])
     result = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, _head_and_tail(result.stderr)
     got = torch.load(out, weights_only=False)
@@ -95,7 +98,7 @@ def test_one_fsdp_step_on_cpu_equals_the_step_without_fsdp(teacher, tmp_path):
         (kept0, full), (kept1, _) = got["teacher_kept"]
         assert kept0 == kept1 and full / 2 <= kept0 < full / 2 + 2 * 97  # padding per unit
         assert not any("teacher" in k for k in got["state_keys"])
-    losses, expected = reference_step(teacher)
+    losses, expected = reference_step(teacher, ascent)
     # Same data, same gates: the per-rank losses agree to float32 rounding of the
     # differently ordered (sharded) computation.
     assert got["losses"] == pytest.approx(losses, rel=1e-5)

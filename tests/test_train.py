@@ -204,10 +204,16 @@ def test_two_processes_agree_on_proportions_and_checkpoint(tiny_workspace, tmp_p
     "extra",
     [
         [],
-        # a frozen teacher (not in the checkpoint: reloaded) and a settle phase after resuming
-        ["distillation.alpha=1.0", "distillation.ce_weight=0.5", "model.l0_module.settle_steps=5"],
+        # a frozen teacher (not in the checkpoint: reloaded), a settle phase after resuming,
+        # and multipliers by plain gradient ascent (their only optimizer state is a step count)
+        [
+            "distillation.alpha=1.0",
+            "distillation.ce_weight=0.5",
+            "model.l0_module.settle_steps=5",
+            "optimizer.lambda_ascent_lr=5.0",
+        ],
     ],
-    ids=["plain", "teacher-and-settle"],
+    ids=["plain", "teacher-settle-ascent"],
 )
 def test_autoresume_after_an_interruption_is_bit_for_bit(extra, tiny_workspace, tmp_path):
     """Gates, lambdas, optimizer, data position and domain weights all resume exactly."""

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from shearing.build import AdamWDualAscent
 from shearing.models.config import LlamaShape
 from shearing.pruning import l0 as l0mod
 from shearing.pruning.l0 import L0Module, open_probability, sample_gates
@@ -133,6 +134,34 @@ def test_lambda_ascent_moves_against_the_constraint_gap():
     # gap = s - t < 0: ascent lowers lambda1 (which then pushes gates toward closing)
     assert l0.lambda1["layer"].item() < 0
     assert l0.lambda2["layer"].item() > 0
+
+
+def test_plain_lambda_ascent_steps_by_the_gap_and_leaves_adamw_groups_as_they_were():
+    """`optimizer.lambda_ascent_lr`: lambda1 += lr * (s - t), lambda2 += lr * (s - t)^2."""
+    l0 = L0Module(SOURCE, TARGET, ["layer"], warmup_steps=0)  # target sparsity 1 - 3/4
+    with torch.no_grad():
+        l0.log_alpha["layer"].fill_(1.0)
+        l0.lambda1["layer"].fill_(0.2)
+        l0.lambda2["layer"].fill_(0.1)
+    reference = L0Module(SOURCE, TARGET, ["layer"], warmup_steps=0)
+    reference.load_state_dict(l0.state_dict())
+    gates = {"weight_decay": 0.0, "lr": 0.5}
+    opt = AdamWDualAscent([
+        {"params": l0.gate_parameters(), **gates},
+        {"params": l0.lambda_parameters(), "lr": 2.0, "weight_decay": 0.0, "maximize": True,
+         "plain_ascent": True},
+    ])  # fmt: skip
+    stock = torch.optim.AdamW([{"params": reference.gate_parameters(), **gates}])
+    for module, optimizer in ((l0, opt), (reference, stock)):
+        module.lagrangian()[0].backward()
+        optimizer.step()
+    shift = (2 / 3) * math.log(0.1 / 1.1)
+    gap = (1 - 1 / (1 + math.exp(-(1.0 - shift)))) - 0.25  # expected sparsity - target
+    assert l0.lambda1["layer"].item() == pytest.approx(0.2 + 2.0 * gap, rel=1e-6)
+    assert l0.lambda2["layer"].item() == pytest.approx(0.1 + 2.0 * gap**2, rel=1e-6)
+    assert all(opt.state[p].keys() == {"step"} for p in l0.lambda_parameters())  # no moments
+    # the gate logits took the same AdamW step as under torch's own optimizer
+    assert torch.equal(l0.log_alpha["layer"], reference.log_alpha["layer"])
 
 
 def test_multi_head_head_pruning_uses_kv_group_gates():
