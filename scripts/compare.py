@@ -69,6 +69,7 @@ import argparse
 import json
 import math
 import shutil
+import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -384,14 +385,11 @@ def summary(results: dict) -> dict:
     groups: dict[str, list[float]] = {}
     for r in results.values():
         groups.setdefault(r["group"], []).append(r["average"])
-    out = {}
-    for group, losses in groups.items():
-        mean = sum(losses) / len(losses)
-        std = None
-        if len(losses) > 1:
-            std = math.sqrt(sum((x - mean) ** 2 for x in losses) / (len(losses) - 1))
-        out[group] = {"runs": len(losses), "average": losses, "mean": mean, "std": std}
-    return out
+    return {
+        group: {"runs": len(losses), "average": losses, "mean": statistics.fmean(losses),
+                "std": statistics.stdev(losses) if len(losses) > 1 else None}
+        for group, losses in groups.items()
+    }  # fmt: skip
 
 
 def summary_table(groups: dict) -> str:
@@ -429,7 +427,7 @@ def plot(results: dict, source: float, path: Path) -> None:
         for r in runs:
             by_tokens.setdefault(r["tokens"], []).append(r["average"])
         xs = sorted(by_tokens)
-        ys = [sum(by_tokens[x]) / len(by_tokens[x]) for x in xs]
+        ys = [statistics.fmean(by_tokens[x]) for x in xs]
         ax.plot(xs, ys, color=color, linestyle=style, linewidth=2, marker="o",
                 label=f"{method} / {objective} ({ys[-1]:.2f})")  # fmt: skip
     ax.axhline(source, color="grey", linestyle=":", label=f"source ({source:.2f})")

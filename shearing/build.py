@@ -148,16 +148,16 @@ def build_optimizer(run: Run, model: ShearingLM) -> torch.optim.Optimizer:
     groups = [
         {"params": list(model.model.parameters()), "lr": o.lr, "weight_decay": o.weight_decay}
     ]
+    optimizer = torch.optim.AdamW
     if model.l0 is not None:
         groups.append({"params": model.l0.gate_parameters(), "lr": o.l0_lr, "weight_decay": 0.0})
         multipliers = {"params": model.l0.lambda_parameters(), "lr": o.l0_lr,
                        "weight_decay": 0.0, "maximize": True}  # fmt: skip
         if o.lambda_ascent_lr is not None:
             multipliers |= {"lr": o.lambda_ascent_lr, "plain_ascent": True}
+            optimizer = AdamWDualAscent
         groups.append(multipliers)
-    if o.lambda_ascent_lr is not None and model.l0 is not None:
-        return AdamWDualAscent(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
-    return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+    return optimizer(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
 
 
 def build_scheduler(run: Run, optimizer: torch.optim.Optimizer) -> LambdaLR:
