@@ -580,6 +580,11 @@ def _validate_training(cfg: TrainConfig, seq_len: int | None) -> Steps:
             "fsdp_config.activation_checkpointing_reentrant: false (the layers take the "
             "pruning masks, which carry gradients)"
         )
+    if cfg.optimizer.lambda_ascent_lr is not None and cfg.model.l0_module is None:
+        raise ConfigError(
+            f"optimizer.lambda_ascent_lr={cfg.optimizer.lambda_ascent_lr} needs "
+            "model.l0_module (it steps a pruning run's Lagrange multipliers); remove it here"
+        )
     if cfg.autoresume and (cfg.save_folder is None or cfg.run_name is None):
         missing = "save_folder" if cfg.save_folder is None else "run_name"
         raise ConfigError(f"autoresume=true needs {missing}: it finds the run to resume by both")

@@ -338,6 +338,10 @@ def discard_overwritten(folder: Path) -> None:
     shutil.rmtree(folder / OVERWRITTEN, ignore_errors=True)
 
 
+def _yaml_value(value: object) -> str:
+    return "null" if value is None else str(value)
+
+
 def prepare_save_folder(run: Run) -> Path | None:
     """Check `save_folder` before anything is loaded or written; return it (or None).
 
@@ -383,13 +387,20 @@ def prepare_save_folder(run: Run) -> Path | None:
     previous = folder / "config.yaml"
     if previous.is_file():
         try:
-            before = load_config(previous).model
+            before = load_config(previous)
         except ConfigError as err:
             raise ConfigError(f"save_folder's config.yaml cannot be read: {err}") from None
-        if before != cfg.model:
+        if before.model != cfg.model:
             raise ConfigError(
                 f"save_folder {str(folder)!r} holds a run of another model section "
                 "(model.*); autoresume continues only the same model and target"
+            )
+        was, now = before.optimizer.lambda_ascent_lr, cfg.optimizer.lambda_ascent_lr
+        if (was is None) != (now is None):  # another optimizer class: its state would not load
+            raise ConfigError(
+                f"optimizer.lambda_ascent_lr={_yaml_value(now)} but the run in save_folder "
+                f"{str(folder)!r} was started with {_yaml_value(was)}; autoresume continues its "
+                "optimizer state only with both null or both set (a rate may change)"
             )
     if dist.get_local_rank() == 0:
         try:

@@ -243,6 +243,12 @@ TRAIN_ROWS = [
         "error: optimizer.lambda_ascent_lr=0.0 is not valid; it must be positive, or null (AdamW)",
     ),
     T(
+        "multiplier ascent rate without pruning",
+        ("model.l0_module=null", "optimizer.lambda_ascent_lr=1"),
+        "error: optimizer.lambda_ascent_lr=1.0 needs model.l0_module (it steps a pruning run's "
+        "Lagrange multipliers); remove it here",
+    ),
+    T(
         "one beta",
         ("optimizer.betas=[0.9]",),
         "error: optimizer.betas=[0.9] is not valid; it must be two values in [0, 1)",
@@ -347,6 +353,13 @@ TRAIN_ROWS = [
         "error: data.rows_from '{tmp}/other' read another corpus: domain 'alpha' had 7 "
         "training rows there, {alpha_rows} in '{data}'",
         [("other", "other_corpus_position")],
+    ),
+    T(
+        "rows_from a position record whose domains disagree",
+        ("data.rows_from={tmp}/partial",),
+        "error: data.rows_from '{tmp}/partial': data_position.json is not a position record "
+        "this project wrote (row_seed, rows, train_rows)",
+        [("partial", "partial_position")],
     ),
     T(
         "reference losses of the wrong length",
@@ -575,6 +588,19 @@ TRAIN_ROWS = [
         ),
         "error: save_folder '{run}' holds a run of another model section (model.*); autoresume "
         "continues only the same model and target",
+    ),
+    T(
+        "autoresume switching the multipliers' optimizer",
+        (
+            "save_folder={run}",
+            "autoresume=true",
+            "run_name=r",
+            "model.l0_module.lagrangian_warmup_steps=2",
+            "optimizer.lambda_ascent_lr=1",
+        ),
+        "error: optimizer.lambda_ascent_lr=1.0 but the run in save_folder '{run}' was started "
+        "with null; autoresume continues its optimizer state only with both null or both set "
+        "(a rate may change)",
     ),
     T(
         "autoresume from a crafted checkpoint",
@@ -1074,6 +1100,11 @@ def _make(kind: str, path: Path, ctx: dict) -> None:
         path.mkdir()
         record = json.loads((ctx["run"] / "data_position.json").read_text())
         record["train_rows"]["alpha"] = 7
+        (path / "data_position.json").write_text(json.dumps(record))
+    elif kind == "partial_position":  # a finished run's record, one domain's size deleted
+        path.mkdir()
+        record = json.loads((ctx["run"] / "data_position.json").read_text())
+        del record["train_rows"]["alpha"]
         (path / "data_position.json").write_text(json.dumps(record))
     elif kind == "remove":
         path.unlink()
