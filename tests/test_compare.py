@@ -6,8 +6,10 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import torch
 import transformers
 
@@ -16,17 +18,58 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_compare_runs_every_method_at_equal_tokens(tiny_workspace, tmp_path):
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def compare_here(monkeypatch, capfd):
+    """`python scripts/compare.py ARGS` run in this process, each training stage as
+    `shearing.train.main` (all `train.py` runs) instead of a child process: the same stages
+    and files, without importing torch and composer again for every stage (about 12 s each on
+    2 cores). The seeds test below runs the script as a user does."""
+    from shearing.cli import CommandFailed, run
+    from shearing.train import main as train_main
+    from tests.helpers import script_module
+
+    compare = script_module("compare")
+
+    def stage(*cmd):
+        cmd = [str(c) for c in cmd]
+        assert cmd[:2] == [sys.executable, "train.py"], cmd
+        print(f"\n$ {' '.join(cmd)}", flush=True)
+        if train_main(cmd[2:]) != 0:
+            raise CommandFailed(f"stage failed: {' '.join(cmd)}")
+        return ""
+
+    monkeypatch.setattr(compare, "sh", stage)
+    monkeypatch.chdir(REPO)
+
+    def call(argv):
+        try:
+            code = run(lambda: compare.main(argv))
+        except SystemExit as stop:  # argparse's usage errors
+            code = stop.code
+        out, err = capfd.readouterr()
+        return Result(code, out, err)
+
+    return call
+
+
+def test_compare_runs_every_method_at_equal_tokens(tiny_workspace, tmp_path, compare_here):
     from tests.helpers import script_module
 
     METHODS = script_module("compare").METHODS
 
     out = tmp_path / "cmp"
-    common = [sys.executable, "scripts/compare.py", "--model", str(tiny_workspace["model"]),
+    common = ["--model", str(tiny_workspace["model"]),
               "--data", str(tiny_workspace["data"]), "--prune-config", "yaml/tiny_prune.yaml",
               "--prune-steps", "8", "--continue-steps", "8", "--eval-rows", "4"]  # fmt: skip
     args = [*common, "--out", str(out), "--methods", ",".join(METHODS), "--objectives", "ce"]
-    result = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
+    result = compare_here(args)
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
     report = json.loads((out / "compare.json").read_text())
     assert list(report["methods"]) == [f"{m}/ce/1x" for m in METHODS]
@@ -65,20 +108,20 @@ def test_compare_runs_every_method_at_equal_tokens(tiny_workspace, tmp_path):
     one_shot = yaml.safe_load((out / "runs/importance/ce/1x/continue/config.yaml").read_text())
     assert one_shot["data"]["rows_from"] is None  # one training stage: nothing to follow
 
-    second = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
+    second = compare_here(args)
     assert second.returncode != 0 and "--force" in second.stderr  # nothing replaced silently
 
 
-def test_compare_objectives_and_budgets(tiny_workspace, tmp_path):
+def test_compare_objectives_and_budgets(tiny_workspace, tmp_path, compare_here):
     """Each objective reaches every training stage; a budget scales both stages' steps."""
     out = tmp_path / "cmp"
-    args = [sys.executable, "scripts/compare.py", "--model", str(tiny_workspace["model"]),
+    args = ["--model", str(tiny_workspace["model"]),
             "--data", str(tiny_workspace["data"]), "--prune-config", "yaml/tiny_prune.yaml",
             "--prune-steps", "4", "--continue-steps", "4", "--eval-rows", "4",
             "--out", str(out), "--methods", "shearing,importance", "--objectives", "ce,kd",
             "--budgets", "2,1", "--proportions", "equal", "--prune-set", "seed=23",
             "--schedule", "one"]  # fmt: skip
-    result = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
+    result = compare_here(args)
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
     report = json.loads((out / "compare.json").read_text())
     runs = report["methods"]
@@ -118,12 +161,11 @@ def test_compare_objectives_and_budgets(tiny_workspace, tmp_path):
         assert cont["t_warmup"] == prune["t_warmup"]
     one_shot = yaml.safe_load((out / "runs/importance/ce/1x/continue/config.yaml").read_text())
     assert (one_shot["scheduler"]["t_start"], one_shot["scheduler"]["t_max"]) == ("0ba", None)
-    bad = subprocess.run([*args[:-6], "--objectives", "mse", "--force"], cwd=REPO,
-                         capture_output=True, text=True)  # fmt: skip
+    bad = compare_here([*args[:-6], "--objectives", "mse", "--force"])
     assert bad.returncode == 2 and "--objectives entry 'mse' is unknown" in bad.stderr
 
 
-def test_compare_seeds_give_the_run_to_run_spread(tiny_workspace, tmp_path):
+def test_compare_seeds_give_the_run_to_run_spread(tiny_workspace, tmp_path, compare_here):
     """--seeds runs every cell once per seed (the seed reaches every training stage) and
     summarises each cell by the mean and sample standard deviation of its seeds."""
     out = tmp_path / "cmp"
@@ -131,7 +173,7 @@ def test_compare_seeds_give_the_run_to_run_spread(tiny_workspace, tmp_path):
             "--data", str(tiny_workspace["data"]), "--prune-config", "yaml/tiny_prune.yaml",
             "--prune-steps", "2", "--continue-steps", "2", "--eval-rows", "4", "--out", str(out),
             "--methods", "shearing", "--objectives", "ce"]  # fmt: skip
-    bad = subprocess.run([*args, "--seeds", "5,x"], cwd=REPO, capture_output=True, text=True)
+    bad = compare_here([*args[2:], "--seeds", "5,x"])
     assert bad.returncode == 2 and "--seeds '5,x' is not a comma-separated list" in bad.stderr
     result = subprocess.run([*args, "--seeds", "5,6"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
