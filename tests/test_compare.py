@@ -6,7 +6,6 @@ import json
 import math
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,13 +15,6 @@ import transformers
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
 
 
 @pytest.fixture
@@ -54,7 +46,7 @@ def compare_here(monkeypatch, capfd):
         except SystemExit as stop:  # argparse's usage errors
             code = stop.code
         out, err = capfd.readouterr()
-        return Result(code, out, err)
+        return subprocess.CompletedProcess(argv, code, out, err)
 
     return call
 

@@ -98,9 +98,8 @@ def read_position(
     try:
         record = json.loads(path.read_text())
         seed, rows, train_rows = record["row_seed"], record["rows"], record["train_rows"]
-        if not (isinstance(rows, dict) and isinstance(train_rows, dict)) or set(rows) != set(
-            train_rows
-        ):
+        maps = isinstance(rows, dict) and isinstance(train_rows, dict)
+        if not maps or rows.keys() != train_rows.keys():
             raise TypeError("rows and train_rows map the same domains to counts")
     except (ValueError, KeyError, TypeError):
         raise ValueError(
