@@ -1,15 +1,23 @@
-# The README's two commands: `make demo` and `make test`. Both create .venv on first use.
+# The README's two commands: `make demo` and `make test`. Both set up .venv on first use:
+# a pinned uv (bootstrapped with pip into .uv/) installs exactly what uv.lock holds.
 PYTHON ?= python3
+UV_VERSION := 0.13.9
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+UV := .uv/bin/uv
+# uv must use this interpreter and never fetch one (the registries are all a machine may reach)
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test lint bench clean-venv
+.PHONY: demo test lint bench lock clean-venv
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,lm-eval]"
+$(UV):
+	$(PYTHON) -m venv .uv
+	.uv/bin/python -m pip install --quiet uv==$(UV_VERSION)
+
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --all-extras --python $(PYTHON)
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -17,7 +25,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests --durations=25
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
@@ -25,5 +33,12 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) scripts/bench.py
 
+# After a change to the dependencies in pyproject.toml: resolve again, and write the
+# pinned list plain pip installs (README, "Installing with pip").
+lock: | $(UV)
+	$(UV) lock --python $(PYTHON)
+	$(UV) export --frozen --all-extras --no-emit-project --no-hashes --quiet \
+		--output-file requirements.lock.txt
+
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) .uv

@@ -10,7 +10,7 @@ Exit codes, the same for every command:
 
 Anything else is a bug and keeps its traceback.
 
-    shearing COMMAND [ARGS ...]     (installed by `pip install -e .`)
+    shearing COMMAND [ARGS ...]     (installed with the package: `make` or `pip install -e .`)
 
 runs `train` (also `prune`), `tokenize`, `convert`, `gguf`, `oneshot`, `eval`, `generate`,
 `sparsity`, `plots` or `assets` with the same arguments as the documented command lines

@@ -18,7 +18,7 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import yaml
-from shearing.models.config import LlamaShape
+from shearing.models.config import LlamaShape, export_problem
 from shearing.pruning.l0 import INIT_LOG_ALPHA, INITS, PRUNED_LOG_ALPHA
 from shearing.pruning.modules import MODULE_KEYS, TABLE, resolve_modules
 from shearing.pruning.sizing import sized_target
@@ -442,7 +442,9 @@ def target_shape(source: LlamaShape, l0: L0Config) -> LlamaShape:
     t = dict(l0.target_model)
     if l0.target_params is not None:
         try:
-            t = sized_target(source, modules, t, l0.target_params)
+            t = sized_target(
+                source, modules, t, l0.target_params, lambda s: export_problem(s) is None
+            )
         except ValueError as err:
             raise ConfigError(f"{prefix}.target_params {err}") from None
     if "num_key_value_heads" not in t:
@@ -481,6 +483,10 @@ def target_shape(source: LlamaShape, l0: L0Config) -> LlamaShape:
                 f"{prefix}.target_model.{key}={getattr(target, key)} differs from the source's "
                 f"{getattr(source, key)} but {name!r} is not in {prefix}.pruning_modules"
             )
+    problem = export_problem(target)
+    if problem is not None:
+        dims = ", ".join(f"{k}={getattr(target, k)}" for k in MODULE_KEYS.values())
+        raise ConfigError(f"{prefix}.target_model ({dims}) cannot be exported: {problem}")
     return target
 
 

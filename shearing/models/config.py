@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,8 +21,10 @@ SUPPORTED_MODEL_TYPES = ("llama", "mistral")
 SUPPORTED_ACTIVATIONS = ("silu", "relu", "fatrelu", "drelu")
 #: Activations a stock `transformers` LlamaForCausalLM can load.
 STOCK_ACTIVATIONS = ("silu", "relu")
-#: RoPE scaling types (`rope_scaling.rope_type`); `default` means no scaling.
+#: RoPE types (`rope_parameters.rope_type`); `default` means no scaling.
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
+#: RoPE base frequency where a config gives none (transformers' `default_theta`).
+DEFAULT_ROPE_THETA = 10000.0
 #: Keys a Hugging Face config must have to describe a LLaMA decoder.
 REQUIRED_KEYS = (
     "vocab_size",
@@ -45,8 +48,10 @@ class LlamaShape:
         num_key_value_heads: K, key/value heads per layer (H must be a multiple of K).
         head_dim: hd, per-head width; kept fixed by pruning, so stored explicitly.
         rms_norm_eps: epsilon inside every RMSNorm.
-        rope_theta: RoPE base frequency.
-        rope_scaling: None or a dict with `rope_type` in `SUPPORTED_ROPE_TYPES`.
+        rope_parameters: RoPE settings as transformers 5 writes them: `rope_theta` (base
+            frequency), `rope_type` in `SUPPORTED_ROPE_TYPES` and that type's keys
+            (`factor`, ...). A transformers 4 config's `rope_theta` and `rope_scaling`
+            keys are read into it.
         max_position_embeddings: longest sequence the RoPE config was made for.
         tie_word_embeddings: whether the LM head shares the embedding matrix.
         hidden_act: FFN activation, one of `SUPPORTED_ACTIVATIONS`.
@@ -62,8 +67,9 @@ class LlamaShape:
     num_key_value_heads: int
     head_dim: int
     rms_norm_eps: float = 1e-6
-    rope_theta: float = 10000.0
-    rope_scaling: dict[str, Any] | None = None
+    rope_parameters: dict[str, Any] = field(
+        default_factory=lambda: {"rope_type": "default", "rope_theta": DEFAULT_ROPE_THETA}
+    )
     max_position_embeddings: int = 2048
     tie_word_embeddings: bool = False
     hidden_act: str = "silu"
@@ -103,12 +109,21 @@ class LlamaShape:
                 f"hidden_act={self.hidden_act!r} is not supported; "
                 f"supported: {', '.join(SUPPORTED_ACTIVATIONS)}"
             )
-        rope_type = _rope_type(self.rope_scaling)
-        if rope_type not in SUPPORTED_ROPE_TYPES:
+        if self.rope_type not in SUPPORTED_ROPE_TYPES:
             raise ValueError(
-                f"rope_scaling type {rope_type!r} is not supported; "
+                f"rope_type {self.rope_type!r} is not supported; "
                 f"supported: {', '.join(SUPPORTED_ROPE_TYPES)}"
             )
+
+    @property
+    def rope_type(self) -> str:
+        """`rope_parameters.rope_type` (`default`: plain RoPE)."""
+        return self.rope_parameters.get("rope_type", "default")
+
+    @property
+    def rope_theta(self) -> float:
+        """`rope_parameters.rope_theta`, the RoPE base frequency."""
+        return float(self.rope_parameters.get("rope_theta", DEFAULT_ROPE_THETA))
 
     def replace(self, **changes: Any) -> LlamaShape:
         """A copy with some fields changed (e.g. a pruned target shape)."""
@@ -164,6 +179,7 @@ class LlamaShape:
         known = {f.name for f in dataclasses.fields(cls)} - {"extra", "head_dim"}
         kwargs = {k: cfg[k] for k in known if k in cfg and cfg[k] is not None}
         kwargs.setdefault("num_key_value_heads", heads)
+        kwargs["rope_parameters"] = rope_parameters(cfg)
         return cls(head_dim=head_dim, extra=cfg, **kwargs)
 
     def to_hf(self) -> dict[str, Any]:
@@ -176,6 +192,8 @@ class LlamaShape:
         """
         cfg = copy.deepcopy(self.extra)
         for key in ("sliding_window", "auto_map", "_name_or_path", "quantization_config"):
+            cfg.pop(key, None)
+        for key in TRANSFORMERS4_ROPE_KEYS:  # now inside rope_parameters
             cfg.pop(key, None)
         for f in dataclasses.fields(self):
             if f.name != "extra":
@@ -192,7 +210,49 @@ class LlamaShape:
         return cfg
 
 
-def _rope_type(rope_scaling: dict[str, Any] | None) -> str:
-    if not rope_scaling:
-        return "default"
-    return rope_scaling.get("rope_type", rope_scaling.get("type", "default"))
+def export_problem(shape: LlamaShape) -> str | None:
+    """Why the stock `transformers` config class of `shape.to_hf()` refuses it (one line,
+    naming the class), or None.
+
+    transformers 5's config classes validate their dimensions (LlamaConfig: `hidden_size`
+    a multiple of `num_attention_heads`, even with an explicit `head_dim`), so a pruned
+    shape this model runs may still have no stock config. Costs well under a millisecond.
+    """
+    from huggingface_hub.errors import StrictDataclassError
+    from transformers import CONFIG_MAPPING
+
+    cfg = shape.to_hf()
+    config_class = CONFIG_MAPPING[cfg.pop("model_type")]
+    try:
+        config_class(**cfg)
+    except (StrictDataclassError, ValueError) as err:  # the config class's own checks
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        reason = re.sub(r"^\w+Error: ", "", lines[-1]) if lines else type(err).__name__
+        return f"transformers' {config_class.__name__} refuses it ({reason})"
+    return None
+
+
+#: Where a transformers 4 config.json keeps what transformers 5 keeps in `rope_parameters`.
+TRANSFORMERS4_ROPE_KEYS = ("rope_theta", "rope_scaling")
+
+
+def rope_parameters(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A config dictionary's RoPE settings in transformers 5's `rope_parameters` form.
+
+    transformers 5 writes `rope_parameters` ({"rope_type": ..., "rope_theta": ...,
+    scaling keys}); configs written by transformers 4 (most checkpoints on the hub) have
+    `rope_theta` and `rope_scaling` (whose type key may be the older `type`) instead.
+    """
+    given = cfg.get("rope_parameters")
+    if given:
+        rope = copy.deepcopy(dict(given))
+    else:
+        rope = copy.deepcopy(dict(cfg.get("rope_scaling") or {}))
+        if cfg.get("rope_theta") is not None:
+            rope["rope_theta"] = cfg["rope_theta"]
+    if "type" in rope:
+        rope.setdefault("rope_type", rope.pop("type"))
+    rope.setdefault("rope_type", "default")
+    rope.setdefault("rope_theta", DEFAULT_ROPE_THETA)
+    rope["rope_theta"] = float(rope["rope_theta"])
+    return rope

@@ -8,9 +8,9 @@ byte-level BPE vocabulary (`tokenizer.ggml.model` "gpt2": SmolLM2, Llama 3, Qwen
 `byte_level_tokenizer` builds the Hugging Face tokenizer the GGUF describes: its merges,
 the pre-tokenizer its `tokenizer.ggml.pre` names (llama.cpp's table of pre-tokenizers),
 a byte-level decoder, its control tokens as special tokens and BOS only if
-`tokenizer.ggml.add_bos_token` says so. transformers' own GGUF conversion gives such
+`tokenizer.ggml.add_bos_token` says so. transformers 4's own GGUF conversion gave such
 vocabularies a LlamaTokenizer class with byte fallback and a BOS added by default, which
-llama.cpp's converter then reads back as a SentencePiece (`llama`) vocabulary.
+llama.cpp's converter then read back as a SentencePiece (`llama`) vocabulary.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def is_byte_level(fields: dict) -> bool:
 
 
 def byte_level_tokenizer(fields: dict):
-    """The `GPT2TokenizerFast` a byte-level BPE GGUF describes (see the module docstring)."""
+    """The tokenizers-backed `GPT2Tokenizer` a byte-level BPE GGUF describes (module doc)."""
     from tokenizers import (
         AddedToken,
         Regex,
@@ -84,7 +84,7 @@ def byte_level_tokenizer(fields: dict):
         pre_tokenizers,
         processors,
     )
-    from transformers import GPT2TokenizerFast
+    from transformers import GPT2Tokenizer
 
     tokens = fields["tokenizer.ggml.tokens"]
     types = fields.get("tokenizer.ggml.token_type", [1] * len(tokens))
@@ -121,7 +121,7 @@ def byte_level_tokenizer(fields: dict):
         bpe.post_processor = processors.Sequence([byte_level, template])
     else:
         bpe.post_processor = byte_level
-    tokenizer = GPT2TokenizerFast(
+    tokenizer = GPT2Tokenizer(
         tokenizer_object=bpe,
         bos_token=bos,
         eos_token=token("eos"),
@@ -179,9 +179,9 @@ def write_gguf(model_dir: str | Path, out: str | Path, gguf_type: str = "f16") -
             f"{model_dir} has a {shape.hidden_act} FFN; GGUF's llama architecture (llama.cpp, "
             "transformers' GGUF reader) has only SiLU, so it would run as another model"
         )
-    if shape.extra.get("rope_scaling"):
+    if shape.rope_type != "default":
         raise GGUFExportError(
-            f"{model_dir} uses RoPE scaling {shape.extra['rope_scaling']}; only plain RoPE is "
+            f"{model_dir} uses RoPE scaling {shape.rope_parameters}; only plain RoPE is "
             "written to GGUF here (llama.cpp's convert_hf_to_gguf.py handles the others)"
         )
     tokenizer = _tokenizer_metadata(model_dir)
@@ -247,24 +247,22 @@ def _tensor_type(gguf_type: str, data):
 
 def _tokenizer_metadata(model_dir: Path) -> dict:
     """GGUF tokenizer keys (GGUFWriter `add_*` names) for the model's tokenizer: a
-    byte-level BPE (`gpt2`) or a SentencePiece model (`llama`)."""
+    byte-level BPE (`gpt2`), or a SentencePiece model (`llama`) from its tokenizer.model
+    or, where only tokenizer.json holds it, from that."""
     import json
 
     spec_path, sp_path = model_dir / "tokenizer.json", model_dir / "tokenizer.model"
-    config_path = model_dir / "tokenizer_config.json"
-    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
     spec = json.loads(spec_path.read_text()) if spec_path.is_file() else None
-    if (
-        spec is not None
-        and spec["model"]["type"] == "BPE"
-        and not spec["model"].get("byte_fallback")
-    ):
+    bpe = spec is not None and spec["model"]["type"] == "BPE"
+    if bpe and not spec["model"].get("byte_fallback"):
         meta = _byte_level_metadata(spec, model_dir)
     elif sp_path.is_file():
         meta = _sentencepiece_metadata(sp_path)
+    elif bpe:  # a SentencePiece BPE as transformers 5 saves it: tokenizer.json only
+        meta = _sentencepiece_bpe_metadata(spec)
     else:
         raise GGUFExportError(
-            f"{model_dir} has neither a byte-level BPE tokenizer.json nor a SentencePiece "
+            f"{model_dir} has neither a BPE tokenizer.json nor a SentencePiece "
             "tokenizer.model to write into the GGUF"
         )
     from transformers import AutoTokenizer
@@ -278,11 +276,51 @@ def _tokenizer_metadata(model_dir: Path) -> dict:
     ):
         if token_id is not None:
             meta[key] = int(token_id)  # fmt: skip
-    meta["add_bos_token"] = bool(config.get("add_bos_token", meta["tokenizer_model"] == "llama"))
-    meta["add_eos_token"] = bool(config.get("add_eos_token", False))
+    meta["add_bos_token"], meta["add_eos_token"] = added_specials(tok)
     if tok.chat_template:
         meta["chat_template"] = tok.chat_template
     return meta
+
+
+def added_specials(tokenizer) -> tuple[bool, bool]:
+    """Whether the tokenizer adds its BOS first and its EOS last to an encoded text: what
+    it does, not what a file says (transformers 5 saves no `add_bos_token`)."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    ids = tokenizer("a")["input_ids"]
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    adds_bos = bos is not None and ids[:1] == [bos] and plain[:1] != [bos]
+    adds_eos = eos is not None and ids[-1:] == [eos] and plain[-1:] != [eos]
+    return adds_bos, adds_eos
+
+
+def _sentencepiece_bpe_metadata(spec: dict) -> dict:
+    """GGUF's `llama` vocabulary from a byte-fallback BPE tokenizer.json: each token's
+    score is minus the rank of the merge that makes it (what a SentencePiece BPE model's
+    scores are, and the order llama.cpp merges by), 0 for tokens no merge makes; the
+    merges themselves are written too (transformers' GGUF reader uses them)."""
+    vocab = dict(spec["model"]["vocab"])
+    special, unknown = set(), spec["model"].get("unk_token")
+    for added in spec.get("added_tokens", []):
+        vocab[added["content"]] = added["id"]
+        if added.get("special"):
+            special.add(added["id"])
+    tokens = [None] * (max(vocab.values()) + 1)
+    for text, i in vocab.items():
+        tokens[i] = text
+    if any(t is None for t in tokens):
+        raise GGUFExportError("tokenizer.json leaves token ids without a token")
+    merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]]
+    scores = [0.0] * len(tokens)
+    for rank, merge in enumerate(merges):
+        made = vocab.get(merge.replace(" ", "", 1))
+        if made is not None and scores[made] == 0.0:
+            scores[made] = -float(rank + 1)
+    types = []
+    for i, text in enumerate(tokens):
+        byte = len(text) == 6 and text.startswith("<0x") and text.endswith(">")
+        types.append(2 if text == unknown else CONTROL if i in special else 6 if byte else 1)
+    return {"tokenizer_model": "llama", "tokenizer_pre": "default", "token_list": tokens,
+            "token_scores": scores, "token_types": types, "token_merges": merges}  # fmt: skip
 
 
 def _byte_level_metadata(spec: dict, model_dir: Path) -> dict:

@@ -230,7 +230,7 @@ def _gguf_state_dict(path: Path) -> dict[str, Tensor]:
     from transformers import AutoModelForCausalLM
 
     hf_model = AutoModelForCausalLM.from_pretrained(
-        path.parent, gguf_file=path.name, torch_dtype=torch.float32
+        path.parent, gguf_file=path.name, dtype=torch.float32
     )
     return dict(hf_model.state_dict())
 

@@ -126,12 +126,11 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         hd = shape.head_dim
         inv_freq = 1.0 / (shape.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
-        scaling = shape.rope_scaling or {}
-        rope_type = scaling.get("rope_type", scaling.get("type", "default"))
-        if rope_type == "linear":
-            inv_freq = inv_freq / scaling["factor"]
-        elif rope_type == "llama3":
-            inv_freq = _llama3_inv_freq(inv_freq, scaling)
+        rope = shape.rope_parameters
+        if shape.rope_type == "linear":
+            inv_freq = inv_freq / rope["factor"]
+        elif shape.rope_type == "llama3":
+            inv_freq = _llama3_inv_freq(inv_freq, rope)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     @torch.no_grad()

@@ -3,6 +3,7 @@ import transformers
 
 from shearing.models.config import LlamaShape
 from tests.helpers import tiny_hf_config
+from tests.models.test_llama import LLAMA3_ROPE
 
 
 @pytest.mark.parametrize("kv,tie", [(4, False), (2, True), (1, False)])
@@ -29,12 +30,40 @@ def test_to_hf_roundtrips_through_transformers():
 
 
 @pytest.mark.parametrize(
+    "old_keys",
+    [
+        {"rope_theta": 5e5},
+        {"rope_theta": 5e5, "rope_scaling": {"type": "linear", "factor": 2.0}},
+        {"rope_theta": 5e5, "rope_scaling": LLAMA3_ROPE},
+        {},
+    ],
+    ids=["theta", "linear-old-type-key", "llama3", "none"],
+)
+def test_a_transformers4_config_json_is_read_as_transformers5_reads_it(old_keys):
+    """Hub checkpoints keep rope_theta / rope_scaling; transformers 5 moves them into
+    rope_parameters. Our shape must hold what transformers' own config class holds."""
+    old = {k: v for k, v in tiny_hf_config().to_dict().items() if k != "rope_parameters"}
+    old.update(old_keys)
+    expected = transformers.LlamaConfig.from_dict(old).rope_parameters
+    shape = LlamaShape.from_hf(old)
+    assert shape.rope_theta == expected["rope_theta"]
+    assert shape.rope_type == expected["rope_type"]
+    assert {k: v for k, v in shape.rope_parameters.items() if k != "type"} == {
+        k: v for k, v in expected.items() if k != "type"
+    }
+    assert "rope_theta" not in shape.to_hf() and "rope_scaling" not in shape.to_hf()
+
+
+@pytest.mark.parametrize(
     "change,message",
     [
         ({"attention_bias": True}, "attention_bias=True is not supported"),
         ({"mlp_bias": True}, "mlp_bias=True is not supported"),
         ({"model_type": "gpt2"}, "model_type='gpt2' is not supported; supported: llama, mistral"),
-        ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "rope_scaling type 'yarn'"),
+        (
+            {"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4}},
+            "rope_type 'yarn' is not supported",
+        ),
         (
             {"hidden_act": "gelu"},
             "hidden_act='gelu' is not supported; supported: silu, relu, fatrelu",

@@ -4,6 +4,7 @@ on real text against the source tokenizer's."""
 
 import argparse
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -105,9 +106,13 @@ def test_the_ggufs_tokenizer_gives_the_source_ids_on_real_text(hf_dir):
     assert theirs(words, add_special_tokens=False)["input_ids"] == expected
 
 
-def test_a_sentencepiece_tokenizer_is_written_as_a_llama_vocabulary(tiny_workspace, tmp_path):
+@pytest.mark.parametrize("files", ["tokenizer.model", "tokenizer.json only"])
+def test_a_sentencepiece_tokenizer_is_written_as_a_llama_vocabulary(
+    tiny_workspace, tmp_path, files
+):
     """LLaMA's kind of tokenizer: a SentencePiece BPE model (GGUF's `llama` vocabulary),
-    trained here on the tiny corpus."""
+    trained here on the tiny corpus; as a hub checkpoint ships it (tokenizer.model beside
+    tokenizer.json) and as transformers 5 saves it (tokenizer.json only)."""
     import sentencepiece as spm
 
     from shearing.models.hf_io import load_model
@@ -120,9 +125,34 @@ def test_a_sentencepiece_tokenizer_is_written_as_a_llama_vocabulary(tiny_workspa
     )  # fmt: skip
     model_dir = tmp_path / "hf"
     save_pretrained(load_model(tiny_workspace["model"]), model_dir)
-    transformers.LlamaTokenizer(vocab_file=str(tmp_path / "bpe.model")).save_pretrained(model_dir)
+    hub = tmp_path / "hub"  # a LLaMA checkpoint's tokenizer files: tokenizer.model + config
+    hub.mkdir()
+    shutil.copy(tmp_path / "bpe.model", hub / "tokenizer.model")
+    (hub / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "LlamaTokenizer", "add_bos_token": True})
+    )
+    transformers.AutoTokenizer.from_pretrained(hub).save_pretrained(model_dir)  # tokenizer.json
+    if files == "tokenizer.model":
+        shutil.copy(hub / "tokenizer.model", model_dir / "tokenizer.model")
+    assert (model_dir / "tokenizer.model").is_file() == (files == "tokenizer.model")
     gguf = tmp_path / "sp.gguf"
     write_gguf(model_dir, gguf, "f32")
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "bpe.model"))
+    fields = read_fields(gguf, "tokenizer.")
+    assert fields["tokenizer.ggml.model"] == "llama"
+    assert fields["tokenizer.ggml.add_bos_token"] is True  # LLaMA's tokenizer adds BOS
+    words = " ".join(tiny_workspace["texts"]["alpha"][:20])
+    assert transformers.AutoTokenizer.from_pretrained(model_dir)(words)["input_ids"][1:] == (
+        sp.encode(words)
+    )  # the source tokenizer is the SentencePiece model, with BOS first
+    # the scores order the pieces that merges make (two characters or more) as
+    # SentencePiece's own model orders them
+    special = {i for i in range(sp.get_piece_size()) if sp.is_control(i) or sp.is_unknown(i)}
+    pieces = [i for i in range(sp.get_piece_size()) if len(sp.id_to_piece(i)) > 1]
+    pieces = [i for i in pieces if i not in special]
+    by_sp = sorted(pieces, key=lambda i: -sp.get_score(i))
+    scores = fields["tokenizer.ggml.scores"]
+    assert sorted(pieces, key=lambda i: -scores[i]) == by_sp
     source = transformers.AutoTokenizer.from_pretrained(model_dir)
     theirs = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file=gguf.name)
     words = " ".join(tiny_workspace["texts"]["alpha"][:20])

@@ -48,12 +48,31 @@ def test_sharded_save_loads_in_transformers_and_back(tmp_path):
     assert (logits(ref) - logits(ours)).abs().max() < 1e-4
 
 
-@pytest.mark.parametrize("shard", [None, "30KB"])
-def test_loads_pytorch_bin_checkpoints(tmp_path, shard):
+def save_bin_checkpoint(model, directory, shards: int) -> None:
+    """The `.bin` layout transformers 4 wrote (pytorch_model.bin, or numbered shards and
+    pytorch_model.bin.index.json); transformers 5 only reads it, so it is written here."""
+    model.config.save_pretrained(directory)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if shards == 1:
+        torch.save(state, directory / "pytorch_model.bin")
+        return
+    keys, weight_map = list(state), {}
+    for i in range(shards):
+        name = f"pytorch_model-{i + 1:05d}-of-{shards:05d}.bin"
+        part = keys[i::shards]
+        torch.save({k: state[k] for k in part}, directory / name)
+        weight_map.update(dict.fromkeys(part, name))
+    index = {"metadata": {}, "weight_map": weight_map}
+    (directory / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+def test_loads_pytorch_bin_checkpoints(tmp_path, shards):
     ref, _ = tiny_pair()
-    kwargs = {"max_shard_size": shard} if shard else {}
-    ref.save_pretrained(tmp_path, safe_serialization=False, **kwargs)
+    save_bin_checkpoint(ref, tmp_path, shards)
     assert not list(tmp_path.glob("*.safetensors"))
+    again = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
+    assert torch.equal(logits(again.eval()), logits(ref))  # the files are what transformers reads
     assert (logits(load_model(tmp_path)) - logits(ref)).abs().max() < 1e-4
 
 

@@ -40,8 +40,11 @@ LLAMA3_ROPE = {
     [
         dict(num_attention_heads=4, num_key_value_heads=4),  # multi-head, untied
         dict(num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True),  # GQA, tied
-        dict(num_key_value_heads=1, rope_theta=500000.0, rope_scaling=LLAMA3_ROPE),
-        dict(rope_scaling={"rope_type": "linear", "factor": 2.0}, rms_norm_eps=1e-5),
+        dict(num_key_value_heads=1, rope_parameters={**LLAMA3_ROPE, "rope_theta": 5e5}),
+        dict(
+            rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4},
+            rms_norm_eps=1e-5,
+        ),  # fmt: skip
         dict(head_dim=16),  # head_dim != hidden / heads
     ],
     ids=["mha", "gqa-tied", "llama3-rope", "linear-rope", "wide-heads"],
@@ -132,7 +135,8 @@ def test_zero_layer_equals_skipping_it():
 
 def test_binary_hidden_mask_equals_a_transformers_model_without_those_dimensions():
     ref, ours = tiny_pair(num_attention_heads=4, num_key_value_heads=2)
-    keep = torch.tensor([i for i in range(32) if i % 3 != 1])
+    # 20 of 32 dimensions (transformers 5's LlamaConfig needs a multiple of the 4 heads)
+    keep = torch.tensor([i for i in range(32) if i % 8 not in (1, 3, 6)])
     masks = Masks(z_hidden=torch.zeros(32).index_fill_(0, keep, 1.0))
     small_cfg = tiny_hf_config(hidden_size=len(keep), head_dim=8)
     small = transformers.LlamaForCausalLM(small_cfg).eval()

@@ -34,7 +34,7 @@ from tests.helpers import random_l0, tiny_pair
             ),
         ),  # grouped-query
         (
-            6,
+            8,
             2,
             dict(
                 hidden_size=24,

@@ -1,6 +1,8 @@
 """`model.l0_module.target_params`: a size in, a stock shape out, by the documented rule."""
 
+import functools
 import json
+import math
 
 import pytest
 import torch
@@ -47,9 +49,8 @@ def hf_params(source: dict, target: dict) -> int:
     """transformers' own count of the target shape (meta device, no weights), with the
     source's head width, as the exported config.json states it."""
     target = {"head_dim": source["hidden_size"] // source["num_attention_heads"], **target}
-    with transformers.modeling_utils.no_init_weights(), torch.device("meta"):
+    with torch.device("meta"):  # no weights are initialised on the meta device
         model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**source, **target}))
-    model.tie_weights()  # (not done under no_init_weights)
     return model.num_parameters()
 
 
@@ -65,20 +66,70 @@ def test_the_papers_shapes_from_their_sizes(tmp_path):
     assert "from target_params=1.35e+09" in line
 
 
+def exports(source: dict, target: dict) -> bool:
+    """Whether transformers' own LlamaConfig accepts the target shape."""
+    return _exports(json.dumps(source, sort_keys=True), json.dumps(target, sort_keys=True))
+
+
+@functools.cache
+def _exports(source: str, target: str) -> bool:
+    source, target = json.loads(source), json.loads(target)
+    head_dim = source["hidden_size"] // source["num_attention_heads"]
+    try:
+        transformers.LlamaConfig(**{**source, "head_dim": head_dim, **target})
+    except Exception:  # the strict dataclass' validation error
+        return False
+    return True
+
+
+def rule_by_hand(source: dict, s: float) -> dict:
+    """The module docstring's rule at scale s for a GQA source, written out again: widths
+    to multiples of 64, key/value heads kept, query heads a multiple of them; where
+    LlamaConfig refuses that, the hidden size to a multiple of lcm(8, heads)."""
+    kv = source["num_key_value_heads"]
+    group = source["num_attention_heads"] // kv
+
+    def width(w, q=64):
+        return min(w, max(q, round(s * w / q) * q))
+
+    shape = {
+        "hidden_size": width(source["hidden_size"]),
+        "intermediate_size": width(source["intermediate_size"]),
+        "num_attention_heads": kv * max(1, min(group, round(s * group))),
+        "num_key_value_heads": kv,
+        "num_hidden_layers": source["num_hidden_layers"],
+    }
+    if not exports(source, shape):
+        shape["hidden_size"] = width(
+            source["hidden_size"], math.lcm(8, shape["num_attention_heads"])
+        )
+    return shape
+
+
 @pytest.mark.parametrize("budget", [0.25, 0.4, 0.6, 5e7, 9e7])
 def test_a_gqa_source_gets_the_largest_rule_shape_within_the_budget(tmp_path, budget):
     run = sized(tmp_path, SMOLLM2_135M, budget)
     t = dims(run.target)
     wanted = budget * hf_params(SMOLLM2_135M, {}) if budget <= 1 else budget
     assert hf_params(SMOLLM2_135M, t) <= wanted
-    # the rule: head width and layers kept, key/value heads kept, query heads a multiple
-    assert t["num_hidden_layers"] == 30 and t["num_key_value_heads"] == 3
-    assert t["num_attention_heads"] % 3 == 0 and t["hidden_size"] % 64 == 0
-    assert t["intermediate_size"] % 64 == 0
-    # one more step of the widest dimension would exceed the budget
-    bigger = {**t, "intermediate_size": t["intermediate_size"] + 64}
-    bigger["hidden_size"] = t["hidden_size"] + 64
-    assert hf_params(SMOLLM2_135M, bigger) > wanted
+    assert exports(SMOLLM2_135M, t)
+    # against every shape of the rule on a fine grid of scales: the largest that fits the
+    # budget and that transformers' config accepts
+    candidates = {tuple(rule_by_hand(SMOLLM2_135M, i / 20000).items()) for i in range(20001)}
+    exported = [dict(c) for c in candidates if exports(SMOLLM2_135M, dict(c))]
+    fitting = [(n, c) for c in exported if (n := hf_params(SMOLLM2_135M, c)) <= wanted]
+    best = max(fitting, key=lambda nc: nc[0])[1]
+    assert t == best
+
+
+def test_sizing_skips_shapes_the_exported_config_refuses(tmp_path):
+    # SmolLM2 at 0.4: the 64-multiple shape nearest the budget is hidden 320 with 6 query
+    # heads, which LlamaConfig refuses (320 % 6); the hidden size then goes to a multiple
+    # of lcm(8, 6) = 24, and what is chosen exports
+    t = dims(sized(tmp_path, SMOLLM2_135M, 0.4).target)
+    assert not exports(SMOLLM2_135M, {**t, "hidden_size": 320})
+    assert t["hidden_size"] % 24 == 0 and t["num_attention_heads"] == 6
+    assert exports(SMOLLM2_135M, t)
 
 
 def test_bad_sizes_are_one_line_errors(tmp_path):
