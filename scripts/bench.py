@@ -6,7 +6,7 @@ several repetitions and taking the median, and reports the ratio against its goa
     python scripts/bench.py [--reps 5] [--only forward] [--json bench.json]
 
 Rows (SmolLM2-135M, the embedded default; fp32 on CPU):
-    forward       Forward tokens/s of shearing's MaskableLlama vs transformers'
+    forward       Forward tokens/s of shearing's MaskableDecoder vs transformers'
                   LlamaForCausalLM, same batch. Goal: ratio >= 0.95.
     prune_step    Time of a pruning step (gates sampled, masked forward + backward +
                   optimizer) / a dense training step. Goal: <= 1.10.
@@ -145,13 +145,13 @@ LLAMA7B_TARGET = dict(
 
 def llama7b_slice_setup():
     """The random-init 7B-shaped slice and an L0 module toward the 2.7B widths."""
-    from shearing.models.config import LlamaShape
-    from shearing.models.llama import MaskableLlama
+    from shearing.models.config import DecoderShape
+    from shearing.models.decoder import MaskableDecoder
     from shearing.pruning.l0 import L0Module
 
-    shape = LlamaShape.from_hf(LLAMA7B_SLICE)
+    shape = DecoderShape.from_hf(LLAMA7B_SLICE)
     torch.manual_seed(0)
-    model = MaskableLlama(shape)
+    model = MaskableDecoder(shape)
     with torch.no_grad():
         for p in model.parameters():
             if p.ndim > 1:
@@ -433,11 +433,11 @@ def bench_sparse_ffn(
     reps: int, sparsity: float = 0.9, row: str = "sparse_ffn", shape_of: str = "smollm2"
 ) -> dict:
     from shearing.models import sparse_kernel
-    from shearing.models.config import LlamaShape
-    from shearing.models.llama import MLP
+    from shearing.models.config import DecoderShape
+    from shearing.models.decoder import MLP
 
     config = load_model_config() if shape_of == "smollm2" else LLAMA7B_SLICE
-    shape = LlamaShape.from_hf({**config, "hidden_act": "relu"})
+    shape = DecoderShape.from_hf({**config, "hidden_act": "relu"})
     torch.manual_seed(0)
     mlp = MLP(shape).eval()
     x = torch.randn(1, 1, shape.hidden_size)

@@ -82,8 +82,8 @@ from shearing.cli import run
 from shearing.config import load_config
 from shearing.convert import convert
 from shearing.eval import evaluate, loss_table
+from shearing.models.decoder import MaskableDecoder
 from shearing.models.hf_io import load_model, save_pretrained
-from shearing.models.llama import MaskableLlama
 from shearing.oneshot import oneshot
 from shearing.run import resolve
 
@@ -361,7 +361,7 @@ def scratch_model(plan: Plan, out: Path, seed: int | None = None) -> None:
     """The target shape with transformers' initialisation (normal(0, initializer_range))."""
     run = resolve(load_config(plan.prune_config, plan.paths()), with_data=False)
     torch.manual_seed(run.cfg.seed if seed is None else seed)
-    model = MaskableLlama(run.target)
+    model = MaskableDecoder(run.target)
     save_pretrained(model, out, source=plan.model, force=True)
 
 

@@ -12,8 +12,8 @@ from torch.utils.data import DataLoader
 from shearing.composer_model import ShearingLM
 from shearing.config import start_logits
 from shearing.data.mixture import DomainEvalSet, DomainMixture
+from shearing.models.decoder import MaskableDecoder
 from shearing.models.hf_io import load_model
-from shearing.models.llama import MaskableLlama
 from shearing.pruning.importance import calibration_batches, importance_scores
 from shearing.pruning.l0 import L0Module
 from shearing.run import Run
@@ -34,7 +34,7 @@ def build_model(run: Run, meta: bool = False) -> ShearingLM:
     """The composer model: source weights (or meta tensors) plus the L0 module."""
     if meta:
         with torch.device("meta"):
-            model = MaskableLlama(run.source)
+            model = MaskableDecoder(run.source)
     else:
         model = load_model(run.model_path, shape=run.source)
     cfg = run.cfg
@@ -71,7 +71,7 @@ def cpu_bf16(run: Run) -> bool:
     return run.cfg.precision == "amp_bf16" and not torch.cuda.is_available()
 
 
-def build_teacher(run: Run, meta: bool = False) -> MaskableLlama | None:
+def build_teacher(run: Run, meta: bool = False) -> MaskableDecoder | None:
     """The distillation teacher in `distillation.teacher_dtype` (None without distillation);
     `ShearingLM` freezes it and keeps it out of its state: never trained, never
     checkpointed; `callbacks.TeacherPlacement` puts it on the device (sharded under FSDP)."""
@@ -81,7 +81,7 @@ def build_teacher(run: Run, meta: bool = False) -> MaskableLlama | None:
     if not meta:
         return load_model(run.teacher_path, dtype=dtype, shape=run.teacher)
     with torch.device("meta"):
-        return MaskableLlama(run.teacher).to(dtype)
+        return MaskableDecoder(run.teacher).to(dtype)
 
 
 def build_dataloaders(run: Run) -> tuple[DataLoader, DataLoader]:

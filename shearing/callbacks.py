@@ -87,7 +87,7 @@ def shard_teacher(teacher: torch.nn.Module, fsdp_config: dict, device: torch.dev
     from torch.distributed.fsdp import FullyShardedDataParallel, ShardingStrategy
     from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
-    from shearing.models.llama import DecoderLayer
+    from shearing.models.decoder import DecoderLayer
 
     strategy = str(fsdp_config.get("sharding_strategy", "FULL_SHARD")).upper()
     return FullyShardedDataParallel(

@@ -16,7 +16,7 @@ from composer.models import ComposerModel
 from torch import Tensor
 
 from shearing.data.metrics import DomainCrossEntropy
-from shearing.models.llama import MaskableLlama, Masks
+from shearing.models.decoder import MaskableDecoder, Masks
 from shearing.objectives import (
     ActivationRecorder,
     distillation_loss,
@@ -45,10 +45,10 @@ class ShearingLM(ComposerModel):
 
     def __init__(
         self,
-        model: MaskableLlama,
+        model: MaskableDecoder,
         l0: L0Module | None,
         domains: Sequence[str],
-        teacher: MaskableLlama | None = None,
+        teacher: MaskableDecoder | None = None,
         distill_alpha: float = 1.0,
         distill_temperature: float = 1.0,
         ce_weight: float = 1.0,

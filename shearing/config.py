@@ -18,7 +18,7 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import yaml
-from shearing.models.config import LlamaShape, export_problem
+from shearing.models.config import DecoderShape, export_problem
 from shearing.pruning.l0 import INIT_LOG_ALPHA, INITS, PRUNED_LOG_ALPHA
 from shearing.pruning.modules import MODULE_KEYS, TABLE, resolve_modules
 from shearing.pruning.sizing import sized_target
@@ -421,7 +421,7 @@ def start_logits(l0: L0Config) -> tuple[float, float]:
     return kept, pruned
 
 
-def target_shape(source: LlamaShape, l0: L0Config) -> LlamaShape:
+def target_shape(source: DecoderShape, l0: L0Config) -> DecoderShape:
     """The target shape: the source with `target_model` applied, validated against it.
 
     Raises:
@@ -491,8 +491,8 @@ def target_shape(source: LlamaShape, l0: L0Config) -> LlamaShape:
 
 
 def validate(
-    cfg: TrainConfig, source: LlamaShape, seq_len: int | None = None, *, training: bool = True
-) -> tuple[LlamaShape | None, Steps | None]:
+    cfg: TrainConfig, source: DecoderShape, seq_len: int | None = None, *, training: bool = True
+) -> tuple[DecoderShape | None, Steps | None]:
     """Check everything that can be checked before building; return the target shape and
     every duration in steps (`steps_of`; None without `training`).
 
@@ -673,13 +673,13 @@ def _validate_dynamic(cfg: TrainConfig, steps: Steps) -> None:
         raise ConfigError(f"data.smoothing={d.smoothing} must be in [0, 1]")
 
 
-def _validate_sparsity(cfg: TrainConfig, source: LlamaShape, steps: Steps | None) -> None:
-    from shearing.models.config import SUPPORTED_ACTIVATIONS
+def _validate_sparsity(cfg: TrainConfig, source: DecoderShape, steps: Steps | None) -> None:
+    from shearing.models.config import ACTIVATION_REPLACEMENTS
 
     act = cfg.model.activation
-    if act is not None and act not in SUPPORTED_ACTIVATIONS:
+    if act is not None and act not in ACTIVATION_REPLACEMENTS:
         raise ConfigError(
-            f"model.activation={act!r} is not supported; use {', '.join(SUPPORTED_ACTIVATIONS)}"
+            f"model.activation={act!r} is not supported; use {', '.join(ACTIVATION_REPLACEMENTS)}"
         )
     final = act or source.hidden_act
     shift = cfg.threshold_shift

@@ -36,9 +36,9 @@ from shearing.cli import CommandFailed, Stages, run
 from shearing.config import load_config
 from shearing.files import check_replaceable, check_separate, staged_output
 from shearing.models.config import STOCK_ACTIVATIONS
+from shearing.models.decoder import MaskableDecoder, Masks
 from shearing.models.gguf_io import GGUF_TYPES, write_gguf
 from shearing.models.hf_io import model_from_state_dict, write_pretrained
-from shearing.models.llama import MaskableLlama, Masks
 from shearing.pruning.finalize import masks_report, slice_model
 from shearing.pruning.l0 import L0Module
 from shearing.pruning.modules import MODULE_KEYS
@@ -110,13 +110,13 @@ def settle_losses(folder: Path, step: int | None) -> dict | None:
     return found
 
 
-def load_checkpoint(ckpt: Path, run: Run) -> tuple[MaskableLlama, L0Module | None]:
+def load_checkpoint(ckpt: Path, run: Run) -> tuple[MaskableDecoder, L0Module | None]:
     """Rebuild the model (and L0 module) of a run from its checkpoint, on the CPU."""
     model, l0, _ = _load(ckpt, run)
     return model, l0
 
 
-def _load(ckpt: Path, run: Run) -> tuple[MaskableLlama, L0Module | None, int | None]:
+def _load(ckpt: Path, run: Run) -> tuple[MaskableDecoder, L0Module | None, int | None]:
     state = load_state(ckpt)
     try:
         weights = state["state"]["model"]
@@ -166,7 +166,8 @@ def convert(
     stage = Stages("convert")
     stage(f"loading {ckpt}")
     model, l0, step = _load(ckpt, run)
-    dtype = dtype or str(run.source_config.get("torch_dtype") or "float32")
+    src = run.source_config
+    dtype = dtype or str(src.get("dtype") or src.get("torch_dtype") or "float32")
     if dtype not in DTYPES:
         raise ConversionError(f"--dtype {dtype!r} is not supported; use {', '.join(DTYPES)}")
     masks = l0.deterministic_masks() if l0 is not None else None
@@ -202,7 +203,7 @@ def settle_report(settle: dict | None, step: int | None) -> str:
 
 @torch.no_grad()
 def export(
-    model: MaskableLlama,
+    model: MaskableDecoder,
     masks: Masks | None,
     out: Path,
     *,
@@ -252,7 +253,7 @@ def _check(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
         )
 
 
-def _check_with_transformers(path: Path, final: MaskableLlama, ids: torch.Tensor, dtype) -> None:
+def _check_with_transformers(path: Path, final: MaskableDecoder, ids: torch.Tensor, dtype) -> None:
     """Reload `path` strictly with transformers; its logits must equal `final`'s (same rounding)."""
     from transformers import AutoModelForCausalLM
 

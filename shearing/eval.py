@@ -30,14 +30,14 @@ from shearing.cli import Stages, run
 from shearing.data.mixture import open_domain, read_manifest
 from shearing.files import OutputError, check_separate, write_text_atomic
 from shearing.generate import stepwise_logits
+from shearing.models.decoder import MaskableDecoder
 from shearing.models.hf_io import load_model
-from shearing.models.llama import MaskableLlama
 from shearing.objectives import next_token_loss
 
 
 @torch.no_grad()
 def evaluate(
-    model: MaskableLlama,
+    model: MaskableDecoder,
     data: str | Path,
     split: str = "eval",
     max_rows: int | None = None,

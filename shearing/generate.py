@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from shearing.models.llama import KVCache, MaskableLlama
+from shearing.models.decoder import KVCache, MaskableDecoder
 
 
 @torch.no_grad()
 def greedy_generate(
-    model: MaskableLlama,
+    model: MaskableDecoder,
     input_ids: Tensor,
     max_new_tokens: int,
     eos_token_id: int | None = None,
@@ -36,7 +36,7 @@ def greedy_generate(
 
 
 @torch.no_grad()
-def stepwise_logits(model: MaskableLlama, input_ids: Tensor) -> Tensor:
+def stepwise_logits(model: MaskableDecoder, input_ids: Tensor) -> Tensor:
     """The (b, s, V) logits of `input_ids` computed as decoding does: one row at a time,
     one token per forward, with a key/value cache (so sparse FFN decoding applies)."""
     rows = []
@@ -48,7 +48,7 @@ def stepwise_logits(model: MaskableLlama, input_ids: Tensor) -> Tensor:
     return torch.cat(rows)
 
 
-def describe(model: MaskableLlama) -> list[tuple[str, str]]:
+def describe(model: MaskableDecoder) -> list[tuple[str, str]]:
     """Rows (name, value) describing a model's shape and size."""
     s = model.shape
     return [

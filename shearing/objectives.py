@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from shearing.models.llama import MaskableLlama
+from shearing.models.decoder import MaskableDecoder
 
 
 def next_token_loss(logits: Tensor, ids: Tensor, reduction: str = "mean") -> Tensor:
@@ -61,7 +61,7 @@ class ActivationRecorder:
     Values stay tensors (no host sync per layer); callers convert once per step.
     """
 
-    def __init__(self, model: MaskableLlama) -> None:
+    def __init__(self, model: MaskableDecoder) -> None:
         self.magnitudes: list[Tensor] = []
         self.zero_fractions: list[Tensor] = []
         self.handles = [

@@ -38,7 +38,7 @@ from shearing.config import (
 from shearing.data.dynamic import last_proportions
 from shearing.data.mixture import POSITION_FILE, read_manifest, read_position
 from shearing.files import OutputError, check_separate
-from shearing.models.config import LlamaShape
+from shearing.models.config import DecoderShape
 from shearing.models.hf_io import read_hf_config
 from shearing.pruning.modules import MODULE_KEYS, resolve_modules
 
@@ -163,17 +163,17 @@ class Run:
     #: The model being trained: the source's shape with the run's activation. With a
     #: scheduled threshold shift this is already the final FATReLU, whose threshold is 0
     #: (exactly ReLU) before `steps.threshold_shift`.
-    source: LlamaShape
+    source: DecoderShape
     #: The shape to prune to (None: no pruning).
-    target: LlamaShape | None
+    target: DecoderShape | None
     #: Resolved pruning modules (`head` becomes `kv_group` for multi-head attention).
     modules: tuple[str, ...]
     #: The shape of the model the run ends with (what convert_to_hf.sh writes).
-    final: LlamaShape
+    final: DecoderShape
     #: The frozen distillation teacher (None: no distillation).
     teacher_path: Path | None
     #: The teacher's shape (None: no distillation).
-    teacher: LlamaShape | None
+    teacher: DecoderShape | None
     #: The data section against the corpus manifest (None when resolved without data).
     data: DataPlan | None
     #: Durations in batches (None when resolved without data: token durations need it).
@@ -202,18 +202,17 @@ def resolve(cfg: TrainConfig, *, with_data: bool = True, world_size: int = 1) ->
         raise ConfigError(f"model.path: {err}") from None
     m = cfg.model
     shift = cfg.threshold_shift
-    trained = dict(source_config)
-    if m.activation is not None:
-        trained["hidden_act"] = m.activation
-    trained["fatrelu_threshold"] = m.fatrelu_threshold
     try:
-        original = LlamaShape.from_hf(source_config)
+        original = DecoderShape.from_hf(source_config)
     except ValueError as err:
         raise ConfigError(f"model.path: {err}") from None
+    trained = {"fatrelu_threshold": m.fatrelu_threshold}
+    if m.activation is not None:
+        trained["hidden_act"] = m.activation
     target, steps = validate(cfg, original, data.seq_len if data else None, training=with_data)
     if shift is not None:  # the run ends with FATReLU(threshold); ReLU before the shift
         trained |= {"hidden_act": "fatrelu", "fatrelu_threshold": shift.threshold}
-    source = LlamaShape.from_hf(trained)
+    source = original.replace(**trained)
     if data is not None and data.vocab_size > source.vocab_size:
         raise ConfigError(
             f"data.path was tokenized with a vocabulary of {data.vocab_size}, larger than the "
@@ -234,8 +233,8 @@ def resolve(cfg: TrainConfig, *, with_data: bool = True, world_size: int = 1) ->
 
 
 def _teacher(
-    cfg: TrainConfig, model_path: Path, student: LlamaShape
-) -> tuple[Path | None, LlamaShape | None]:
+    cfg: TrainConfig, model_path: Path, student: DecoderShape
+) -> tuple[Path | None, DecoderShape | None]:
     """The distillation teacher's path and shape: `distillation.teacher_path`, or the
     unpruned source of `model.path` (`source_model_of`)."""
     d = cfg.distillation
@@ -247,7 +246,7 @@ def _teacher(
         path = source_model_of(model_path)
         key = "distillation.teacher_path (default: the source of model.path)"
     try:
-        shape = LlamaShape.from_hf(read_hf_config(path))
+        shape = DecoderShape.from_hf(read_hf_config(path))
     except ValueError as err:
         raise ConfigError(f"{key}: {err}") from None
     if shape.vocab_size != student.vocab_size:
@@ -272,7 +271,7 @@ def target_line(run: Run) -> str | None:
     )
 
 
-def _dims(shape: LlamaShape) -> dict:
+def _dims(shape: DecoderShape) -> dict:
     """The prunable dimensions of `shape` (the module table's HF keys)."""
     return {k: getattr(shape, k) for k in MODULE_KEYS.values()}
 

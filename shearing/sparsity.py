@@ -21,14 +21,14 @@ import torch
 from shearing.cli import run
 from shearing.eval import check_json_output, evaluate, model_data_parser
 from shearing.files import write_text_atomic
+from shearing.models.decoder import MaskableDecoder
 from shearing.models.hf_io import load_model
-from shearing.models.llama import MaskableLlama
 
 
 class SparsityMeter:
     """Counts zero FFN unit values per layer through forward hooks while attached."""
 
-    def __init__(self, model: MaskableLlama) -> None:
+    def __init__(self, model: MaskableDecoder) -> None:
         n = model.shape.num_hidden_layers
         self.zeros = torch.zeros(n, dtype=torch.float64)
         self.values = torch.zeros(n, dtype=torch.float64)
@@ -57,7 +57,7 @@ class SparsityMeter:
 
 
 def measure(
-    model: MaskableLlama, data: str | Path, split: str = "eval", max_rows: int | None = None
+    model: MaskableDecoder, data: str | Path, split: str = "eval", max_rows: int | None = None
 ) -> dict:
     """`{"average_sparsity", "per_layer", "loss"}` of `model` on a tokenized corpus."""
     meter = SparsityMeter(model)

@@ -48,7 +48,7 @@ def tiny_workspace(tmp_path_factory):
     import transformers
 
     from shearing.data.prep import main as tokenize_main
-    from shearing.models.config import LlamaShape
+    from shearing.models.config import DecoderShape
     from shearing.models.hf_io import model_from_state_dict, save_pretrained
     from tests.helpers import WORKSPACE_VOCAB, tiny_hf_config
 
@@ -70,7 +70,7 @@ def tiny_workspace(tmp_path_factory):
     torch.manual_seed(0)
     cfg = tiny_hf_config(vocab_size=WORKSPACE_VOCAB)
     ref = transformers.LlamaForCausalLM(cfg)
-    model = model_from_state_dict(LlamaShape.from_hf(cfg.to_dict()), dict(ref.state_dict()))
+    model = model_from_state_dict(DecoderShape.from_hf(cfg.to_dict()), dict(ref.state_dict()))
     save_pretrained(model, root / "model")
     return {
         "root": root,

@@ -27,7 +27,7 @@ def main(config: str, out: str, teacher: bool = False, ascent: bool = False) -> 
 
     from shearing.callbacks import shard_teacher
     from shearing.config import load_config
-    from shearing.models.llama import DecoderLayer
+    from shearing.models.decoder import DecoderLayer
     from tests.fsdp_reference import TOKENS, build, step
 
     dist.init_process_group("gloo")

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 import transformers
 
-from shearing.models.config import LlamaShape
+from shearing.models.config import DecoderShape
 from shearing.models.hf_io import model_from_state_dict
 
 TINY = dict(
@@ -36,7 +36,7 @@ def tiny_pair(seed: int = 0, **overrides):
     """A random transformers `LlamaForCausalLM` and our model holding the same weights."""
     torch.manual_seed(seed)
     ref = transformers.LlamaForCausalLM(tiny_hf_config(**overrides)).eval()
-    ours = model_from_state_dict(LlamaShape.from_hf(ref.config.to_dict()), dict(ref.state_dict()))
+    ours = model_from_state_dict(DecoderShape.from_hf(ref.config.to_dict()), dict(ref.state_dict()))
     return ref, ours.eval()
 
 

@@ -89,12 +89,12 @@ def test_one_fsdp_step_on_cpu_equals_the_step_without_fsdp(teacher, ascent, tmp_
 
     # composer's wrapping: the LLaMA and each of its decoder layers, not the L0 module
     assert got["units"].count("DecoderLayer") == got["layers"] == 3
-    assert "MaskableLlama" in got["units"] and "L0Module" not in got["units"]
+    assert "MaskableDecoder" in got["units"] and "L0Module" not in got["units"]
     assert got["checkpointed"] == 3  # activation_checkpointing: true
 
     if teacher:  # sharded like the student, one unit per layer; each rank keeps half
         assert got["units"].count("teacher.DecoderLayer") == 3
-        assert "teacher.MaskableLlama" in got["units"]
+        assert "teacher.MaskableDecoder" in got["units"]
         (kept0, full), (kept1, _) = got["teacher_kept"]
         assert kept0 == kept1 and full / 2 <= kept0 < full / 2 + 2 * 97  # padding per unit
         assert not any("teacher" in k for k in got["state_keys"])

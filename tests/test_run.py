@@ -14,8 +14,8 @@ import pytest
 
 from shearing.composer_model import ShearingLM
 from shearing.config import load_config
-from shearing.models.config import LlamaShape
-from shearing.models.llama import MaskableLlama
+from shearing.models.config import DecoderShape
+from shearing.models.decoder import MaskableDecoder
 from shearing.run import resolve
 from tests.test_config import LLAMA2_7B
 
@@ -71,7 +71,7 @@ def run_of(name, paths):
     return resolve(load_config(YAML / name, args), world_size=8)
 
 
-def dims(shape: LlamaShape) -> tuple:
+def dims(shape: DecoderShape) -> tuple:
     return (shape.hidden_size, shape.num_attention_heads, shape.num_key_value_heads,
             shape.num_hidden_layers, shape.intermediate_size)  # fmt: skip
 
@@ -128,11 +128,11 @@ def test_smollm2_pruning_target(paths):
 
 
 def test_the_threshold_is_zero_until_the_shift_step():
-    shape = LlamaShape.from_hf(SMOLLM2_135M | {"num_hidden_layers": 2, "hidden_size": 32,
+    shape = DecoderShape.from_hf(SMOLLM2_135M | {"num_hidden_layers": 2, "hidden_size": 36,
                                                "intermediate_size": 16, "vocab_size": 10,
                                                "hidden_act": "fatrelu",
                                                "fatrelu_threshold": 0.25})  # fmt: skip
-    lm = ShearingLM(MaskableLlama(shape), None, ["all"], threshold_from_step=5)
+    lm = ShearingLM(MaskableDecoder(shape), None, ["all"], threshold_from_step=5)
     thresholds = []
     for step in (0, 4, 5, 9):
         lm.set_step(step)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import transformers
 
-from shearing.models.llama import MLP, GatedActivation
+from shearing.models.decoder import MLP, GatedActivation
 from shearing.sparsity import main
 from tests.helpers import WORKSPACE_VOCAB, tiny_hf_config, tiny_pair
 

@@ -13,8 +13,8 @@ import torch
 import transformers
 
 import yaml as pyyaml
+from shearing.models.decoder import Masks
 from shearing.models.hf_io import load_model
-from shearing.models.llama import Masks
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET = dict(

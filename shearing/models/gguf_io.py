@@ -140,6 +140,8 @@ def byte_level_tokenizer(fields: dict):
 #: `--gguf` types: the gguf package's tensor types. Norm weights (1-D) stay float32, as
 #: llama.cpp keeps them; a q8_0 matrix whose rows are not whole 32-value blocks is float16.
 GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")
+#: Families written as GGUF's llama architecture (same tensors, plain RoPE, no windows).
+GGUF_FAMILIES = ("llama",)
 #: File types (`general.file_type`, llama.cpp's LLAMA_FTYPE numbers) of the types above.
 _FILE_TYPES = {"f32": 0, "f16": 1, "q8_0": 7, "bf16": 32}
 
@@ -174,14 +176,21 @@ def write_gguf(model_dir: str | Path, out: str | Path, gguf_type: str = "f16") -
     model_dir, out = Path(model_dir), Path(out)
     model = load_model(model_dir)
     shape = model.shape
+    if shape.model_type not in GGUF_FAMILIES:
+        raise GGUFExportError(
+            f"{model_dir} is a {shape.model_type} model; GGUF export writes the llama "
+            f"architecture, for {', '.join(GGUF_FAMILIES)} (llama.cpp's convert_hf_to_gguf.py "
+            "handles the others)"
+        )
     if shape.hidden_act != "silu":
         raise GGUFExportError(
             f"{model_dir} has a {shape.hidden_act} FFN; GGUF's llama architecture (llama.cpp, "
             "transformers' GGUF reader) has only SiLU, so it would run as another model"
         )
-    if shape.rope_type != "default":
+    rope = shape.layer_rope(0)
+    if rope.get("rope_type") != "default":
         raise GGUFExportError(
-            f"{model_dir} uses RoPE scaling {shape.rope_parameters}; only plain RoPE is "
+            f"{model_dir} uses RoPE scaling {rope}; only plain RoPE is "
             "written to GGUF here (llama.cpp's convert_hf_to_gguf.py handles the others)"
         )
     tokenizer = _tokenizer_metadata(model_dir)
@@ -199,7 +208,7 @@ def write_gguf(model_dir: str | Path, out: str | Path, gguf_type: str = "f16") -
         w.add_key_length(shape.head_dim)
         w.add_value_length(shape.head_dim)
         w.add_rope_dimension_count(shape.head_dim)
-        w.add_rope_freq_base(float(shape.rope_theta))
+        w.add_rope_freq_base(float(rope["rope_theta"]))
         w.add_layer_norm_rms_eps(float(shape.rms_norm_eps))
         w.add_vocab_size(shape.vocab_size)
         w.add_file_type(_FILE_TYPES[gguf_type])

@@ -1,4 +1,5 @@
-"""Load a source model from a Hugging Face directory or a GGUF file; save a stock HF directory.
+"""Load a source model from a Hugging Face directory or a GGUF file; save a stock HF directory
+of the source's family (a pruned Qwen3 is a `Qwen3ForCausalLM` of the new shape).
 
 Loading is strict: every checkpoint key must be a parameter of the model and every
 parameter must be in the checkpoint, with the same shape; the first offending key is
@@ -20,9 +21,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from shearing.files import staged_output
-from shearing.models.config import STOCK_ACTIVATIONS, LlamaShape
+from shearing.models.config import STOCK_ACTIVATIONS, DecoderShape
+from shearing.models.decoder import MaskableDecoder
 from shearing.models.gguf_io import byte_level_tokenizer, is_byte_level, read_fields
-from shearing.models.llama import MaskableLlama, RotaryEmbedding
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,9 @@ TOKENIZER_FILES = (
 #: Checkpoint keys that are recomputed, not loaded (old LLaMA checkpoints store them).
 IGNORED_KEY_SUFFIXES = ("rotary_emb.inv_freq",)
 DEFAULT_MAX_SHARD_BYTES = 5 * 1024**3
-#: Modeling file shipped with fatrelu / drelu checkpoints, and the class auto_map names.
+#: Modeling file shipped with fatrelu / drelu checkpoints; auto_map names its class
+#: `Shearing<architecture>` (e.g. ShearingQwen3ForCausalLM).
 REMOTE_CODE = Path(__file__).resolve().parent.parent / "export" / "modeling_shearing.py"
-REMOTE_CLASS = "modeling_shearing.ShearingLlamaForCausalLM"
 
 
 def resolve_source(path: str | os.PathLike) -> Path:
@@ -87,9 +88,9 @@ def load_model(
     device: str | torch.device = "cpu",
     hidden_act: str | None = None,
     fatrelu_threshold: float | None = None,
-    shape: LlamaShape | None = None,
-) -> MaskableLlama:
-    """Load a source checkpoint into a `MaskableLlama`.
+    shape: DecoderShape | None = None,
+) -> MaskableDecoder:
+    """Load a source checkpoint into a `MaskableDecoder`.
 
     Args:
         path: a Hugging Face directory (safetensors or .bin, sharded or not) or a .gguf file.
@@ -99,40 +100,45 @@ def load_model(
         fatrelu_threshold: the threshold of a `fatrelu` activation.
         shape: build this shape instead of the checkpoint's config (a resolved run's, with
             its activation); its dimensions must be the checkpoint's.
+        (With `hidden_act` or `fatrelu_threshold`, the checkpoint's shape with them.)
 
     Raises:
         ValueError: no model at `path`, an unsupported config, or a key/shape mismatch.
     """
     src = resolve_source(path)
     if shape is None:
-        hf_config = read_hf_config(src)
+        shape = DecoderShape.from_hf(read_hf_config(src))
         if hidden_act is not None:
-            hf_config = {**hf_config, "hidden_act": hidden_act}
+            shape = shape.replace(hidden_act=hidden_act)
         if fatrelu_threshold is not None:
-            hf_config = {**hf_config, "fatrelu_threshold": fatrelu_threshold}
-        shape = LlamaShape.from_hf(hf_config)
+            shape = shape.replace(fatrelu_threshold=fatrelu_threshold)
     state = _gguf_state_dict(src) if src.suffix == ".gguf" else _hf_state_dict(src)
     return model_from_state_dict(shape, state, dtype=dtype, device=device)
 
 
 def model_from_state_dict(
-    shape: LlamaShape,
+    shape: DecoderShape,
     state: dict[str, Tensor],
     *,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
-) -> MaskableLlama:
-    """Build a model of `shape` on the meta device and assign `state` to it, strictly."""
+) -> MaskableDecoder:
+    """Build a model of `shape` on the meta device and assign `state` (checkpoint keys, or
+    the model's own) to it, strictly."""
     with torch.device("meta"):
-        model = MaskableLlama(shape)
+        model = MaskableDecoder(shape)
     state = {k: v for k, v in state.items() if not k.endswith(IGNORED_KEY_SUFFIXES)}
+    state = unfused(shape, state)
     expected = model.state_dict()
     if shape.tie_word_embeddings and "lm_head.weight" not in state:
         if "model.embed_tokens.weight" in state:
             state["lm_head.weight"] = state["model.embed_tokens.weight"]
     for key in state:
         if key not in expected:
-            raise ValueError(f"checkpoint key {key!r} is not a parameter of a LLaMA model")
+            raise ValueError(
+                f"checkpoint key {key!r} is not a parameter of a {shape.model_type} model of "
+                "this config"
+            )
     for key, param in expected.items():
         if key not in state:
             raise ValueError(f"checkpoint has no {key!r}")
@@ -143,9 +149,49 @@ def model_from_state_dict(
             )
     state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
-    model.model.rotary_emb = RotaryEmbedding(shape).to(device)
+    model.model.reset_rotary(device)
     model.tie_weights()
     return model
+
+
+def unfused(shape: DecoderShape, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Checkpoint keys to the model's: Phi-3's fused `qkv_proj` (rows: queries, keys,
+    values) and `gate_up_proj` (gate, then up) split into the separate projections."""
+    if not shape.family.fused:
+        return state
+    q_rows = shape.num_attention_heads * shape.head_dim
+    kv_rows = shape.num_key_value_heads * shape.head_dim
+    out = {}
+    for key, value in state.items():
+        if key.endswith("self_attn.qkv_proj.weight"):
+            q, k, v = value.split([q_rows, kv_rows, kv_rows], dim=0)
+            base = key[: -len("qkv_proj.weight")]
+            out |= {base + "q_proj.weight": q, base + "k_proj.weight": k, base + "v_proj.weight": v}
+        elif key.endswith("mlp.gate_up_proj.weight"):
+            gate, up = value.chunk(2, dim=0)
+            base = key[: -len("gate_up_proj.weight")]
+            out |= {base + "gate_proj.weight": gate, base + "up_proj.weight": up}
+        else:
+            out[key] = value
+    return out
+
+
+def fused(shape: DecoderShape, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The model's keys to the checkpoint's: `unfused` undone (Phi-3)."""
+    if not shape.family.fused:
+        return state
+    out = {}
+    for key, value in state.items():
+        if key.endswith("self_attn.q_proj.weight"):
+            base = key[: -len("q_proj.weight")]
+            parts = [state[base + n] for n in ("q_proj.weight", "k_proj.weight", "v_proj.weight")]
+            out[base + "qkv_proj.weight"] = torch.cat(parts, dim=0)
+        elif key.endswith("mlp.gate_proj.weight"):
+            base = key[: -len("gate_proj.weight")]
+            out[base + "gate_up_proj.weight"] = torch.cat([value, state[base + "up_proj.weight"]])
+        elif not key.endswith(("k_proj.weight", "v_proj.weight", "up_proj.weight")):
+            out[key] = value
+    return out
 
 
 def load_tokenizer(path: str | os.PathLike):
@@ -215,9 +261,13 @@ def _gguf_config(path: Path) -> dict:
     from transformers import AutoConfig
 
     arch = _gguf_architecture(path)
-    if arch != "llama":
-        raise ValueError(f"GGUF file {path.name!r} has architecture {arch!r}; supported: llama")
-    config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+    try:
+        config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+    except (ValueError, KeyError) as err:
+        raise ValueError(
+            f"GGUF file {path.name!r} has architecture {arch!r}, which transformers' GGUF "
+            f"reader does not read ({str(err).strip().splitlines()[0][:120]})"
+        ) from None
     return {**config.to_diff_dict(), "model_type": config.model_type}
 
 
@@ -236,7 +286,7 @@ def _gguf_state_dict(path: Path) -> dict[str, Tensor]:
 
 
 def save_pretrained(
-    model: MaskableLlama,
+    model: MaskableDecoder,
     out_dir: str | os.PathLike,
     *,
     source: str | os.PathLike | None = None,
@@ -244,7 +294,7 @@ def save_pretrained(
     dtype: torch.dtype | None = None,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
 ) -> Path:
-    """Write `model` as a stock Hugging Face LLaMA directory.
+    """Write `model` as a stock Hugging Face directory of its family.
 
     Args:
         model: the model to save.
@@ -266,7 +316,7 @@ def save_pretrained(
 
 
 def write_pretrained(
-    model: MaskableLlama,
+    model: MaskableDecoder,
     directory: Path,
     *,
     source: str | os.PathLike | None = None,
@@ -280,6 +330,7 @@ def write_pretrained(
     }
     if model.shape.tie_word_embeddings:
         state.pop("lm_head.weight")
+    state = fused(model.shape, state)
     if source is not None:
         copy_tokenizer(source, directory)
     hf_config = model.shape.to_hf()
@@ -287,8 +338,10 @@ def write_pretrained(
         # fatrelu / drelu: ship the modeling file that transformers loads with
         # trust_remote_code=True
         shutil.copy2(REMOTE_CODE, directory / REMOTE_CODE.name)
-        hf_config["auto_map"] = {"AutoModelForCausalLM": REMOTE_CLASS}
-    hf_config["torch_dtype"] = str(next(iter(state.values())).dtype).removeprefix("torch.")
+        remote = f"modeling_shearing.Shearing{model.shape.family.architecture}"
+        hf_config["auto_map"] = {"AutoModelForCausalLM": remote}
+    hf_config.pop("torch_dtype", None)  # transformers 5's name is dtype
+    hf_config["dtype"] = str(next(iter(state.values())).dtype).removeprefix("torch.")
     (directory / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
     _write_generation_config(hf_config, directory)
     _write_safetensors(state, directory, max_shard_bytes)

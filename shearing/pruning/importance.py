@@ -8,7 +8,7 @@ The scores follow Minitron (Muralidharan et al., arXiv 2407.14679) for width and
 | `head`         | [L, K, G] | mean L2 norm of the head's attention output (o_proj's input)  |
 | `kv_group`     | [L, K]    | sum of the scores of the group's query heads                  |
 | `intermediate` | [L, I]    | mean |unit value| (down_proj's input)                         |
-| `hidden`       | [d]       | mean |value| after every RMSNorm, summed over the norms        |
+| `hidden`       | [d]       | mean |value| after every hidden-width RMSNorm, summed          |
 | `layer`        | [L]       | block influence: mean over tokens of 1 - cos(input, output)   |
 
 Means are over every token of the calibration rows. The scores feed one-shot pruning
@@ -28,7 +28,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from shearing.data.mixture import open_domain, read_manifest
-from shearing.models.llama import MaskableLlama
+from shearing.models.decoder import MaskableDecoder
 from shearing.pruning.modules import TABLE
 
 
@@ -58,7 +58,7 @@ def calibration_batches(
 
 
 @torch.no_grad()
-def importance_scores(model: MaskableLlama, batches: Iterable[Tensor]) -> dict[str, Tensor]:
+def importance_scores(model: MaskableDecoder, batches: Iterable[Tensor]) -> dict[str, Tensor]:
     """Importance of every unit of `model` (see the module docstring), float64 on the CPU.
 
     Raises:
@@ -103,10 +103,9 @@ def importance_scores(model: MaskableLlama, batches: Iterable[Tensor]) -> dict[s
         handles += [
             layer.self_attn.o_proj.register_forward_pre_hook(on_heads(i)),
             layer.mlp.down_proj.register_forward_pre_hook(on_units(i)),
-            layer.input_layernorm.register_forward_hook(on_norm),
-            layer.post_attention_layernorm.register_forward_hook(on_norm),
             layer.register_forward_hook(on_layer(i)),
         ]
+        handles += [norm.register_forward_hook(on_norm) for norm in layer.hidden_norms()]
     was_training = model.training
     model.eval()
     try:
@@ -129,7 +128,7 @@ def importance_scores(model: MaskableLlama, batches: Iterable[Tensor]) -> dict[s
     }
 
 
-def random_scores(model: MaskableLlama, seed: int) -> dict[str, Tensor]:
+def random_scores(model: MaskableDecoder, seed: int) -> dict[str, Tensor]:
     """Scores of the same shapes as `importance_scores`, uniformly random (a baseline)."""
     generator = torch.Generator().manual_seed(seed)
     return {

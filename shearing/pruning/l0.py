@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from shearing.models.config import LlamaShape
-from shearing.models.llama import Masks
+from shearing.models.config import DecoderShape, param_count
+from shearing.models.decoder import Masks
 from shearing.pruning.modules import MASK_FIELDS, TABLE, resolve_modules, row_ranks
 
 #: Hard-concrete constants (Louizos et al. 2018): temperature, stretch limits, clamp eps.
@@ -49,7 +49,7 @@ class GateSpec:
         return 1.0 - self.keep / self.shape[-1]
 
 
-def gate_specs(source: LlamaShape, target: LlamaShape, modules: Iterable[str]) -> dict:
+def gate_specs(source: DecoderShape, target: DecoderShape, modules: Iterable[str]) -> dict:
     """Gate shapes and kept counts for `modules` (already resolved), from the module table."""
     return {m: GateSpec(TABLE[m].gate_shape(source), TABLE[m].kept(target)) for m in modules}
 
@@ -100,8 +100,8 @@ class L0Module(nn.Module):
 
     def __init__(
         self,
-        source: LlamaShape,
-        target: LlamaShape,
+        source: DecoderShape,
+        target: DecoderShape,
         pruning_modules: Iterable[str],
         warmup_steps: int,
         seed: int = 0,
@@ -242,7 +242,7 @@ class L0Module(nn.Module):
         """
         s = self.scores() if scores is None else scores
         src = self.source
-        L, K, G, hd = src.num_hidden_layers, src.num_key_value_heads, src.group_size, src.head_dim
+        L, K, G = src.num_hidden_layers, src.num_key_value_heads, src.group_size
         ones = next(iter(s.values())).new_ones
         p_layer = s.get("layer", ones(L))
         e_d = s["hidden"].sum() if "hidden" in s else ones(()) * src.hidden_size
@@ -251,8 +251,7 @@ class L0Module(nn.Module):
         e_q = (p_kv * p_head.sum(-1)).sum(-1)  # (L,)
         e_kv = p_kv.sum(-1)
         e_i = s["intermediate"].sum(-1) if "intermediate" in s else ones(L) * src.intermediate_size
-        per_layer = e_d * (2 * hd * (e_q + e_kv) + 3 * e_i) + 2 * e_d
-        return (p_layer * per_layer).sum() + e_d
+        return param_count(src, e_d, e_q, e_kv, e_i, p_layer)
 
     def lagrangian(self) -> tuple[Tensor, dict[str, Tensor]]:
         """`sum_m lambda1_m (s_m - t_m) + lambda2_m (s_m - t_m)^2` and per-module values."""

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from shearing.models.config import LlamaShape
+from shearing.models.config import DecoderShape
 
 
 @dataclass(frozen=True)
@@ -39,11 +39,11 @@ class PruningModule:
     #: The `Masks` field its gates feed.
     mask_field: str
     #: Gate (and score, and mask) shape for a source shape.
-    gate_shape: Callable[[LlamaShape], tuple[int, ...]]
+    gate_shape: Callable[[DecoderShape], tuple[int, ...]]
     #: Units kept per row for a target shape.
-    kept: Callable[[LlamaShape], int]
+    kept: Callable[[DecoderShape], int]
 
-    def changes(self, source: LlamaShape, target: LlamaShape) -> bool:
+    def changes(self, source: DecoderShape, target: DecoderShape) -> bool:
         """Whether going from `source` to `target` needs this module's gates."""
         return self.kept(source) != self.kept(target)
 
@@ -93,7 +93,7 @@ MODULE_KEYS = {m.name: m.hf_key for m in TABLE.values()}
 MASK_FIELDS = {m.name: m.mask_field for m in TABLE.values()}
 
 
-def resolve_modules(source: LlamaShape, modules: Iterable[str]) -> tuple[str, ...]:
+def resolve_modules(source: DecoderShape, modules: Iterable[str]) -> tuple[str, ...]:
     """Validate module names; with multi-head attention, `head` means `kv_group`.
 
     Raises:

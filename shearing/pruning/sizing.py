@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from shearing.models.config import LlamaShape
+from shearing.models.config import DecoderShape
 
 
 def quantum(width: int) -> int:
@@ -45,7 +45,7 @@ def head_quantum(heads: int) -> int:
     return math.lcm(8, heads)
 
 
-def scaled_shape(source: LlamaShape, modules: tuple[str, ...], given: dict, s: float) -> dict:
+def scaled_shape(source: DecoderShape, modules: tuple[str, ...], given: dict, s: float) -> dict:
     """The target dimensions at scale `s` (see the module docstring)."""
     t = {}
     if "hidden" in modules:
@@ -63,13 +63,13 @@ def scaled_shape(source: LlamaShape, modules: tuple[str, ...], given: dict, s: f
     return t | given
 
 
-def _head_counts(source: LlamaShape) -> set[int]:
+def _head_counts(source: DecoderShape) -> set[int]:
     """Every query-head count a target of the rule can have."""
     kv, group = source.num_key_value_heads, source.group_size
     return {k * g for k in range(1, kv + 1) for g in range(1, group + 1)}
 
 
-def breakpoints(source: LlamaShape) -> list[float]:
+def breakpoints(source: DecoderShape) -> list[float]:
     """Every scale at which a dimension of the rule's shapes can change: the rounding
     points of each width (in its quanta, the heads' quanta included) and of each head
     count, with 0 and 1."""
@@ -86,10 +86,10 @@ def breakpoints(source: LlamaShape) -> list[float]:
 
 
 def rule_shapes(
-    source: LlamaShape,
+    source: DecoderShape,
     modules: tuple[str, ...],
     given: dict,
-    accepts: Callable[[LlamaShape], bool] | None = None,
+    accepts: Callable[[DecoderShape], bool] | None = None,
 ) -> list[dict]:
     """Every distinct shape the rule makes for some scale in [0, 1], smallest scale first
     (at each breakpoint and between each two, so no shape is missed); a shape `accepts`
@@ -109,11 +109,11 @@ def rule_shapes(
 
 
 def sized_target(
-    source: LlamaShape,
+    source: DecoderShape,
     modules: tuple[str, ...],
     given: dict[str, int],
     budget: float,
-    accepts: Callable[[LlamaShape], bool] | None = None,
+    accepts: Callable[[DecoderShape], bool] | None = None,
 ) -> dict[str, int]:
     """Target dimensions (HF names) for at most `budget` parameters; `budget` <= 1 is a
     fraction of the source's parameters. `accepts` (default: every shape) says which

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shearing.models.llama import gated_linear, gated_weight
+from shearing.models.decoder import gated_linear, gated_weight
 
 GATES = {
     "rows": lambda o, i: (torch.rand(o), None),

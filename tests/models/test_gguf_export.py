@@ -11,10 +11,10 @@ import pytest
 import torch
 import transformers
 
-from shearing.models.config import LlamaShape
+from shearing.models.config import DecoderShape
+from shearing.models.decoder import MaskableDecoder
 from shearing.models.gguf_io import GGUFExportError, read_fields, write_gguf
 from shearing.models.hf_io import load_tokenizer, save_pretrained
-from shearing.models.llama import MaskableLlama
 
 
 def text() -> str:
@@ -22,9 +22,9 @@ def text() -> str:
     return sources + "\nCafé naïve — 東京タワー 3.14159e-10 2024-11-25\t  x \n"
 
 
-def random_model(config: dict, **shape) -> MaskableLlama:
+def random_model(config: dict, **shape) -> MaskableDecoder:
     torch.manual_seed(0)
-    model = MaskableLlama(LlamaShape.from_hf({**config, **shape}))
+    model = MaskableDecoder(DecoderShape.from_hf({**config, **shape}))
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 0.2)

@@ -4,13 +4,13 @@ import pytest
 import torch
 
 from shearing.models import sparse_kernel
-from shearing.models.config import LlamaShape
-from shearing.models.llama import MLP
+from shearing.models.config import DecoderShape
+from shearing.models.decoder import MLP
 
 
 def relu_mlp(kind, threshold=0.0, d=64, units=384, seed=0):
     torch.manual_seed(seed)
-    shape = LlamaShape(
+    shape = DecoderShape(
         vocab_size=8, hidden_size=d, intermediate_size=units, num_hidden_layers=1,
         num_attention_heads=1, num_key_value_heads=1, head_dim=d, hidden_act=kind,
         fatrelu_threshold=threshold,

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from shearing.models.llama import Masks
+from shearing.models.decoder import Masks
 from shearing.pruning.finalize import masks_report, slice_model
 from tests.helpers import random_l0, tiny_pair
 

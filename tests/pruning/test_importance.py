@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shearing.models.llama import MaskableLlama
+from shearing.models.decoder import MaskableDecoder
 from shearing.pruning.importance import calibration_batches, importance_scores, random_scores
 from shearing.pruning.l0 import INIT_LOG_ALPHA, PRUNED_LOG_ALPHA, L0Module, open_probability
 from shearing.pruning.modules import row_ranks
@@ -64,7 +64,7 @@ def test_scores_are_deterministic_for_fixed_rows():
     assert not torch.equal(a["intermediate"], c["intermediate"])
 
 
-def zeroed_model(mha=False) -> MaskableLlama:
+def zeroed_model(mha=False) -> MaskableDecoder:
     """A tiny model with one unit of every kind switched off by zeroed weights."""
     _, model = tiny_pair(seed=5, **({"num_key_value_heads": 4} if mha else {}))
     hd = model.shape.head_dim

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from shearing.build import AdamWDualAscent
-from shearing.models.config import LlamaShape
+from shearing.models.config import DecoderShape
 from shearing.pruning import l0 as l0mod
 from shearing.pruning.l0 import L0Module, open_probability, sample_gates
 from shearing.pruning.modules import resolve_modules
 
-SOURCE = LlamaShape(
+SOURCE = DecoderShape(
     vocab_size=50,
     hidden_size=16,
     intermediate_size=24,
@@ -85,7 +85,7 @@ def test_expected_params_all_open_is_the_source_non_embedding_count():
 
 
 def test_expected_params_by_hand_for_fractional_gates():
-    shape = LlamaShape(
+    shape = DecoderShape(
         vocab_size=10,
         hidden_size=4,
         intermediate_size=3,

@@ -4,7 +4,7 @@ import dataclasses
 import subprocess
 import sys
 
-from shearing.models.llama import Masks
+from shearing.models.decoder import Masks
 from shearing.pruning.modules import MASK_FIELDS, MODULES, TABLE
 from tests.pruning.test_l0 import SOURCE, TARGET
 

@@ -5,8 +5,8 @@ import torch
 import transformers
 from torch import nn
 
+from shearing.models.decoder import KVCache, Masks, RMSNorm
 from shearing.models.hf_io import load_model
-from shearing.models.llama import KVCache, Masks, RMSNorm
 from tests.helpers import tiny_hf_config, tiny_pair
 
 ATOL = 1e-4

@@ -1,0 +1,114 @@
+"""The real-scale recipes of the other families, built on the meta device from the source's
+published config.json (written here, no download): the target shape, its parameter count
+against transformers' own count of the published model's config, and the model the run
+would train."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+from shearing.build import build_model
+from shearing.config import load_config
+from shearing.run import resolve
+
+YAML = Path(__file__).resolve().parent.parent / "yaml"
+
+#: The public config.json files (the keys that describe the model).
+LLAMA31_8B = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 128256,
+    "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+    "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
+    "max_position_embeddings": 131072, "rms_norm_eps": 1e-05, "rope_theta": 500000.0,
+    "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+    "tie_word_embeddings": False, "hidden_act": "silu", "attention_bias": False,
+    "mlp_bias": False, "bos_token_id": 128000, "eos_token_id": 128001, "torch_dtype": "bfloat16",
+}  # fmt: skip
+#: nvidia/Llama-3.1-Minitron-4B-Width-Base: Llama-3.1-8B's config with these widths.
+MINITRON_4B_WIDTH = {**LLAMA31_8B, "hidden_size": 3072, "intermediate_size": 9216}
+QWEN3_8B = {
+    "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "vocab_size": 151936,
+    "hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36,
+    "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
+    "max_position_embeddings": 40960, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
+    "tie_word_embeddings": False, "hidden_act": "silu", "attention_bias": False,
+    "use_sliding_window": False, "sliding_window": None, "max_window_layers": 36,
+    "bos_token_id": 151643, "eos_token_id": 151645, "torch_dtype": "bfloat16",
+}  # fmt: skip
+MISTRAL_7B_V01 = {
+    "architectures": ["MistralForCausalLM"], "model_type": "mistral", "vocab_size": 32000,
+    "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+    "num_attention_heads": 32, "num_key_value_heads": 8, "max_position_embeddings": 32768,
+    "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "sliding_window": 4096,
+    "tie_word_embeddings": False, "hidden_act": "silu", "bos_token_id": 1, "eos_token_id": 2,
+    "torch_dtype": "bfloat16",
+}  # fmt: skip
+
+
+def published_count(config: dict) -> int:
+    """transformers' own parameter count of a published config (meta device, no weights)."""
+    hf = transformers.AutoConfig.for_model(**config)
+    with torch.device("meta"):
+        return transformers.AutoModelForCausalLM.from_config(hf).num_parameters()
+
+
+def resolved(tmp_path, name: str, source: dict):
+    (tmp_path / "config.json").write_text(json.dumps(source))
+    cfg = load_config(YAML / name, [f"model.path={tmp_path}", "data.path=unused"])
+    return resolve(cfg, with_data=False)
+
+
+def dims(shape) -> dict:
+    keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+            "num_key_value_heads")  # fmt: skip
+    return {k: getattr(shape, k) for k in keys}
+
+
+def test_the_sources_counts_are_the_published_ones():
+    assert published_count(LLAMA31_8B) == 8_030_261_248  # "8.03B" on the model card
+    assert published_count(QWEN3_8B) == 8_190_735_360  # "8.19B"
+    assert published_count(MISTRAL_7B_V01) == 7_241_732_096  # "7.24B"
+
+
+def test_llama31_8b_prunes_to_minitron_4b_widths(tmp_path):
+    run = resolved(tmp_path, "prune_llama3.1_8b.yaml", LLAMA31_8B)
+    assert dims(run.target) == {k: MINITRON_4B_WIDTH[k] for k in dims(run.target)}
+    assert run.target.num_params() == published_count(MINITRON_4B_WIDTH)  # 4.51B
+    model = build_model(run, meta=True)
+    assert model.model.num_params() == published_count(LLAMA31_8B)
+    assert model.model.model.layers[0].self_attn.q_proj.weight.is_meta
+
+
+def test_qwen3_8b_prunes_to_about_4b_by_the_sizing_rule(tmp_path):
+    run = resolved(tmp_path, "prune_qwen3_8b.yaml", QWEN3_8B)
+    t = dims(run.target)
+    assert t == dict(hidden_size=2688, intermediate_size=8192, num_hidden_layers=36,
+                     num_attention_heads=24, num_key_value_heads=8)  # fmt: skip
+    count = published_count({**QWEN3_8B, **t})
+    assert run.target.num_params() == count and 3.9e9 < count <= 4.0e9
+    assert build_model(run, meta=True).model.num_params() == published_count(QWEN3_8B)
+
+
+def test_drelu_mistral_7b_keeps_the_window_and_every_weight(tmp_path):
+    run = resolved(tmp_path, "drelu_mistral_7b.yaml", MISTRAL_7B_V01)
+    assert run.target is None and run.source.hidden_act == "drelu"
+    assert {run.source.layer_window(i) for i in range(32)} == {4096}
+    cfg = run.cfg
+    assert (cfg.optimizer.lr, cfg.optimizer.weight_decay) == (5e-5, 0.1)
+    model = build_model(run, meta=True)
+    assert model.model.num_params() == published_count(MISTRAL_7B_V01)
+    assert model.model.model.layers[0].mlp.act_fn.kind == "drelu"
+
+
+@pytest.mark.parametrize("name", ["prune_llama3.1_8b.yaml", "prune_qwen3_8b.yaml"])
+def test_the_target_is_one_the_familys_config_class_accepts(tmp_path, name):
+    source = LLAMA31_8B if "llama" in name else QWEN3_8B
+    run = resolved(tmp_path, name, source)
+    cfg = run.target.to_hf()
+    transformers.AutoConfig.for_model(**cfg)  # the exported config.json, read back
+    assert cfg["architectures"] == source["architectures"]
