@@ -59,6 +59,11 @@ COMMANDS = {
     "shearing.oneshot": _main("shearing.oneshot"),
 }
 
+#: The supported model types, as the refusal of another architecture lists them.
+FAMILY_LIST = (
+    "llama, internlm3, mistral, ministral3, qwen2, qwen3, gemma2, gemma3_text, phi3, olmo2, "
+    "granite, granite_swa, smollm3"
+)
 TINY = ("yaml/tiny_prune.yaml", "model.path={model}", "data.path={data}")
 R = "error: model.l0_module"
 
@@ -290,6 +295,27 @@ TRAIN_ROWS = [
         "error: model.path: '{tmp}/badjson/config.json' is not valid JSON (Expecting value: line 1 "
         "column 1 (char 0))",
         [("badjson", "bad_config_json")],
+    ),
+    T(
+        "mixture-of-experts source",
+        ("model.path={tmp}/moe",),
+        "error: model.path: model_type='mixtral' is not supported (a mixture-of-experts model "
+        "(routed expert FFNs)); supported: " + FAMILY_LIST,
+        [("moe", "config_mixtral")],
+    ),
+    T(
+        "multimodal source",
+        ("model.path={tmp}/vlm",),
+        "error: model.path: model_type='gemma3' is not supported (a multimodal model (its text "
+        "decoder alone, e.g. gemma3_text, can be pruned)); supported: " + FAMILY_LIST,
+        [("vlm", "config_gemma3")],
+    ),
+    T(
+        "linear-attention source",
+        ("model.path={tmp}/hybrid",),
+        "error: model.path: model_type='qwen3_5' is not supported (a model with linear-attention "
+        "or state-space layers); supported: " + FAMILY_LIST,
+        [("hybrid", "config_qwen3_5")],
     ),
     T(
         "truncated safetensors",
@@ -1062,6 +1088,12 @@ def _make(kind: str, path: Path, ctx: dict) -> None:
         (path / "keep.txt").write_text("user data\n")
     elif kind == "empty_dir":
         path.mkdir()
+    elif kind.startswith("config_"):  # a config.json of another architecture, no weights
+        path.mkdir()
+        shape = {"vocab_size": 64, "hidden_size": 32, "intermediate_size": 48,
+                 "num_hidden_layers": 2, "num_attention_heads": 4}  # fmt: skip
+        config = {"model_type": kind.removeprefix("config_"), **shape}
+        (path / "config.json").write_text(json.dumps(config))
     elif kind == "bad_config_json":
         path.mkdir()
         (path / "config.json").write_text("")

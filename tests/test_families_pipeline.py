@@ -2,7 +2,8 @@
 transformers' own `save_pretrained`, a short pruning run (`train.py`'s main with L0 gates
 and the Lagrangian toward the exact target, importance init), conversion (its own logit
 check against the masked model included), and the result loaded strictly by transformers'
-`AutoModelForCausalLM` as the family's stock class of the target shape. ReLU-fication
+`AutoModelForCausalLM` as the family's stock class of the target shape; then continued
+pretraining with distillation from the source, and one-shot importance pruning. ReLU-fication
 (relu, and drelu through the shipped modeling file) and sparse FFN decoding per family too.
 """
 
@@ -18,6 +19,7 @@ from shearing.convert import convert
 from shearing.models.decoder import KVCache
 from shearing.models.families import FAMILIES
 from shearing.models.hf_io import load_model, save_pretrained
+from shearing.oneshot import main as oneshot_main
 from shearing.train import main as train_main
 from tests.helpers import WORKSPACE_VOCAB
 from tests.models.test_families import ATOL, CONFIGS, TARGET, logits, reference
@@ -54,6 +56,29 @@ def test_prune_convert_reload(model_type, tiny_workspace, tmp_path):
         assert written[key] == value, key
     x = torch.randint(0, WORKSPACE_VOCAB, (1, 16), generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(logits(hf.eval(), x), logits(load_model(out), x), atol=ATOL, rtol=0)
+    # continued pretraining of the pruned model with distillation from the unpruned source
+    # (the default teacher, recorded by convert), converted again
+    again = tmp_path / "continue"
+    args = [
+        "yaml/tiny_prune.yaml", f"model.path={out}", f"data.path={tiny_workspace['data']}",
+        "model.l0_module=null", "distillation.alpha=1.0", f"save_folder={again}",
+        "max_duration=2ba", "eval_interval=2ba", "save_interval=2ba",
+    ]  # fmt: skip
+    assert train_main(args) == 0
+    saved = (again / "config.yaml").read_text()
+    assert f"teacher_path: {source}" in saved
+    final = convert(again, tmp_path / "final")
+    assert json.loads((final / "config.json").read_text())["architectures"] == [
+        FAMILIES[model_type].architecture
+    ]
+    # one-shot importance pruning of the same source to the same target
+    shot = tmp_path / "oneshot"
+    assert oneshot_main([
+        "--config", "yaml/tiny_prune.yaml", "--method", "importance", "--out", str(shot),
+        "--calibration-rows", "2", f"model.path={source}", f"data.path={tiny_workspace['data']}",
+    ]) == 0  # fmt: skip
+    written = json.loads((shot / "config.json").read_text())
+    assert {k: written[k] for k in TARGET} == TARGET and written["model_type"] == model_type
 
 
 @pytest.mark.parametrize("model_type", list(CONFIGS))
