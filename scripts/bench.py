@@ -56,12 +56,11 @@ from pathlib import Path
 import torch
 
 from shearing.assets import smollm2
-from shearing.build import build_l0
-from shearing.composer_model import ShearingLM
 from shearing.config import load_config
 from shearing.models.hf_io import load_model
 from shearing.pruning.finalize import slice_model
-from shearing.run import resolve
+from shearing.run import build_l0, resolve
+from shearing.trainer.model import ShearingLM
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -30,8 +30,8 @@ FAILED = 1
 
 #: `shearing COMMAND` -> the module whose `main(argv)` runs it.
 COMMANDS = {
-    "train": "shearing.train",
-    "prune": "shearing.train",
+    "train": "shearing.trainer.train",
+    "prune": "shearing.trainer.train",
     "tokenize": "shearing.data.prep",
     "convert": "shearing.convert",
     "gguf": "shearing.models.gguf_io",

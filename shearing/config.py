@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,14 @@ from omegaconf.errors import OmegaConfBaseException
 
 import yaml
 from shearing.models.config import DecoderShape, export_problem
-from shearing.pruning.l0 import INIT_LOG_ALPHA, INITS, PRUNED_LOG_ALPHA
-from shearing.pruning.modules import MODULE_KEYS, TABLE, resolve_modules
+from shearing.pruning.modules import (
+    INIT_LOG_ALPHA,
+    INITS,
+    MODULE_KEYS,
+    PRUNED_LOG_ALPHA,
+    TABLE,
+    resolve_modules,
+)
 from shearing.pruning.sizing import sized_target
 
 
@@ -236,7 +243,7 @@ class TrainConfig:
     #: composer loggers, callbacks and algorithms by llm-foundry name (wandb, tensorboard,
     #: mlflow, file; lr_monitor, speed_monitor, memory_monitor, ...; gradient_clipping, ema)
     #: or `package.module:Class`, each mapped to its keyword arguments; see
-    #: shearing/composer_parts.py. They run next to the project's own.
+    #: shearing/trainer/parts.py. They run next to the project's own.
     loggers: dict[str, Any] = field(default_factory=dict)
     callbacks: dict[str, Any] = field(default_factory=dict)
     algorithms: dict[str, Any] = field(default_factory=dict)
@@ -319,35 +326,54 @@ def to_yaml(cfg: TrainConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
+#: A duration string: a number (integer, decimal or scientific) and a unit, as composer's
+#: `Time` writes them ("640ba", "0.2dur", "3e4tok"); composer reads the same strings for the
+#: keys it is handed (tests/test_composer_yaml.py checks the two readings agree).
+DURATION = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)\s*(ba|sp|tok|dur|ep)$", re.I)
+
+
+def parse_duration(text: str) -> tuple[float, str]:
+    """(value, unit) of a duration string; unit one of ba, sp, tok, dur, ep.
+
+    Raises:
+        ValueError: not a duration string.
+    """
+    m = DURATION.match(text.strip())
+    if m is None:
+        raise ValueError(f"{text!r} is not a duration")
+    value, unit = float(m[1]), m[2].lower()
+    if unit != "dur" and value != int(value):
+        raise ValueError(f"{text!r} is not a whole number of {unit}")
+    return value, unit
+
+
 def parse_steps(value: int | str, key: str, cfg: TrainConfig, seq_len: int | None = None) -> int:
-    """A duration in training steps, read with composer's `Time`: "Nba" (steps), "Nsp"
-    (samples), "Ntok" (tokens), "X.Ydur" (a fraction of max_duration; not for
-    max_duration itself), or a bare integer (steps) for the keys typed as step counts.
-    Epochs are refused: training draws from an endless mixture of domains.
+    """A duration in training steps: "Nba" (steps), "Nsp" (samples), "Ntok" (tokens),
+    "X.Ydur" (a fraction of max_duration; not for max_duration itself), or a bare integer
+    (steps) for the keys typed as step counts. Epochs are refused: training draws from an
+    endless mixture of domains.
 
     Raises:
         ConfigError: one line naming the key and the units it takes.
     """
-    from composer.core import Time, TimeUnit
-
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     units = "Nba, Nsp or Ntok" if key == "max_duration" else "Nba, Nsp, Ntok or X.Ydur"
     try:
-        t = Time.from_timestring(str(value).strip())
+        amount, unit = parse_duration(str(value))
     except ValueError:
         raise ConfigError(f"{key}={value!r} is not a duration; use {units}") from None
-    if t.unit == TimeUnit.BATCH:
-        return int(t.value)
-    if t.unit == TimeUnit.SAMPLE:
-        return math.ceil(t.value / cfg.global_train_batch_size)
-    if t.unit == TimeUnit.TOKEN:
+    if unit == "ba":
+        return int(amount)
+    if unit == "sp":
+        return math.ceil(amount / cfg.global_train_batch_size)
+    if unit == "tok":
         if not seq_len:
             raise ConfigError(f"{key}={value!r}: a token duration needs the corpus (data.path)")
-        return math.ceil(t.value / (cfg.global_train_batch_size * seq_len))
-    if t.unit == TimeUnit.DURATION and key != "max_duration":
-        return int(t.value * parse_steps(cfg.max_duration, "max_duration", cfg, seq_len))
-    if t.unit == TimeUnit.EPOCH:
+        return math.ceil(amount / (cfg.global_train_batch_size * seq_len))
+    if unit == "dur" and key != "max_duration":
+        return int(amount * parse_steps(cfg.max_duration, "max_duration", cfg, seq_len))
+    if unit == "ep":
         raise ConfigError(
             f"{key}={value!r}: epochs are not defined (training draws from an endless mixture "
             f"of domains); use {units}"
@@ -474,6 +500,13 @@ def target_shape(source: DecoderShape, l0: L0Config) -> DecoderShape:
             f"{prefix}.target_model.num_key_value_heads={target.num_key_value_heads}: a multi-head "
             f"source can only be pruned to a multi-head target (num_key_value_heads = "
             f"num_attention_heads = {target.num_attention_heads})"
+        )
+    if source.family.fixed_layers and target.num_hidden_layers != source.num_hidden_layers:
+        raise ConfigError(
+            f"{prefix}.target_model.num_hidden_layers={target.num_hidden_layers}: "
+            f"{source.model_type} keeps all {source.num_hidden_layers} layers (its config makes "
+            "the last layer full-attention, which a pruned last layer may not be); prune "
+            "width only"
         )
     for module in TABLE.values():
         if module.changes(source, target) and module.name not in modules:

@@ -30,7 +30,6 @@ from pathlib import Path
 
 import torch
 
-from shearing.build import build_l0
 from shearing.checkpoints import complete_checkpoints, load_state
 from shearing.cli import CommandFailed, Stages, run
 from shearing.config import load_config
@@ -42,7 +41,7 @@ from shearing.models.hf_io import model_from_state_dict, write_pretrained
 from shearing.pruning.finalize import masks_report, slice_model
 from shearing.pruning.l0 import L0Module
 from shearing.pruning.modules import MODULE_KEYS
-from shearing.run import PROVENANCE, Run, provenance, resolve
+from shearing.run import PROVENANCE, Run, build_l0, provenance, resolve
 
 CHECK_SEQS = 4
 CHECK_LEN = 32

@@ -23,14 +23,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from shearing.build import build_l0
 from shearing.cli import Stages, run
 from shearing.config import ConfigError, expand_path, load_config
 from shearing.convert import export
 from shearing.files import check_replaceable, check_separate
 from shearing.models.hf_io import load_model
 from shearing.pruning.importance import calibration_batches, importance_scores, random_scores
-from shearing.run import provenance, resolve, target_line
+from shearing.run import build_l0, provenance, resolve, target_line
 
 METHODS = ("importance", "random")
 

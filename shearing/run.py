@@ -6,11 +6,11 @@
 A `Run` holds the source and target shapes, the resolved pruning modules, the shape the run
 ends with (its final activation included), the data plan (domains, proportions, reference
 losses), every step count in batches, the teacher and the save folder. `train.py`'s
-builders (`shearing.build`), `convert_to_hf.sh`, one-shot pruning, the comparison and the
+builders (`shearing.trainer.build`), `convert_to_hf.sh`, one-shot pruning, the comparison and the
 benchmarks read it; none of them re-derives what it holds.
 
 How a yaml key reaches its owner: `load_config` (schema, `shearing/config.py`) ->
-`resolve` (here) -> `shearing.build` (model, L0 module, data loaders, optimizer, schedule)
+`resolve` (here) -> `shearing.trainer.build` (model, L0 module, data loaders, optimizer, schedule)
 -> composer's Trainer (`train.py`).
 """
 
@@ -18,28 +18,21 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import re
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from composer.utils import dist
-
-from shearing.checkpoints import CheckpointError, checkpoint_files, prepare_resume
 from shearing.config import (
     ConfigError,
     Steps,
     TrainConfig,
     expand_path,
-    load_config,
     validate,
 )
 from shearing.data.dynamic import last_proportions
-from shearing.data.mixture import POSITION_FILE, read_manifest, read_position
-from shearing.files import OutputError, check_separate
+from shearing.data.mixture import read_manifest, read_position
 from shearing.models.config import DecoderShape
 from shearing.models.hf_io import read_hf_config
+from shearing.pruning.l0 import L0Module
 from shearing.pruning.modules import MODULE_KEYS, resolve_modules
 
 log = logging.getLogger(__name__)
@@ -302,108 +295,12 @@ def recorded(run: Run) -> TrainConfig:
     return replace(cfg, distillation=teacher)
 
 
-#: Files a run writes into its save folder besides checkpoints.
-RUN_RECORDS = ("config.yaml", "metrics.jsonl", "domain_history.jsonl", POSITION_FILE)
-
-
-#: Where `save_overwrite` keeps the run it replaces until the new one has finished.
-OVERWRITTEN = ".overwritten"
-
-
-def _run_files(folder: Path) -> list[Path]:
-    """A run's files in its save folder: records, checkpoints of every rank, `latest`
-    links (anything else the user keeps there is not the run's)."""
-    pattern = re.compile(r"^(ep\d+-ba\d+|latest)-rank\d+\.pt$")
-    return [p for p in folder.iterdir() if p.name in RUN_RECORDS or pattern.match(p.name)]
-
-
-def _set_aside(folder: Path) -> None:
-    """`save_overwrite`: move the folder's run into `OVERWRITTEN`, where it stays until
-    the new run finishes (`discard_overwritten`). If an earlier replacement was cut off,
-    the run set aside then is kept and the cut-off run's files are removed."""
-    aside = folder / OVERWRITTEN
-    keep = not aside.exists()
-    aside.mkdir(exist_ok=True)
-    for p in _run_files(folder):
-        if keep:
-            os.replace(p, aside / p.name)
-        else:
-            p.unlink()
-    log.info("save_overwrite: the earlier run is in %s until this one finishes", aside)
-
-
-def discard_overwritten(folder: Path) -> None:
-    """Delete the run `save_overwrite` set aside, once its successor has finished."""
-    shutil.rmtree(folder / OVERWRITTEN, ignore_errors=True)
-
-
-def _yaml_value(value: object) -> str:
-    return "null" if value is None else str(value)
-
-
-def prepare_save_folder(run: Run) -> Path | None:
-    """Check `save_folder` before anything is loaded or written; return it (or None).
-
-    A folder that already holds a run is refused unless `autoresume` continues it or
-    `save_overwrite` replaces it (`_set_aside`); a
-    continued run must have the same model section (its checkpoints are of that model),
-    and the checkpoint it resumes from is prepared (`checkpoints.prepare_resume`). The
-    folder must not be, hold or lie inside an input.
-
-    Raises:
-        ConfigError: one line naming the folder and what to do.
-    """
-    cfg = run.cfg
-    if cfg.save_folder is None:
+def build_l0(run: Run, warmup_steps: int | None = None) -> L0Module | None:
+    """The run's L0 module (gates at their initial values), or None when not pruning."""
+    if run.target is None:
         return None
-    folder = expand_path(cfg.save_folder)
-    inputs = {"model.path": run.model_path, "data.path": expand_path(cfg.data.path)}
-    if run.teacher_path is not None:
-        inputs["distillation.teacher_path"] = run.teacher_path
-    for key in ("proportions_from", "rows_from"):
-        if getattr(cfg.data, key):
-            inputs[f"data.{key}"] = expand_path(getattr(cfg.data, key))
-    try:
-        check_separate(folder, "save_folder", inputs)
-    except OutputError as err:
-        raise ConfigError(str(err)) from None
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"save_folder {str(folder)!r} is a file, not a folder")
-    if not folder.is_dir() or not any(folder.iterdir()):
-        return folder
-    held = [n for n in RUN_RECORDS if (folder / n).exists()]
-    held += [p.name for p in checkpoint_files(folder)]
-    if cfg.save_overwrite:
-        if dist.get_local_rank() == 0:
-            _set_aside(folder)
-        return folder
-    if not cfg.autoresume:
-        what = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "") if held else "files"
-        raise ConfigError(
-            f"save_folder {str(folder)!r} already holds a run ({what}); pass autoresume=true "
-            "to continue it, or choose a new folder"
-        )
-    previous = folder / "config.yaml"
-    if previous.is_file():
-        try:
-            before = load_config(previous)
-        except ConfigError as err:
-            raise ConfigError(f"save_folder's config.yaml cannot be read: {err}") from None
-        if before.model != cfg.model:
-            raise ConfigError(
-                f"save_folder {str(folder)!r} holds a run of another model section "
-                "(model.*); autoresume continues only the same model and target"
-            )
-        was, now = before.optimizer.lambda_ascent_lr, cfg.optimizer.lambda_ascent_lr
-        if (was is None) != (now is None):  # another optimizer class: its state would not load
-            raise ConfigError(
-                f"optimizer.lambda_ascent_lr={_yaml_value(now)} but the run in save_folder "
-                f"{str(folder)!r} was started with {_yaml_value(was)}; autoresume continues its "
-                "optimizer state only with both null or both set (a rate may change)"
-            )
-    if dist.get_local_rank() == 0:
-        try:
-            prepare_resume(folder)
-        except CheckpointError as err:
-            raise ConfigError(f"autoresume: {err}") from None
-    return folder
+    steps = run.steps  # None when resolved without the corpus: no ramp, no settle phase
+    if warmup_steps is None:
+        warmup_steps = steps.lagrangian_warmup if steps is not None else 0
+    settle = steps.total - steps.settle if steps is not None and steps.settle else None
+    return L0Module(run.source, run.target, run.modules, warmup_steps, run.cfg.seed, settle)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from shearing.build import AdamWDualAscent
-from shearing.composer_model import ShearingLM, average_replicated_grads
 from shearing.pruning.l0 import L0Module
+from shearing.trainer.build import AdamWDualAscent
+from shearing.trainer.model import ShearingLM, average_replicated_grads
 from tests.helpers import tiny_pair
 
 #: One batch of token ids per rank (the reference runs both in one process).

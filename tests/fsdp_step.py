@@ -25,9 +25,9 @@ def main(config: str, out: str, teacher: bool = False, ascent: bool = False) -> 
     from composer.utils.parallelism import FSDPConfig
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
-    from shearing.callbacks import shard_teacher
     from shearing.config import load_config
     from shearing.models.decoder import DecoderLayer
+    from shearing.trainer.callbacks import shard_teacher
     from tests.fsdp_reference import TOKENS, build, step
 
     dist.init_process_group("gloo")

@@ -62,7 +62,7 @@ COMMANDS = {
 #: The supported model types, as the refusal of another architecture lists them.
 FAMILY_LIST = (
     "llama, internlm3, mistral, ministral3, qwen2, qwen3, gemma2, gemma3_text, phi3, olmo2, "
-    "granite, granite_swa, smollm3"
+    "granite, granite_swa, smollm3, gemma4_text"
 )
 TINY = ("yaml/tiny_prune.yaml", "model.path={model}", "data.path={data}")
 R = "error: model.l0_module"

@@ -20,11 +20,11 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def compare_here(monkeypatch, capfd):
     """`python scripts/compare.py ARGS` run in this process, each training stage as
-    `shearing.train.main` (all `train.py` runs) instead of a child process: the same stages
+    `shearing.trainer.train.main` (all `train.py` runs) instead of a child process: the same stages
     and files, without importing torch and composer again for every stage (about 12 s each on
     2 cores). The seeds test below runs the script as a user does."""
     from shearing.cli import CommandFailed, run
-    from shearing.train import main as train_main
+    from shearing.trainer.train import main as train_main
     from tests.helpers import script_module
 
     compare = script_module("compare")

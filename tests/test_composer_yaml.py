@@ -9,7 +9,8 @@ import re
 import pytest
 
 from shearing.config import ConfigError, load_config
-from shearing.run import OVERWRITTEN, discard_overwritten, prepare_save_folder, resolve
+from shearing.run import resolve
+from shearing.trainer.folder import OVERWRITTEN, discard_overwritten, prepare_save_folder
 from tests.test_train import train
 
 STEPS = 6
@@ -194,7 +195,7 @@ def scheduled_rates(tiny_workspace, steps: int, *overrides: str) -> list[float]:
     """The weights' learning rate at each of `steps` steps of build_scheduler's schedule."""
     import torch
 
-    from shearing.build import build_scheduler
+    from shearing.trainer.build import build_scheduler
 
     base = [f"model.path={tiny_workspace['model']}", f"data.path={tiny_workspace['data']}",
             "model.l0_module.lagrangian_warmup_steps=0", f"max_duration={steps}ba",
@@ -223,3 +224,28 @@ def test_two_stages_share_one_schedule_with_t_start_and_t_max(tiny_workspace):
     alone = scheduled_rates(tiny_workspace, 6)
     assert alone == pytest.approx([lr_by_hand(step, total=6) for step in range(6)], rel=1e-12)
     assert alone[0] < second[0]  # a warmup again, which the shared schedule does not have
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["640ba", "0.2dur", "0.25dur", ".5dur", "3e4tok", "1e9tok", "1E3sp", "12sp", "1ep", "5BA",
+     "-3ba", "1.5ba", "ba", "12", "12 ba", "1h30m", "3e4.5tok"],
+)  # fmt: skip
+def test_the_schemas_duration_reading_is_composers(text):
+    """The config reads duration strings itself (it imports no composer); composer reads
+    the same strings where it is handed them (max_duration, eval_interval, ...): the two
+    must agree on every string, and refuse the same ones."""
+    from composer.core import Time
+
+    from shearing.config import parse_duration
+
+    try:
+        t = Time.from_timestring(text)
+        theirs = (float(t.value), t.unit.value) if t.unit.value != "sec" else None
+    except (ValueError, TypeError):
+        theirs = None
+    try:
+        ours = parse_duration(text)
+    except ValueError:
+        ours = None
+    assert ours == theirs

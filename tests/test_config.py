@@ -8,10 +8,10 @@ import pytest
 import torch
 import transformers
 
-from shearing.build import build_model
 from shearing.config import ConfigError, load_config
 from shearing.pruning.l0 import open_probability, sample_gates
 from shearing.run import plan_data, resolve
+from shearing.trainer.build import build_model
 
 YAML = Path(__file__).resolve().parent.parent / "yaml"
 LLAMA2_7B = {  # the public config.json of meta-llama/Llama-2-7b-hf

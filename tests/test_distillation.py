@@ -9,11 +9,11 @@ import math
 import pytest
 import torch
 
-from shearing.build import build_model
-from shearing.composer_model import ShearingLM
 from shearing.config import ConfigError, load_config
 from shearing.objectives import distillation_loss, next_token_loss
 from shearing.run import PROVENANCE, recorded, resolve
+from shearing.trainer.build import build_model
+from shearing.trainer.model import ShearingLM
 from tests.helpers import tiny_pair
 from tests.test_config import LLAMA2_7B, LLAMA2_7B_PARAMS, YAML
 from tests.test_config import llama2_dir as llama2_dir  # the fixture

@@ -20,9 +20,9 @@ from shearing.models.decoder import KVCache
 from shearing.models.families import FAMILIES
 from shearing.models.hf_io import load_model, save_pretrained
 from shearing.oneshot import main as oneshot_main
-from shearing.train import main as train_main
+from shearing.trainer.train import main as train_main
 from tests.helpers import WORKSPACE_VOCAB
-from tests.models.test_families import ATOL, CONFIGS, TARGET, logits, reference
+from tests.models.test_families import ATOL, CONFIGS, logits, reference, target_of
 
 STEPS = 6
 
@@ -36,12 +36,14 @@ def tiny_checkpoint(model_type: str, folder):
 @pytest.mark.parametrize("model_type", list(CONFIGS))
 def test_prune_convert_reload(model_type, tiny_workspace, tmp_path):
     source = tiny_checkpoint(model_type, tmp_path / "source")
+    target = target_of(model_type)
     run = tmp_path / "run"
     args = [
         "yaml/tiny_prune.yaml", f"model.path={source}", f"data.path={tiny_workspace['data']}",
         f"save_folder={run}", f"max_duration={STEPS}ba", f"eval_interval={STEPS}ba",
         f"save_interval={STEPS}ba", "model.l0_module.lagrangian_warmup_steps=3",
         "model.l0_module.init=importance", "model.l0_module.calibration_rows=2",
+        f"model.l0_module.target_model.num_hidden_layers={target['num_hidden_layers']}",
     ]  # fmt: skip
     assert train_main(args) == 0
     out = convert(run, tmp_path / "pruned")  # checks the written model against the masked
@@ -52,7 +54,7 @@ def test_prune_convert_reload(model_type, tiny_workspace, tmp_path):
     assert type(hf).__name__ == FAMILIES[model_type].architecture
     written = json.loads((out / "config.json").read_text())
     assert written["model_type"] == model_type
-    for key, value in TARGET.items():
+    for key, value in target.items():
         assert written[key] == value, key
     x = torch.randint(0, WORKSPACE_VOCAB, (1, 16), generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(logits(hf.eval(), x), logits(load_model(out), x), atol=ATOL, rtol=0)
@@ -76,9 +78,10 @@ def test_prune_convert_reload(model_type, tiny_workspace, tmp_path):
     assert oneshot_main([
         "--config", "yaml/tiny_prune.yaml", "--method", "importance", "--out", str(shot),
         "--calibration-rows", "2", f"model.path={source}", f"data.path={tiny_workspace['data']}",
+        f"model.l0_module.target_model.num_hidden_layers={target['num_hidden_layers']}",
     ]) == 0  # fmt: skip
     written = json.loads((shot / "config.json").read_text())
-    assert {k: written[k] for k in TARGET} == TARGET and written["model_type"] == model_type
+    assert {k: written[k] for k in target} == target and written["model_type"] == model_type
 
 
 @pytest.mark.parametrize("model_type", list(CONFIGS))

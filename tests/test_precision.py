@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from shearing.composer_model import ShearingLM
+from shearing.trainer.model import ShearingLM
 from tests.helpers import tiny_pair
 from tests.test_train import train
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 import transformers
 
-from shearing.build import build_model
 from shearing.config import load_config
 from shearing.run import resolve
+from shearing.trainer.build import build_model
 
 YAML = Path(__file__).resolve().parent.parent / "yaml"
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from shearing.composer_model import ShearingLM
 from shearing.config import load_config
 from shearing.models.config import DecoderShape
 from shearing.models.decoder import MaskableDecoder
 from shearing.run import resolve
+from shearing.trainer.model import ShearingLM
 from tests.test_config import LLAMA2_7B
 
 YAML = Path(__file__).resolve().parent.parent / "yaml"

@@ -21,6 +21,7 @@ ARCHITECTURES = (
     "LlamaForCausalLM", "MistralForCausalLM", "Ministral3ForCausalLM", "Qwen2ForCausalLM",
     "Qwen3ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM", "Phi3ForCausalLM",
     "Olmo2ForCausalLM", "GraniteForCausalLM", "GraniteSWAForCausalLM", "SmolLM3ForCausalLM",
+    "Gemma4ForCausalLM",
 )  # fmt: skip
 
 

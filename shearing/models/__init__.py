@@ -1,7 +1,3 @@
-"""The maskable LLaMA decoder, its config, and Hugging Face / GGUF loading and saving."""
-
-from shearing.models.config import DecoderShape
-from shearing.models.decoder import KVCache, MaskableDecoder, Masks
-from shearing.models.hf_io import load_model, save_pretrained
-
-__all__ = ["KVCache", "DecoderShape", "Masks", "MaskableDecoder", "load_model", "save_pretrained"]
+"""The maskable decoder (`decoder`), its config and family table (`config`, `families`),
+and Hugging Face / GGUF loading and saving (`hf_io`, `gguf_io`). Nothing is imported here,
+so reading a config (`shearing.models.config`) does not load torch."""

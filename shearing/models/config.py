@@ -30,7 +30,7 @@ STOCK_ACTIVATIONS = ("silu", "gelu_pytorch_tanh", "gelu", "relu")
 #: Activations that are exactly zero on part of their input (sparse FFN decoding).
 RELU_FAMILY = ("relu", "fatrelu", "drelu")
 #: RoPE types (`rope_parameters.rope_type`); `default` means no scaling.
-SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
+SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "proportional")
 #: RoPE base frequency where a config gives none (transformers' `default_theta`).
 DEFAULT_ROPE_THETA = 10000.0
 #: Keys a Hugging Face config must have to describe a decoder.
@@ -123,15 +123,22 @@ class DecoderShape:
         value = self.extra.get(key)
         return default if value is None else value
 
-    @property
-    def attention_scale(self) -> float:
+    def layer_head_dim(self, layer: int) -> int:
+        """The head width of `layer`: `head_dim`, or a per-layer one (Gemma 4's full-attention
+        layers, `per_layer_config`)."""
+        per_layer = (self.extra.get("per_layer_config") or {}).get(str(layer)) or {}
+        return per_layer.get("head_dim") or self.head_dim
+
+    def attention_scale(self, layer: int) -> float:
         """The factor on q.k: `head_dim ** -0.5`, Gemma's `query_pre_attn_scalar ** -0.5`,
-        Granite's `attention_multiplier`."""
+        Granite's `attention_multiplier`, 1 for Gemma 4 (its q/k norms set the scale)."""
+        if self.family.v_norm:
+            return 1.0
         if self.family.multipliers:
             return float(self.setting("attention_multiplier", 1.0))
         if self.family.query_pre_attn_scalar:
             return float(self.setting("query_pre_attn_scalar", self.head_dim)) ** -0.5
-        return self.head_dim**-0.5
+        return self.layer_head_dim(layer) ** -0.5
 
     def layer_window(self, layer: int) -> int | None:
         """The sliding window of `layer` (keys at most this many positions back, the
@@ -207,6 +214,11 @@ class DecoderShape:
         for key in PER_LAYER_KEYS:
             if extra.get(key) is not None:
                 extra[key] = [extra[key][i] for i in layers]
+        if extra.get("per_layer_config"):  # keyed by layer index (Gemma 4)
+            old = extra["per_layer_config"]
+            extra["per_layer_config"] = {
+                str(new): old[str(i)] for new, i in enumerate(layers) if str(i) in old
+            }
         return dataclasses.replace(self, num_hidden_layers=len(layers), extra=extra)
 
     def num_params(self, include_embeddings: bool = True) -> int:
@@ -247,6 +259,20 @@ class DecoderShape:
             cfg["rope_scaling"] = {**cfg["rope_scaling"], "rope_type": cfg["rope_scaling"]["type"]}
         extra = normalised(model_type, cfg)
         extra["rope_parameters"] = rope_parameters(extra)
+        for key, allowed, what in family.refuse:
+            if extra.get(key) not in allowed:
+                raise ValueError(
+                    f"{key}={extra[key]!r} is not supported ({what}); {model_type} is supported "
+                    f"with {key} {' or '.join(map(str, allowed))}"
+                )
+        for layer, per_layer in (extra.get("per_layer_config") or {}).items():
+            kv = per_layer.get("num_key_value_heads")
+            if kv is not None and kv != extra.get("num_key_value_heads"):
+                raise ValueError(
+                    f"layer {layer} has num_key_value_heads={kv}, the others "
+                    f"{extra.get('num_key_value_heads')}; per-layer key/value head counts are "
+                    "not supported"
+                )
         heads = extra["num_attention_heads"]
         known = {f.name for f in dataclasses.fields(cls)} - {"extra", "head_dim", "hidden_act"}
         kwargs = {k: extra[k] for k in known if extra.get(k) is not None}
@@ -345,10 +371,11 @@ def param_count(shape: DecoderShape, d, q, kv, ffn, layers):
     heads `kv`, FFN units `ffn` and the probability `layers` that the layer is kept (each a
     sequence or tensor of length L). The one formula for `num_params` and for the L0
     module's expected size."""
-    hd, f = shape.head_dim, shape.family
+    f = shape.family
     norms = {"pre": 2, "sandwich": 4, "post": 2}[f.norms] * d
     total = 0
-    for q_l, kv_l, i_l, p_l in zip(q, kv, ffn, layers, strict=True):
+    for index, (q_l, kv_l, i_l, p_l) in enumerate(zip(q, kv, ffn, layers, strict=True)):
+        hd = shape.layer_head_dim(index)
         layer = d * (2 * hd * (q_l + kv_l) + 3 * i_l) + norms
         if shape.qkv_bias:
             layer = layer + hd * (q_l + 2 * kv_l)

@@ -137,16 +137,25 @@ class RMSNorm(nn.Module):
 
 class RotaryEmbedding(nn.Module):
     """RoPE tables (cos, sin) for one rope setting (`default`, `linear`, `llama3`), over
-    the first `partial_rotary_factor` of each head's dimensions."""
+    the first `partial_rotary_factor` of each head's dimensions; `proportional` (Gemma 4)
+    rotates the first `partial_rotary_factor` of the frequencies of the whole head and
+    leaves the rest at frequency 0 (unrotated)."""
 
     def __init__(self, rope: dict, head_dim: int) -> None:
         super().__init__()
-        dim = int(head_dim * rope.get("partial_rotary_factor", 1.0))
-        theta = rope["rope_theta"]
-        inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
-        if rope.get("rope_type") == "linear":
+        theta, kind = rope["rope_theta"], rope.get("rope_type", "default")
+        if kind == "proportional":
+            angles = int(rope.get("partial_rotary_factor", 1.0) * head_dim // 2)
+            steps = torch.arange(0, 2 * angles, 2, dtype=torch.int64).float() / head_dim
+            inv_freq = torch.cat([1.0 / theta**steps, torch.zeros(head_dim // 2 - angles)])
+            inv_freq = inv_freq / rope.get("factor", 1.0)
+        else:
+            dim = int(head_dim * rope.get("partial_rotary_factor", 1.0))
+            steps = torch.arange(0, dim, 2, dtype=torch.int64).float() / dim
+            inv_freq = 1.0 / (theta**steps)
+        if kind == "linear":
             inv_freq = inv_freq / rope["factor"]
-        elif rope.get("rope_type") == "llama3":
+        elif kind == "llama3":
             inv_freq = _llama3_inv_freq(inv_freq, rope)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
@@ -208,7 +217,7 @@ class Attention(nn.Module):
 
     def __init__(self, shape: DecoderShape, layer: int) -> None:
         super().__init__()
-        d, hd, f = shape.hidden_size, shape.head_dim, shape.family
+        d, hd, f = shape.hidden_size, shape.layer_head_dim(layer), shape.family
         self.n_heads, self.n_kv, self.head_dim = (
             shape.num_attention_heads,
             shape.num_key_value_heads,
@@ -223,9 +232,11 @@ class Attention(nn.Module):
             q_dim, k_dim = (hd, hd) if f.qk_norm == "head" else (self.n_heads * hd, self.n_kv * hd)
             self.q_norm = RMSNorm(q_dim, shape.rms_norm_eps, f.norm_offset)
             self.k_norm = RMSNorm(k_dim, shape.rms_norm_eps, f.norm_offset)
+        if f.v_norm:  # Gemma 4: values RMS-normed per head, no weight
+            self.v_norm_eps = shape.rms_norm_eps
         if f.sinks:
             self.sinks = nn.Parameter(torch.zeros(self.n_heads))
-        self.scale = shape.attention_scale
+        self.scale = shape.attention_scale(layer)
         self.window = shape.layer_window(layer)
         self.softcap = shape.setting("attn_logit_softcapping")
         rope = shape.layer_rope(layer) or {}
@@ -259,7 +270,11 @@ class Attention(nn.Module):
         if self.qk_norm == "head":
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # (b, H|K, s, hd)
-        v = v.view(b, s, self.n_kv, self.head_dim).transpose(1, 2)
+        v = v.view(b, s, self.n_kv, self.head_dim)
+        if hasattr(self, "v_norm_eps"):
+            v32 = v.float()
+            v = (v32 * torch.rsqrt(v32.pow(2).mean(-1, keepdim=True) + self.v_norm_eps)).to(v.dtype)
+        v = v.transpose(1, 2)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if self.llama4_beta is not None:  # Ministral 3: queries scaled by position
@@ -507,6 +522,8 @@ class DecoderLayer(nn.Module):
         self.residual_multiplier = (
             float(shape.setting("residual_multiplier", 1.0)) if f.multipliers else 1.0
         )
+        if f.layer_scalar:  # Gemma 4: a stored factor on the layer's output stream
+            self.register_buffer("layer_scalar", torch.ones(1))
 
     def hidden_norms(self) -> list[RMSNorm]:
         """The layer's norms over the hidden dimensions (not the q/k norms)."""
@@ -538,16 +555,19 @@ class DecoderLayer(nn.Module):
             return x + r * self.mlp(self.post_attention_layernorm(x, z_hidden), z_int, out_gate)
         # a norm after the block would undo a scale before it: z_layer acts after the norm
         if self.norms == "sandwich":
-            h = self.post_attention_layernorm(
-                attn(self.input_layernorm(x, z_hidden), z_hidden), z_hidden
-            )
-            x = x + r * _scaled(h, z_layer)
+            h = attn(self.input_layernorm(x, z_hidden), z_hidden)
+            x = x + r * _scaled(self.post_attention_layernorm(h, z_hidden), z_layer)
             h = self.mlp(self.pre_feedforward_layernorm(x, z_hidden), z_int, z_hidden)
-            return x + r * _scaled(self.post_feedforward_layernorm(h, z_hidden), z_layer)
-        h = self.post_attention_layernorm(attn(x, z_hidden), z_hidden)  # post: OLMo 2
-        x = x + r * _scaled(h, z_layer)
-        h = self.post_feedforward_layernorm(self.mlp(x, z_int, z_hidden), z_hidden)
-        return x + r * _scaled(h, z_layer)
+            x = x + r * _scaled(self.post_feedforward_layernorm(h, z_hidden), z_layer)
+        else:  # post: OLMo 2
+            h = self.post_attention_layernorm(attn(x, z_hidden), z_hidden)
+            x = x + r * _scaled(h, z_layer)
+            h = self.post_feedforward_layernorm(self.mlp(x, z_int, z_hidden), z_hidden)
+            x = x + r * _scaled(h, z_layer)
+        if hasattr(self, "layer_scalar"):  # a pruned layer (z_layer 0) leaves the stream as is
+            scalar = self.layer_scalar if z_layer is None else 1 + z_layer * (self.layer_scalar - 1)
+            x = x * scalar.to(x.dtype)
+        return x
 
 
 def _product(a: Tensor | None, b: Tensor | None) -> Tensor | None:
@@ -579,14 +599,15 @@ class DecoderBackbone(nn.Module):
     def reset_rotary(self, device: torch.device | str | None = None) -> None:
         """Build the RoPE tables: one per distinct rope setting of the layers (NoPE layers
         have none); `rope_index[i]` is layer i's table, or None."""
-        settings: list[dict] = []
+        settings: list[tuple[dict, int]] = []
         self.rope_index: list[int | None] = []
         for layer in range(self.shape.num_hidden_layers):
             rope = self.shape.layer_rope(layer)
-            if rope is not None and rope not in settings:
-                settings.append(rope)
-            self.rope_index.append(None if rope is None else settings.index(rope))
-        self.rotary_emb = nn.ModuleList(RotaryEmbedding(r, self.shape.head_dim) for r in settings)
+            key = None if rope is None else (rope, self.shape.layer_head_dim(layer))
+            if key is not None and key not in settings:
+                settings.append(key)
+            self.rope_index.append(None if key is None else settings.index(key))
+        self.rotary_emb = nn.ModuleList(RotaryEmbedding(r, hd) for r, hd in settings)
         if device is not None:
             self.rotary_emb.to(device)
 

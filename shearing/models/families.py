@@ -21,6 +21,9 @@ modeling code fixes.
 | granite_swa | granite's, + per-layer windows, rope theta per layer (0: NoPE), attention  |
 |             | sinks per query head                                                       |
 | smollm3     | NoPE layers (`no_rope_layers`), per-layer windows                          |
+| gemma4_text | gemma3's norms and scale, plain-weight norms, a value norm, attention scale |
+|             | 1, a `layer_scalar` per layer, per-layer head widths (`per_layer_config`),  |
+|             | "proportional" rope on full-attention layers; dense configurations only    |
 | internlm3   | exported as transformers exports it: `LlamaForCausalLM` of model_type      |
 |             | internlm3 (one switch, `bias`, for every projection)                       |
 """
@@ -68,6 +71,16 @@ class Family:
     query_pre_attn_scalar: bool = False
     #: Queries scaled by `1 + beta * log(1 + floor(position / original_max))` (Ministral 3).
     llama4_query_scale: bool = False
+    #: Values RMS-normed per head without a weight; q.k unscaled (Gemma 4).
+    v_norm: bool = False
+    #: A stored scalar (`layer_scalar`) multiplies each layer's output stream (Gemma 4).
+    layer_scalar: bool = False
+    #: The config class forces the last layer to full attention (Gemma 4): layers are not
+    #: pruned, since the kept last layer could be a sliding one.
+    fixed_layers: bool = False
+    #: Config options the decoder does not represent: (key, the values it takes, what the
+    #: other values mean).
+    refuse: tuple[tuple[str, tuple, str], ...] = ()
 
 
 LLAMA = Family("LlamaForCausalLM")
@@ -105,6 +118,22 @@ FAMILIES: dict[str, Family] = {
     "granite": Family("GraniteForCausalLM", multipliers=True),
     "granite_swa": Family("GraniteSWAForCausalLM", multipliers=True, sinks=True),
     "smollm3": Family("SmolLM3ForCausalLM"),
+    "gemma4_text": Family(
+        "Gemma4ForCausalLM",
+        **{**GEMMA, "norm_offset": False, "query_pre_attn_scalar": False},
+        qk_norm="head",
+        v_norm=True,
+        layer_scalar=True,
+        fixed_layers=True,
+        refuse=(
+            ("hidden_size_per_layer_input", (0, None), "per-layer input embeddings"),
+            ("num_kv_shared_layers", (0, None), "key/value states shared between layers"),
+            ("enable_moe_block", (False, None), "mixture-of-experts blocks"),
+            ("use_double_wide_mlp", (False, None), "double-width FFN layers"),
+            ("attention_k_eq_v", (False, None), "values that are the keys"),
+            ("use_bidirectional_attention", (None,), "bidirectional attention"),
+        ),
+    ),  # fmt: skip
 }
 
 #: Families of decoders this model cannot represent, with what is missing.
@@ -167,8 +196,6 @@ REFUSED: dict[str, str] = {
         ("t5", "mt5", "bart", "mbart", "pegasus", "marian", "whisper", "umt5"),
         "an encoder-decoder model",
     ),
-    "gemma4_text": "per-layer head widths, shared key/value layers and per-layer input "
-    "embeddings (heterogeneous layers)",
 }
 
 

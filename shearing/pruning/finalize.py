@@ -83,6 +83,7 @@ LAYER_SLICES = {
     "post_attention_layernorm.weight": ("d",),
     "pre_feedforward_layernorm.weight": ("d",),
     "post_feedforward_layernorm.weight": ("d",),
+    "layer_scalar": (None,),
 }
 #: q/k norms: over one head's width (kept whole) or over all heads (sliced with them).
 QK_NORM_SLICES = {"head": {"q": (None,), "kv": (None,)}, "all": {"q": ("q",), "kv": ("kv",)}}
@@ -109,7 +110,7 @@ def slice_model(model: MaskableDecoder, masks: Masks) -> MaskableDecoder:
     s = model.shape
     masks.validate(s)
     kept = kept_units(model, masks)
-    hd, hidden = s.head_dim, kept["hidden"]
+    hidden = kept["hidden"]
     first = kept["per_layer"][0] if kept["per_layer"] else None
     shape = s.keep_layers(kept["layers"].tolist()).replace(
         hidden_size=len(hidden),
@@ -130,7 +131,7 @@ def slice_model(model: MaskableDecoder, masks: Masks) -> MaskableDecoder:
     for new, (old, units) in enumerate(
         zip(kept["layers"].tolist(), kept["per_layer"], strict=True)
     ):
-        G = s.group_size
+        G, hd = s.group_size, s.layer_head_dim(old)
         q_heads = (units["kv_groups"][:, None] * G + units["heads"]).flatten()  # global head ids
         index = {
             "q": _head_rows(q_heads, hd),

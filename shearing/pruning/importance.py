@@ -65,7 +65,7 @@ def importance_scores(model: MaskableDecoder, batches: Iterable[Tensor]) -> dict
         ValueError: `batches` is empty.
     """
     s = model.shape
-    L, K, G, hd = s.num_hidden_layers, s.num_key_value_heads, s.group_size, s.head_dim
+    L, K, G = s.num_hidden_layers, s.num_key_value_heads, s.group_size
     head = torch.zeros(L, s.num_attention_heads, dtype=torch.float64)
     ffn = torch.zeros(L, s.intermediate_size, dtype=torch.float64)
     hidden = torch.zeros(s.hidden_size, dtype=torch.float64)
@@ -77,7 +77,7 @@ def importance_scores(model: MaskableDecoder, batches: Iterable[Tensor]) -> dict
 
     def on_heads(i):
         def hook(module, inputs):
-            out = inputs[0].reshape(-1, s.num_attention_heads, hd)
+            out = inputs[0].reshape(-1, s.num_attention_heads, s.layer_head_dim(i))
             add(head, i, out.float().norm(dim=-1).sum(0))
 
         return hook

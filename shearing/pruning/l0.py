@@ -17,24 +17,26 @@ from torch import Tensor, nn
 
 from shearing.models.config import DecoderShape, param_count
 from shearing.models.decoder import Masks
-from shearing.pruning.modules import MASK_FIELDS, TABLE, resolve_modules, row_ranks
+from shearing.pruning.modules import (
+    INIT_LOG_ALPHA,
+    MASK_FIELDS,
+    PRUNED_LOG_ALPHA,
+    TABLE,
+    resolve_modules,
+)
 
 #: Hard-concrete constants (Louizos et al. 2018): temperature, stretch limits, clamp eps.
 BETA = 2.0 / 3.0
 GAMMA = -0.1
 ZETA = 1.1
 EPS = 1e-6
-#: Initial gate logit: every gate starts open with probability ~0.999.
-INIT_LOG_ALPHA = 5.0
+#: Spread of the initial gate logits around INIT_LOG_ALPHA (`pruning.modules`, with the
+#: other initial values the config names). Importance init (`init_from_scores`): the units
+#: the target keeps in each row start in [kept - 1, kept] (open), the others in
+#: [pruned - 1, pruned], each group ordered by score; by default kept = INIT_LOG_ALPHA and
+#: pruned = PRUNED_LOG_ALPHA; `model.l0_module.init_kept_logit` and `init_pruned_logit`
+#: choose others.
 INIT_LOG_ALPHA_STD = 0.01
-#: Importance init (`init_from_scores`): the units the target keeps in each row start in
-#: [kept - 1, kept] (open), the others in [pruned - 1, pruned], each group ordered by
-#: score; by default kept = INIT_LOG_ALPHA and pruned = PRUNED_LOG_ALPHA (open with
-#: probability <= 0.2); `model.l0_module.init_kept_logit` and `init_pruned_logit` choose
-#: others.
-PRUNED_LOG_ALPHA = -3.0
-#: Ways to initialise the gate logits (`model.l0_module.init`).
-INITS = ("default", "importance")
 
 
 @dataclass(frozen=True)
@@ -284,3 +286,13 @@ class L0Module(nn.Module):
         out["l0/settled"] = float(self.settled)
         out["l0/target_params"] = float(self.target.num_params(include_embeddings=False))
         return out
+
+
+def row_ranks(scores: Tensor) -> Tensor:
+    """Rank of each score within its row (last dimension): 0 = lowest, n - 1 = highest.
+
+    Ties are broken by position (a stable sort), so every row is a permutation.
+    """
+    n = scores.shape[-1]
+    order = scores.argsort(dim=-1, stable=True)
+    return torch.empty_like(order).scatter_(-1, order, torch.arange(n).expand_as(order))

@@ -14,8 +14,8 @@ its mask (the `Masks` field it feeds) all have the gate shape; the last dimensio
 row in which the target's count is kept. With plain multi-head attention (G = 1) a query
 head *is* a key/value group, so `head` acts on the `kv_group` gates (`resolve_modules`).
 
-This module imports only the shape: the gate code (`l0.py`), importance scores, config
-validation and conversion read it without pulling in data or training code.
+This module imports only the shape (no torch): the gate code (`l0.py`), importance scores,
+the config schema and conversion read it without pulling in data, training code or torch.
 """
 
 from __future__ import annotations
@@ -23,10 +23,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-import torch
-from torch import Tensor
-
 from shearing.models.config import DecoderShape
+
+#: Initial gate logit: every gate starts open with probability ~0.999.
+INIT_LOG_ALPHA = 5.0
+#: Importance init: the logit the units outside the importance mask start at (open in at
+#: most 20% of sampled masks); see `L0Module.init_from_scores`.
+PRUNED_LOG_ALPHA = -3.0
+#: Ways to initialise the gate logits (`model.l0_module.init`).
+INITS = ("default", "importance")
 
 
 @dataclass(frozen=True)
@@ -108,13 +113,3 @@ def resolve_modules(source: DecoderShape, modules: Iterable[str]) -> tuple[str, 
         if m not in resolved:
             resolved.append(m)
     return tuple(resolved)
-
-
-def row_ranks(scores: Tensor) -> Tensor:
-    """Rank of each score within its row (last dimension): 0 = lowest, n - 1 = highest.
-
-    Ties are broken by position (a stable sort), so every row is a permutation.
-    """
-    n = scores.shape[-1]
-    order = scores.argsort(dim=-1, stable=True)
-    return torch.empty_like(order).scatter_(-1, order, torch.arange(n).expand_as(order))

@@ -93,10 +93,26 @@ CONFIGS = {
         no_rope_layers=[1, 0, 1],
         tie_word_embeddings=True,
     ),  # fmt: skip
+    # a dense configuration: wider heads on the full-attention layers, proportional rope there
+    "gemma4_text": dict(
+        sliding_window=WINDOW,
+        global_head_dim=16,
+        hidden_size_per_layer_input=0,
+        layer_types=["sliding_attention", "full_attention", "full_attention"],
+        final_logit_softcapping=3.0,
+        tie_word_embeddings=True,
+    ),  # fmt: skip
 }
 #: What pruning changes in the slicing tests (every module: layers, hidden, kv, heads, FFN).
 TARGET = dict(num_hidden_layers=2, hidden_size=24, num_key_value_heads=1,
               num_attention_heads=2, intermediate_size=32)  # fmt: skip
+
+
+def target_of(model_type: str) -> dict:
+    """TARGET, with all layers kept where the family keeps them (Gemma 4)."""
+    if FAMILIES[model_type].fixed_layers:
+        return {**TARGET, "num_hidden_layers": BASE["num_hidden_layers"]}
+    return TARGET
 
 
 def test_every_family_has_a_config_here():
@@ -110,9 +126,13 @@ def reference(model_type: str, seed: int = 0, **overrides):
     )
     torch.manual_seed(seed)
     ref = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    stored = set(ref.state_dict())
     with torch.no_grad():
         for p in ref.parameters():
             p.add_(torch.randn_like(p) * 0.1)
+        for name, b in ref.named_buffers():  # stored buffers too (Gemma 4's layer_scalar)
+            if name in stored and b.is_floating_point():
+                b.add_(torch.randn_like(b) * 0.1)
     return ref
 
 
@@ -168,9 +188,9 @@ def test_the_window_matters(model_type):
 @pytest.mark.parametrize("model_type", list(CONFIGS))
 def test_masked_equals_sliced_and_the_export_loads_in_transformers(model_type, tmp_path):
     ours = ours_of(reference(model_type))
-    masks = random_l0(ours, TARGET, seed=3).deterministic_masks()
+    masks = random_l0(ours, target_of(model_type), seed=3).deterministic_masks()
     small = slice_model(ours, masks)
-    for key, value in TARGET.items():
+    for key, value in target_of(model_type).items():
         assert getattr(small.shape, key) == value
     x = ids(seed=2)
     masked = logits(ours, x, masks=masks)
@@ -199,7 +219,6 @@ def test_masked_equals_sliced_and_the_export_loads_in_transformers(model_type, t
         ("nemotron_h", "a model with linear-attention or state-space layers"),
         ("gemma3", "a multimodal model"),
         ("gemma4", "a multimodal model"),
-        ("gemma4_text", "per-layer head widths"),
         ("t5", "an encoder-decoder model"),
         ("bert", "not a decoder family this model reproduces"),
     ],
@@ -210,6 +229,21 @@ def test_other_architectures_are_one_line_naming_the_type_and_the_supported(mode
     message = str(err.value)
     assert message.startswith(f"model_type={model_type!r} is not supported ({why}")
     assert message.endswith("supported: " + ", ".join(FAMILIES)) and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "option,value,what",
+    [
+        ("hidden_size_per_layer_input", 16, "per-layer input embeddings"),
+        ("num_kv_shared_layers", 1, "key/value states shared between layers"),
+        ("attention_k_eq_v", True, "values that are the keys"),
+    ],
+)
+def test_gemma4_options_the_decoder_lacks_are_one_line(option, value, what):
+    config = {**BASE, **CONFIGS["gemma4_text"], "model_type": "gemma4_text", option: value}
+    with pytest.raises(ValueError) as err:
+        DecoderShape.from_hf(config)
+    assert str(err.value).startswith(f"{option}={value!r} is not supported ({what})")
 
 
 def test_a_checkpoint_with_a_key_the_family_lacks_is_refused_naming_it():
@@ -229,3 +263,15 @@ def test_gguf_export_of_another_family_is_one_line(model_type, tmp_path):
     with pytest.raises(GGUFExportError, match=f"is a {model_type} model; GGUF export writes"):
         write_gguf(tmp_path / "hf", tmp_path / "x.gguf")
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_gemma4_layers_are_not_pruned_one_line():
+    from shearing.config import ConfigError, L0Config, target_shape
+
+    shape = ours_of(reference("gemma4_text")).shape
+    l0 = L0Config(target_model={"num_hidden_layers": 2, "hidden_size": 24})
+    with pytest.raises(ConfigError) as err:
+        target_shape(shape, l0)
+    assert "gemma4_text keeps all 3 layers" in str(err.value) and "\n" not in str(err.value)
+    target = target_shape(shape, L0Config(target_model={"hidden_size": 24}))
+    assert (target.num_hidden_layers, target.hidden_size) == (3, 24)

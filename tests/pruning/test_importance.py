@@ -8,8 +8,13 @@ import torch.nn.functional as F
 
 from shearing.models.decoder import MaskableDecoder
 from shearing.pruning.importance import calibration_batches, importance_scores, random_scores
-from shearing.pruning.l0 import INIT_LOG_ALPHA, PRUNED_LOG_ALPHA, L0Module, open_probability
-from shearing.pruning.modules import row_ranks
+from shearing.pruning.l0 import (
+    INIT_LOG_ALPHA,
+    PRUNED_LOG_ALPHA,
+    L0Module,
+    open_probability,
+    row_ranks,
+)
 from tests.helpers import tiny_pair
 
 ALL = ["layer", "hidden", "head", "kv_group", "intermediate"]

@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from shearing.build import AdamWDualAscent
 from shearing.models.config import DecoderShape
 from shearing.pruning import l0 as l0mod
 from shearing.pruning.l0 import L0Module, open_probability, sample_gates
 from shearing.pruning.modules import resolve_modules
+from shearing.trainer.build import AdamWDualAscent
 
 SOURCE = DecoderShape(
     vocab_size=50,

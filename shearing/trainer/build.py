@@ -1,4 +1,5 @@
-"""Builders that turn a resolved run (`shearing.run.Run`) into composer's parts."""
+"""Builders that turn a resolved run (`shearing.run.Run`) into composer's parts: the
+composer model, teacher, dataloaders, optimizer and scheduler."""
 
 from __future__ import annotations
 
@@ -9,25 +10,13 @@ from composer.utils import dist
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 
-from shearing.composer_model import ShearingLM
 from shearing.config import start_logits
 from shearing.data.mixture import DomainEvalSet, DomainMixture
 from shearing.models.decoder import MaskableDecoder
 from shearing.models.hf_io import load_model
 from shearing.pruning.importance import calibration_batches, importance_scores
-from shearing.pruning.l0 import L0Module
-from shearing.run import Run
-
-
-def build_l0(run: Run, warmup_steps: int | None = None) -> L0Module | None:
-    """The run's L0 module (gates at their initial values), or None when not pruning."""
-    if run.target is None:
-        return None
-    steps = run.steps  # None when resolved without the corpus: no ramp, no settle phase
-    if warmup_steps is None:
-        warmup_steps = steps.lagrangian_warmup if steps is not None else 0
-    settle = steps.total - steps.settle if steps is not None and steps.settle else None
-    return L0Module(run.source, run.target, run.modules, warmup_steps, run.cfg.seed, settle)
+from shearing.run import Run, build_l0
+from shearing.trainer.model import ShearingLM
 
 
 def build_model(run: Run, meta: bool = False) -> ShearingLM:

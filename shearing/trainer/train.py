@@ -6,7 +6,7 @@
 
 Overrides use OmegaConf dot-list syntax (`max_duration=12ba save_folder=/tmp/run`).
 This file only wires: config -> resolved run (shearing.run) -> model, data, optimizer,
-schedule, callbacks (shearing.build, shearing.callbacks) -> composer's Trainer.fit.
+schedule, callbacks (shearing.trainer.build, shearing.trainer.callbacks) -> composer's Trainer.fit.
 """
 
 from __future__ import annotations
@@ -18,8 +18,12 @@ from composer import Trainer
 from composer.utils import dist, reproducibility
 
 from shearing import cli
-from shearing.build import build_dataloaders, build_model, build_optimizer, build_scheduler
-from shearing.callbacks import (
+from shearing.checkpoints import install_composer_validation
+from shearing.config import load_config, to_yaml
+from shearing.files import write_text_atomic
+from shearing.run import recorded, resolve, target_line
+from shearing.trainer.build import build_dataloaders, build_model, build_optimizer, build_scheduler
+from shearing.trainer.callbacks import (
     DomainEvalLogger,
     JSONLinesLogger,
     ReplicatedGradSync,
@@ -27,18 +31,9 @@ from shearing.callbacks import (
     TrainingStateCallback,
     WeightGradClipping,
 )
-from shearing.checkpoints import install_composer_validation
-from shearing.composer_parts import SECTIONS, build_parts
-from shearing.config import load_config, to_yaml
-from shearing.data.dynamic import DynamicLoadingCallback
-from shearing.files import write_text_atomic
-from shearing.run import (
-    discard_overwritten,
-    prepare_save_folder,
-    recorded,
-    resolve,
-    target_line,
-)
+from shearing.trainer.dynamic import DynamicLoadingCallback
+from shearing.trainer.folder import discard_overwritten, prepare_save_folder
+from shearing.trainer.parts import SECTIONS, build_parts
 
 
 def main(argv: list[str]) -> int:

@@ -11,9 +11,9 @@ from composer.core import Callback, State
 from composer.loggers import Logger, LoggerDestination
 from composer.utils import dist as composer_dist
 
-from shearing.composer_model import average_replicated_grads
-from shearing.data.dynamic import domain_losses
 from shearing.objectives import l1_penalty
+from shearing.trainer.dynamic import domain_losses
+from shearing.trainer.model import average_replicated_grads
 
 
 def _unwrap(state: State):

@@ -1,0 +1,66 @@
+"""The engine stays replaceable: only `shearing.trainer` (the composer wing) imports
+composer, and the model, gates and schema import no streaming either. Each module is
+imported alone in a fresh interpreter and `sys.modules` is read afterwards; the modules
+are found by walking the package, not listed by hand."""
+
+from __future__ import annotations
+
+import json
+import pkgutil
+import subprocess
+import sys
+
+import shearing
+
+WING = "shearing.trainer"
+#: Modules that need neither the trainer nor the shard format.
+NO_STREAMING = ("shearing.models", "shearing.pruning.l0", "shearing.pruning.finalize",
+                "shearing.pruning.sizing", "shearing.pruning.modules", "shearing.config",
+                "shearing.data.dynamic")  # fmt: skip
+
+
+def modules() -> list[str]:
+    found = [m.name for m in pkgutil.walk_packages(shearing.__path__, "shearing.")]
+    return sorted(m for m in found if not m.startswith("shearing.export"))  # shipped code
+
+
+def imported_by(name: str) -> set[str]:
+    code = (
+        f"import importlib, json, sys; importlib.import_module({name!r}); "
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_only_the_trainer_wing_imports_composer():
+    found = modules()
+    assert any(m.startswith(WING) for m in found) and len(found) > 30
+    # one interpreter per module would take minutes: import them all, in a child, each
+    # after a snapshot, and report which top-level packages each one added
+    code = f"""
+import importlib, json, sys
+out = {{}}
+for name in {[m for m in found if not m.startswith(WING)]!r}:
+    before = set(sys.modules)
+    importlib.import_module(name)
+    out[name] = sorted({{m.split('.')[0] for m in set(sys.modules) - before}})
+print(json.dumps(out))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    added = json.loads(result.stdout.strip().splitlines()[-1])
+    assert not [m for m, pkgs in added.items() if "composer" in pkgs]
+
+
+def test_each_core_module_alone_imports_no_composer_and_no_streaming():
+    for name in [m for m in modules() if m.startswith(NO_STREAMING)]:
+        loaded = imported_by(name)
+        assert "composer" not in loaded, name
+        assert "streaming" not in loaded, name
+
+
+def test_the_schema_imports_neither_torch_nor_composer():
+    loaded = imported_by("shearing.config")
+    assert not loaded & {"torch", "composer", "streaming", "transformers"}, loaded
