@@ -193,10 +193,10 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return torch.cat([x_rot * cos + _rotate_half(x_rot) * sin, x_pass], dim=-1)
 
 
-def attention_mask(s: int, t: int, window: int | None, device) -> Tensor | None:
-    """(s, t) booleans: query i (position t - s + i) may read key j; None for plain
-    causal attention over a fresh sequence (SDPA's `is_causal`)."""
-    if window is None and t == s:
+def attention_mask(s: int, t: int, window: int | None, device, plain: bool = False):
+    """(s, t) booleans: query i (position t - s + i) may read key j. None for plain causal
+    attention over a fresh sequence (SDPA's `is_causal`), unless `plain` asks for it."""
+    if window is None and t == s and not plain:
         return None
     q = torch.arange(t - s, t, device=device)[:, None]
     k = torch.arange(t, device=device)[None, :]
@@ -301,8 +301,8 @@ class Attention(nn.Module):
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, cuda: bool) -> Tensor:
         s, t = q.shape[2], k.shape[2]
-        allowed = attention_mask(s, t, self.window, q.device)
         eager = self.softcap is not None or hasattr(self, "sinks")
+        allowed = attention_mask(s, t, self.window, q.device, plain=eager)
         if self.n_kv != self.n_heads and (eager or not cuda):  # one key/value head per query head
             k = k.repeat_interleave(self.n_heads // self.n_kv, dim=1)  # (b, H, t, hd)
             v = v.repeat_interleave(self.n_heads // self.n_kv, dim=1)
@@ -318,11 +318,7 @@ class Attention(nn.Module):
         scores = (q @ k.transpose(-1, -2)) * self.scale  # (b, H, s, t)
         if self.softcap is not None:  # Gemma 2: cap * tanh(scores / cap)
             scores = torch.tanh(scores / self.softcap) * self.softcap
-        if allowed is not None:
-            scores = scores.masked_fill(~allowed, float("-inf"))
-        elif s > 1:
-            causal = torch.ones(s, t, dtype=torch.bool, device=q.device).tril(t - s)
-            scores = scores.masked_fill(~causal, float("-inf"))
+        scores = scores.masked_fill(~allowed, float("-inf"))
         if hasattr(self, "sinks"):  # one more logit per head in the softmax's denominator
             sink = self.sinks.to(scores.dtype)[None, :, None, None].expand(*scores.shape[:-1], 1)
             probs = torch.softmax(torch.cat([scores, sink], dim=-1).float(), dim=-1)[..., :-1]

@@ -275,3 +275,14 @@ def test_gemma4_layers_are_not_pruned_one_line():
     assert "gemma4_text keeps all 3 layers" in str(err.value) and "\n" not in str(err.value)
     target = target_shape(shape, L0Config(target_model={"hidden_size": 24}))
     assert (target.num_hidden_layers, target.hidden_size) == (3, 24)
+
+
+def test_the_shipped_modeling_file_serves_every_familys_class():
+    from shearing.export import modeling_shearing
+
+    classes = {f.architecture for f in FAMILIES.values()}
+    assert set(modeling_shearing.ARCHITECTURES) == classes
+    for name in classes:
+        assert issubclass(
+            getattr(modeling_shearing, f"Shearing{name}"), getattr(transformers, name)
+        )
