@@ -18,7 +18,7 @@ distillation teacher of a run that continues from it), the checkpoint, and, for 
 run, the held-out loss of the masked model under its deterministic masks and under its
 expected gates at its last evaluation (also printed: how far the gates had settled).
 With `--gguf TYPE` the written model is also saved as `OUT_DIR/model-TYPE.gguf`
-(`shearing.models.gguf_io`: llama architecture, with its tokenizer, for llama.cpp).
+(`shearing.models.gguf_io`: llama.cpp's architecture of the family, with its tokenizer).
 """
 
 from __future__ import annotations

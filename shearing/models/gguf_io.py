@@ -1,153 +1,58 @@
-"""GGUF metadata in, GGUF files out, with the `gguf` package.
+"""GGUF files out, with the `gguf` package: a model this project wrote, as llama.cpp's
+architecture for its family (`GGUF_ARCHS`), with its tokenizer. Above model loading
+(`hf_io`); reading GGUF is `gguf_read`, below it.
 
     python -m shearing.models.gguf_io MODEL_DIR OUT.gguf [--type f32|f16|bf16|q8_0]
     shearing gguf MODEL_DIR OUT.gguf [--type ...]      (also: convert_to_hf.sh ... --gguf TYPE)
-
-Reading: `read_fields` gives a GGUF's key/value metadata as Python values. For a
-byte-level BPE vocabulary (`tokenizer.ggml.model` "gpt2": SmolLM2, Llama 3, Qwen, ...)
-`byte_level_tokenizer` builds the Hugging Face tokenizer the GGUF describes: its merges,
-the pre-tokenizer its `tokenizer.ggml.pre` names (llama.cpp's table of pre-tokenizers),
-a byte-level decoder, its control tokens as special tokens and BOS only if
-`tokenizer.ggml.add_bos_token` says so. transformers 4's own GGUF conversion gave such
-vocabularies a LlamaTokenizer class with byte fallback and a BOS added by default, which
-llama.cpp's converter then read back as a SentencePiece (`llama`) vocabulary.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-#: GPT-2's byte-level split (the `use_regex` of tokenizers' ByteLevel pre-tokenizer).
-#: `tokenizer.ggml.pre` values whose pre-tokenizer is GPT-2's split, after isolating
-#: these patterns (llama.cpp's table: starcoder, smollm, ... isolate every digit first).
-BYTE_LEVEL_PRE = {
-    "gpt2": (),
-    "mpt": (),
-    "olmo": (),
-    "jais": (),
-    "starcoder": (r"\p{N}",),
-    "refact": (r"\p{N}",),
-    "command-r": (r"\p{N}",),
-    "smollm": (r"\p{N}",),
-    "codeshell": (r"\p{N}",),
-    "exaone": (r"\p{N}",),
-    "minerva": (r"\p{N}",),
-}
-#: GGUF token types (`tokenizer.ggml.token_type`).
-CONTROL, USER_DEFINED = 3, 4
-
-
-def read_fields(path: str | Path, prefix: str = "") -> dict:
-    """The GGUF's metadata whose keys start with `prefix`: strings, numbers, booleans and
-    lists of them, as Python values.
-
-    Raises:
-        ValueError: the file is not a readable GGUF.
-    """
-    from gguf import GGUFReader, GGUFValueType
-
-    try:
-        reader = GGUFReader(str(path))
-    except Exception as err:  # gguf raises ValueError, struct.error, IndexError, ...
-        raise ValueError(
-            f"GGUF file {str(path)!r} is truncated or corrupt ({type(err).__name__})"
-        ) from None
-    out = {}
-    for key, field in reader.fields.items():
-        if not key.startswith(prefix) or not field.types:
-            continue
-        text = field.types[-1] == GGUFValueType.STRING
-        values = [field.parts[i] for i in field.data]
-        values = [bytes(v).decode("utf-8") if text else v.tolist()[0] for v in values]
-        out[key] = values if field.types[0] == GGUFValueType.ARRAY else values[0]
-    return out
-
-
-def is_byte_level(fields: dict) -> bool:
-    """Whether `byte_level_tokenizer` builds this GGUF's tokenizer."""
-    return (
-        fields.get("tokenizer.ggml.model") == "gpt2"
-        and fields.get("tokenizer.ggml.pre") in BYTE_LEVEL_PRE
-    )
-
-
-def byte_level_tokenizer(fields: dict):
-    """The tokenizers-backed `GPT2Tokenizer` a byte-level BPE GGUF describes (module doc)."""
-    from tokenizers import (
-        AddedToken,
-        Regex,
-        Tokenizer,
-        decoders,
-        models,
-        pre_tokenizers,
-        processors,
-    )
-    from transformers import GPT2Tokenizer
-
-    tokens = fields["tokenizer.ggml.tokens"]
-    types = fields.get("tokenizer.ggml.token_type", [1] * len(tokens))
-    merges = [tuple(m.split(" ", 1)) for m in fields["tokenizer.ggml.merges"]]
-    bpe = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))
-    isolate = [
-        pre_tokenizers.Split(Regex(p), behavior="isolated")
-        for p in BYTE_LEVEL_PRE[fields["tokenizer.ggml.pre"]]
-    ]
-    bpe.pre_tokenizer = pre_tokenizers.Sequence(
-        [*isolate, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
-    )
-    bpe.decoder = decoders.ByteLevel()
-    bpe.add_special_tokens(
-        [AddedToken(tokens[i], special=True, normalized=False)
-         for i, t in enumerate(types) if t == CONTROL]
-    )  # fmt: skip
-    bpe.add_tokens(
-        [AddedToken(tokens[i], normalized=False) for i, t in enumerate(types) if t == USER_DEFINED]
-    )
-
-    def token(key: str) -> str | None:
-        i = fields.get(f"tokenizer.ggml.{key}_token_id")
-        return tokens[i] if isinstance(i, int) and 0 <= i < len(tokens) else None
-
-    bos = token("bos")
-    add_bos = bool(fields.get("tokenizer.ggml.add_bos_token", False)) and bos is not None
-    byte_level = processors.ByteLevel(trim_offsets=False)
-    if add_bos:
-        bos_id = tokens.index(bos)
-        template = processors.TemplateProcessing(
-            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)]
-        )
-        bpe.post_processor = processors.Sequence([byte_level, template])
-    else:
-        bpe.post_processor = byte_level
-    tokenizer = GPT2Tokenizer(
-        tokenizer_object=bpe,
-        bos_token=bos,
-        eos_token=token("eos"),
-        unk_token=token("unknown"),
-        pad_token=token("padding"),
-        add_bos_token=add_bos,
-    )
-    template = fields.get("tokenizer.chat_template")
-    if template:
-        tokenizer.chat_template = template
-    return tokenizer
-
-
-# --- writing ---------------------------------------------------------------------------
+from shearing.cli import Stages, run
+from shearing.files import write_atomic
+from shearing.models.gguf_read import CONTROL
+from shearing.models.hf_io import fused, load_model
 
 #: `--gguf` types: the gguf package's tensor types. Norm weights (1-D) stay float32, as
 #: llama.cpp keeps them; a q8_0 matrix whose rows are not whole 32-value blocks is float16.
 GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")
-#: Families written as GGUF's llama architecture (same tensors, plain RoPE, no windows).
-GGUF_FAMILIES = ("llama",)
 #: File types (`general.file_type`, llama.cpp's LLAMA_FTYPE numbers) of the types above.
 _FILE_TYPES = {"f32": 0, "f16": 1, "q8_0": 7, "bf16": 32}
 
 
+@dataclass(frozen=True)
+class GGUFArch:
+    """How one family is written as one of llama.cpp's architectures."""
+
+    #: The `gguf.MODEL_ARCH` member (`general.architecture` is its lower-case name).
+    arch: str
+    #: q/k rows stored in the interleaved rotary order of llama.cpp's `llama` files (its
+    #: other architectures rotate halves, Hugging Face's order, and store rows as they are).
+    interleaved: bool
+    #: The biases the architecture holds: "qkv" (q/k/v projections) or none.
+    biases: tuple[str, ...] = ()
+    #: A sliding window on every layer is written (`{arch}.attention.sliding_window`).
+    window: bool = False
+
+
+#: Families with a GGUF architecture here, by `model_type`. Mistral is llama.cpp's `llama`
+#: (its converter writes it so) and needs no window shorter than its context.
+GGUF_ARCHS = {
+    "llama": GGUFArch("LLAMA", interleaved=True),
+    "mistral": GGUFArch("LLAMA", interleaved=True),
+    "qwen2": GGUFArch("QWEN2", interleaved=False, biases=("qkv",)),
+    "qwen3": GGUFArch("QWEN3", interleaved=False),
+    "phi3": GGUFArch("PHI3", interleaved=False, window=True),
+}
+
+
 class GGUFExportError(ValueError):
-    """A model or tokenizer that the GGUF llama architecture cannot hold."""
+    """A model or tokenizer that its GGUF architecture cannot hold."""
 
 
 def rotary_interleaved(weight, heads: int):
@@ -158,46 +63,78 @@ def rotary_interleaved(weight, heads: int):
     return weight.reshape(heads, 2, rows // heads // 2, cols).swapaxes(1, 2).reshape(rows, cols)
 
 
-def write_gguf(model_dir: str | Path, out: str | Path, gguf_type: str = "f16") -> Path:
-    """Write the Hugging Face model in `model_dir` (a stock SiLU LLaMA this project wrote)
-    as one GGUF file (llama architecture) with its tokenizer, staged and renamed into place.
+def gguf_arch(shape, where: str) -> GGUFArch:
+    """The GGUF architecture `shape` is written as, after checking that it holds the model.
 
     Raises:
-        GGUFExportError: an activation, RoPE scaling or tokenizer GGUF cannot hold.
+        GGUFExportError: one line naming what the architecture lacks.
+    """
+    spec = GGUF_ARCHS.get(shape.model_type)
+    if spec is None:
+        raise GGUFExportError(
+            f"{where} is a {shape.model_type} model; GGUF export writes "
+            f"{', '.join(GGUF_ARCHS)} (llama.cpp's convert_hf_to_gguf.py handles the others)"
+        )
+    arch = spec.arch.lower()
+    if shape.hidden_act != "silu":
+        raise GGUFExportError(
+            f"{where} has a {shape.hidden_act} FFN; GGUF's {arch} architecture (llama.cpp, "
+            "transformers' GGUF reader) has only SiLU, so it would run as another model"
+        )
+    biases = {"qkv": shape.qkv_bias, "o_proj": shape.o_bias, "FFN": shape.mlp_bias}
+    extra = [name for name, on in biases.items() if on and name not in spec.biases]
+    if extra:
+        raise GGUFExportError(
+            f"{where} has {' and '.join(extra)} biases, which GGUF's {arch} architecture "
+            "does not hold"
+        )
+    for layer in range(shape.num_hidden_layers):
+        rope = shape.layer_rope(layer)
+        if rope is None or rope.get("rope_type") != "default":
+            raise GGUFExportError(
+                f"{where} layer {layer} uses RoPE {rope or 'none (NoPE)'}; only plain RoPE on "
+                "every layer is written to GGUF here (llama.cpp's convert_hf_to_gguf.py "
+                "handles the others)"
+            )
+    windows = {shape.layer_window(i) for i in range(shape.num_hidden_layers)}
+    short = {w for w in windows if w is not None and w < shape.max_position_embeddings}
+    if short and not (spec.window and windows == short and len(short) == 1):
+        raise GGUFExportError(
+            f"{where} has sliding windows of {min(short)} positions on "
+            f"{'some' if None in windows else 'every'} layer within a context of "
+            f"{shape.max_position_embeddings}; GGUF's {arch} architecture here attends to "
+            "every position, so it would run as another model past the window"
+        )
+    return spec
+
+
+def write_gguf(model_dir: str | Path, out: str | Path, gguf_type: str = "f16") -> Path:
+    """Write the Hugging Face model in `model_dir` (a model this project wrote, of a family
+    in `GGUF_ARCHS`) as one GGUF file of that family's llama.cpp architecture with its
+    tokenizer, staged and renamed into place.
+
+    Raises:
+        GGUFExportError: a family, activation, bias, RoPE, window or tokenizer that the
+            architecture cannot hold.
     """
     import gguf
     import numpy as np
-
-    from shearing.files import write_atomic
-    from shearing.models.hf_io import load_model
 
     if gguf_type not in GGUF_TYPES:
         raise GGUFExportError(f"--gguf {gguf_type!r} is not valid; use {', '.join(GGUF_TYPES)}")
     model_dir, out = Path(model_dir), Path(out)
     model = load_model(model_dir)
     shape = model.shape
-    if shape.model_type not in GGUF_FAMILIES:
-        raise GGUFExportError(
-            f"{model_dir} is a {shape.model_type} model; GGUF export writes the llama "
-            f"architecture, for {', '.join(GGUF_FAMILIES)} (llama.cpp's convert_hf_to_gguf.py "
-            "handles the others)"
-        )
-    if shape.hidden_act != "silu":
-        raise GGUFExportError(
-            f"{model_dir} has a {shape.hidden_act} FFN; GGUF's llama architecture (llama.cpp, "
-            "transformers' GGUF reader) has only SiLU, so it would run as another model"
-        )
+    spec = gguf_arch(shape, str(model_dir))
     rope = shape.layer_rope(0)
-    if rope.get("rope_type") != "default":
-        raise GGUFExportError(
-            f"{model_dir} uses RoPE scaling {rope}; only plain RoPE is "
-            "written to GGUF here (llama.cpp's convert_hf_to_gguf.py handles the others)"
-        )
+    window = shape.layer_window(0) if spec.window else None
+    rotary_dims = int(shape.head_dim * rope.get("partial_rotary_factor", 1.0))
     tokenizer = _tokenizer_metadata(model_dir)
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, shape.num_hidden_layers)
+    arch = gguf.MODEL_ARCH[spec.arch]
+    names = gguf.get_tensor_name_map(arch, shape.num_hidden_layers)
 
     def write(tmp: Path) -> None:
-        w = gguf.GGUFWriter(str(tmp), "llama")
+        w = gguf.GGUFWriter(str(tmp), gguf.MODEL_ARCH_NAMES[arch])
         w.add_name(model_dir.name)
         w.add_context_length(shape.max_position_embeddings)
         w.add_embedding_length(shape.hidden_size)
@@ -207,25 +144,28 @@ def write_gguf(model_dir: str | Path, out: str | Path, gguf_type: str = "f16") -
         w.add_head_count_kv(shape.num_key_value_heads)
         w.add_key_length(shape.head_dim)
         w.add_value_length(shape.head_dim)
-        w.add_rope_dimension_count(shape.head_dim)
+        w.add_rope_dimension_count(rotary_dims)
         w.add_rope_freq_base(float(rope["rope_theta"]))
         w.add_layer_norm_rms_eps(float(shape.rms_norm_eps))
+        if window is not None and window < shape.max_position_embeddings:
+            w.add_sliding_window(window)
         w.add_vocab_size(shape.vocab_size)
         w.add_file_type(_FILE_TYPES[gguf_type])
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
         for key, value in tokenizer.items():
             getattr(w, f"add_{key}")(value)
-        state = model.state_dict()
+        state = fused(shape, model.state_dict())
         if shape.tie_word_embeddings:
             state.pop("lm_head.weight", None)
         for key, tensor in state.items():
-            name = names.get_name(key, try_suffixes=(".weight",))
+            name = names.get_name(key, try_suffixes=(".weight", ".bias"))
             if name is None:
-                raise GGUFExportError(f"{key} has no GGUF llama tensor name")
+                raise GGUFExportError(f"{key} has no tensor in GGUF's {spec.arch.lower()} "
+                                      "architecture")  # fmt: skip
             data = tensor.detach().float()
-            if key.endswith("q_proj.weight"):
+            if spec.interleaved and key.endswith("q_proj.weight"):
                 data = rotary_interleaved(data, shape.num_attention_heads)
-            elif key.endswith("k_proj.weight"):
+            elif spec.interleaved and key.endswith("k_proj.weight"):
                 data = rotary_interleaved(data, shape.num_key_value_heads)
             data = data.numpy()
             kind = _tensor_type(gguf_type, data)
@@ -390,12 +330,11 @@ def json_brief(value) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from shearing.cli import Stages, run
-
     parser = argparse.ArgumentParser(
         prog="python -m shearing.models.gguf_io",
         description="Write a Hugging Face model this project made as one GGUF file "
-        "(llama architecture, with its tokenizer) for llama.cpp and other GGUF readers.",
+        f"({', '.join(GGUF_ARCHS)}, as llama.cpp's architecture for the family, with its "
+        "tokenizer) for llama.cpp and other GGUF readers.",
     )
     parser.add_argument("model_dir", help="Hugging Face model directory (convert/oneshot output)")
     parser.add_argument("out", help="the .gguf file to write (replaced whole, never in part)")

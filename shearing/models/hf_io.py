@@ -23,7 +23,7 @@ from torch import Tensor
 from shearing.files import staged_output
 from shearing.models.config import STOCK_ACTIVATIONS, DecoderShape
 from shearing.models.decoder import MaskableDecoder
-from shearing.models.gguf_io import byte_level_tokenizer, is_byte_level, read_fields
+from shearing.models.gguf_read import byte_level_tokenizer, is_byte_level, read_fields
 
 log = logging.getLogger(__name__)
 
@@ -384,7 +384,7 @@ def _write_safetensors(state: dict[str, Tensor], directory: Path, max_shard_byte
 
 def _gguf_tokenizer(src: Path):
     """The tokenizer embedded in a GGUF file, with the model config's EOS token: a
-    byte-level BPE vocabulary as the GGUF describes it (`gguf_io.byte_level_tokenizer`),
+    byte-level BPE vocabulary as the GGUF describes it (`gguf_read.byte_level_tokenizer`),
     any other through transformers' GGUF conversion."""
     from transformers import AutoTokenizer
 

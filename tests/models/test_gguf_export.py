@@ -13,7 +13,8 @@ import transformers
 
 from shearing.models.config import DecoderShape
 from shearing.models.decoder import MaskableDecoder
-from shearing.models.gguf_io import GGUFExportError, read_fields, write_gguf
+from shearing.models.gguf_io import GGUFExportError, write_gguf
+from shearing.models.gguf_read import read_fields
 from shearing.models.hf_io import load_tokenizer, save_pretrained
 
 
@@ -186,3 +187,93 @@ def test_the_command_writes_the_file_whole_and_refuses_a_bad_type(hf_dir, capsys
     with pytest.raises(SystemExit):
         main([str(hf_dir), str(out), "--type", "q4_k"])
     assert "invalid choice: 'q4_k'" in capsys.readouterr().err
+
+
+# --- the other families with a llama.cpp architecture ------------------------------------
+
+#: A small random model per family (GQA, biases and q/k norms where the family has them),
+#: with the SmolLM2 vocabulary so the real tokenizer goes with it. transformers' GGUF reader
+#: (the reference here) takes head width as hidden / heads for these architectures and reads
+#: no window or partial rotary for them, so the read-back configs keep to what it reads.
+FAMILY = dict(vocab_size=49152, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+              num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+              max_position_embeddings=128, bos_token_id=1, eos_token_id=2,
+              rms_norm_eps=1e-5, tie_word_embeddings=True)  # fmt: skip
+READ_BACK = {
+    "qwen2": dict(),
+    "qwen3": dict(head_dim=128),  # Qwen3Config's own default: its reader keeps it
+    "phi3": dict(tie_word_embeddings=False, pad_token_id=0),
+    "mistral": dict(sliding_window=4096),  # a window no shorter than the context: no effect
+}
+
+
+def family_dir(smollm2_dir, root, model_type: str, **config):
+    model = random_model({**FAMILY, "model_type": model_type}, **config)
+    # not named after the family: transformers' reader takes a `llama` file whose
+    # general.name holds "mistral" for a `mistral` one, an architecture gguf-py lacks
+    out = root / "source"
+    save_pretrained(model, out, source=smollm2_dir)
+    return out
+
+
+@pytest.mark.parametrize("model_type", list(READ_BACK))
+def test_each_family_is_read_back_by_transformers_as_its_own_architecture(
+    smollm2_dir, tmp_path, model_type
+):
+    from shearing.models.gguf_io import GGUF_ARCHS
+
+    model_dir = family_dir(smollm2_dir, tmp_path, model_type, **READ_BACK[model_type])
+    gguf = tmp_path / "model.gguf"
+    write_gguf(model_dir, gguf, "f32")
+    arch = read_fields(gguf, "general.architecture")["general.architecture"]
+    assert arch == {"mistral": "llama"}.get(model_type, model_type)
+    assert GGUF_ARCHS[model_type].arch.lower() == arch
+    source = transformers.AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    read = transformers.AutoModelForCausalLM.from_pretrained(
+        tmp_path, gguf_file=gguf.name, dtype=torch.float32
+    ).eval()
+    expected, actual = source.state_dict(), read.state_dict()
+    assert expected.keys() == actual.keys()
+    for key, w in expected.items():
+        assert torch.equal(actual[key], w), key  # f32: every weight bit for bit
+    ids = torch.randint(0, 49152, (2, 24), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a, b = read(ids).logits, source(ids).logits
+    assert (a - b).abs().max() <= 1e-5 * b.abs().max()  # fp32 kernel noise only
+
+
+def test_a_phi3_window_is_written_as_its_sliding_window(smollm2_dir, tmp_path):
+    model_dir = family_dir(smollm2_dir, tmp_path, "phi3", sliding_window=8,
+                           tie_word_embeddings=False, pad_token_id=0,
+                           rope_parameters={"rope_type": "default", "rope_theta": 1e4,
+                                            "partial_rotary_factor": 0.5})  # fmt: skip
+    write_gguf(model_dir, tmp_path / "phi3.gguf", "f16")
+    fields = read_fields(tmp_path / "phi3.gguf", "phi3.")
+    assert fields["phi3.attention.sliding_window"] == 8
+    assert fields["phi3.rope.dimension_count"] == 8  # half of the 16-wide heads rotate
+    assert fields["phi3.attention.key_length"] == 16
+
+
+@pytest.mark.parametrize(
+    "model_type, config, message",
+    [
+        ("mistral", dict(sliding_window=8), "has sliding windows of 8 positions on every layer "
+         "within a context of 128; GGUF's llama architecture here attends to every position"),
+        ("qwen2", dict(use_sliding_window=True, sliding_window=8, max_window_layers=1),
+         "has sliding windows of 8 positions on some layer"),
+        ("qwen3", dict(attention_bias=True), "has qkv and o_proj biases, which GGUF's qwen3 "
+         "architecture does not hold"),
+        ("llama", dict(rope_parameters={"rope_type": "linear", "factor": 2.0,
+                                        "rope_theta": 1e4}), "layer 0 uses RoPE"),
+        ("olmo2", dict(), "is a olmo2 model; GGUF export writes llama, mistral, qwen2, qwen3, "
+         "phi3 (llama.cpp's convert_hf_to_gguf.py handles the others)"),
+    ],
+)  # fmt: skip
+def test_what_an_architecture_cannot_hold_is_refused_in_one_line(
+    smollm2_dir, tmp_path, model_type, config, message
+):
+    model_dir = family_dir(smollm2_dir, tmp_path, model_type, **config)
+    with pytest.raises(GGUFExportError) as err:
+        write_gguf(model_dir, tmp_path / "x.gguf", "f16")
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "x.gguf").exists()
