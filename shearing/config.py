@@ -8,9 +8,11 @@ weights are loaded.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,13 @@ class ConfigError(ValueError):
     """A configuration value that cannot be used; the message names the key."""
 
 
+def duration(default: Any) -> Any:
+    """A duration key's field. Every duration key takes the same forms (`parse_steps`): a
+    bare integer (steps), "Nba" (steps), "Nsp" (samples), "Ntok" (tokens) or "X.Ydur" (a
+    fraction of max_duration); `DURATION_KEYS` finds them by this mark."""
+    return field(default=default, metadata={"duration": True})
+
+
 @dataclass
 class L0Config:
     """Structured-pruning settings (`model.l0_module`)."""
@@ -54,7 +63,7 @@ class L0Config:
     target_params: float | None = None
     #: Steps over which target sparsity ramps linearly from 0 to its final value (a
     #: number of steps or a duration: "640ba", "0.2dur", "1Btok").
-    lagrangian_warmup_steps: int | str = 0
+    lagrangian_warmup_steps: int | str = duration(0)
     #: Gate logits at the start: "default" (all equal) or "importance" (ordered by
     #: activation importance on calibration rows, see shearing.pruning.importance).
     init: str = "default"
@@ -75,7 +84,7 @@ class L0Config:
     #: the model the weights were last trained as. 0 = the paper's run (gates learn to the
     #: end). Must leave the target ramp (`lagrangian_warmup_steps`) before it. Steps or a
     #: duration.
-    settle_steps: int | str = 0
+    settle_steps: int | str = duration(0)
 
 
 @dataclass
@@ -116,7 +125,7 @@ class DistillationConfig:
 @dataclass
 class L1Stage:
     #: Length of the stage in steps (or a duration).
-    steps: int | str = MISSING
+    steps: int | str = duration(MISSING)
     #: L1 coefficient reached at the end of the stage (sine ramp from the previous one).
     penalty: float = MISSING
 
@@ -133,7 +142,7 @@ class ThresholdShiftConfig:
     """Switch relu -> fatrelu with `threshold` from `step` on (ProSparse)."""
 
     #: The step (or a duration into the run) the threshold comes into force.
-    step: int | str = MISSING
+    step: int | str = duration(MISSING)
     threshold: float = 0.01
 
 
@@ -156,7 +165,7 @@ class DataConfig:
     rows_from: str | None = None
     #: Steps (or a duration) between proportion updates, a multiple of eval_interval;
     #: null = fixed proportions.
-    update_interval: int | str | None = None
+    update_interval: int | str | None = duration(None)
     #: `exponential` (Sheared-LLaMA) or `constant` (evaluate and log, never re-weight).
     update_type: str = "exponential"
     #: Step size of the exponential update.
@@ -191,17 +200,17 @@ class OptimizerConfig:
 @dataclass
 class SchedulerConfig:
     #: Linear warmup of the weights' learning rate: "Nba" or a fraction of the run "0.03dur".
-    t_warmup: str = "0ba"
+    t_warmup: int | str = duration("0ba")
     #: Final learning rate as a fraction of the peak (cosine decay).
     alpha_f: float = 0.1
     #: Where this run begins on its schedule: steps of the same schedule an earlier stage
     #: already ran (e.g. the pruning run before a continued-pretraining run), so that the two
     #: stages share one warmup and one cosine. "0ba": the schedule starts with the run.
-    t_start: int | str = "0ba"
+    t_start: int | str = duration("0ba")
     #: Length of the whole schedule (warmup included), counted from its start; null: t_start
     #: plus max_duration. Set it on the first stage of a shared schedule to the sum of the
     #: stages. Past t_max the rate stays at alpha_f x lr.
-    t_max: int | str | None = None
+    t_max: int | str | None = duration(None)
 
 
 @dataclass
@@ -217,8 +226,8 @@ class TrainConfig:
     variables: dict[str, Any] = field(default_factory=dict)
     run_name: str | None = None
     seed: int = 17
-    #: Training length: "Nba" (steps) or "Ntok" (tokens).
-    max_duration: str = MISSING
+    #: Training length: steps (a bare integer or "Nba"), "Nsp" (samples) or "Ntok" (tokens).
+    max_duration: int | str = duration(MISSING)
     global_train_batch_size: int = MISSING
     #: Per-device microbatch (gradient accumulation splits the device batch into these).
     device_train_microbatch_size: int | None = None
@@ -227,10 +236,10 @@ class TrainConfig:
     #: CPU bf16 autocast, weights, gradients, optimizer state and losses stay fp32 (it pays
     #: off on CPUs with native bf16: avx512_bf16 or AMX).
     precision: str = "fp32"
-    eval_interval: str = "50ba"
+    eval_interval: int | str = duration("50ba")
     #: Where checkpoints, the resolved config and run records go (null = no checkpoints).
     save_folder: str | None = None
-    save_interval: str = "1000ba"
+    save_interval: int | str = duration("1000ba")
     save_num_checkpoints_to_keep: int = -1
     autoresume: bool = False
     #: Global gradient-norm clip on model weights only (gates and lambdas are not clipped).
@@ -239,7 +248,7 @@ class TrainConfig:
     fsdp_config: dict[str, Any] | None = None
     progress_bar: bool = True
     log_to_console: bool = False
-    console_log_interval: str = "1ba"
+    console_log_interval: int | str = duration("1ba")
     #: composer loggers, callbacks and algorithms by llm-foundry name (wandb, tensorboard,
     #: mlflow, file; lr_monitor, speed_monitor, memory_monitor, ...; gradient_clipping, ema)
     #: or `package.module:Class`, each mapped to its keyword arguments; see
@@ -268,23 +277,51 @@ class TrainConfig:
     dist_timeout: float = 300.0
 
 
+def duration_keys(schema: type = TrainConfig, prefix: str = "") -> tuple[str, ...]:
+    """The dotted paths of the schema's duration keys (`duration`), a list's entries as
+    `[]` ("activation_l1.stages[].steps")."""
+    hints = typing.get_type_hints(schema)
+    keys: list[str] = []
+    for f in dataclasses.fields(schema):
+        if f.metadata.get("duration"):
+            keys.append(prefix + f.name)
+        for inner, in_list in _nested_schemas(hints[f.name]):
+            keys += duration_keys(inner, f"{prefix}{f.name}{'[]' if in_list else ''}.")
+    return tuple(keys)
+
+
+def _nested_schemas(hint: Any, in_list: bool = False):
+    if dataclasses.is_dataclass(hint):
+        yield hint, in_list
+    for arg in typing.get_args(hint):  # X | None, list[X], dict[str, X]
+        yield from _nested_schemas(arg, in_list or typing.get_origin(hint) is list)
+
+
+#: Every duration key of the schema: one rule reads them all (`parse_steps`).
+DURATION_KEYS = duration_keys()
 PRECISIONS = ("fp32", "amp_bf16", "amp_fp16")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 TEACHER_DTYPES = ("float32", "bfloat16", "float16")
 
 
+#: The loader's own key: the files a recipe is composed on (`read_recipe`).
+BASE_KEY = "base"
+
+
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> TrainConfig:
-    """Merge a YAML file and dot-list overrides onto the schema.
+    """Merge a YAML file (with the bases it names, `read_recipe`) and dot-list overrides
+    onto the schema.
 
     Raises:
-        ConfigError: unknown or missing keys, or values of the wrong type.
+        ConfigError: unknown or missing keys, values of the wrong type, a missing base.
     """
     if not Path(path).expanduser().is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
         schema = OmegaConf.structured(TrainConfig)
         merged = schema
-        for source in (OmegaConf.load(path), OmegaConf.from_dotlist(overrides or [])):
+        recipe = read_recipe(Path(path).expanduser())
+        for source in (recipe, OmegaConf.from_dotlist(overrides or [])):
             try:
                 merged = OmegaConf.merge(merged, source)
             except TypeError:  # a list where the schema has a mapping, or the reverse
@@ -303,6 +340,35 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     except yaml.YAMLError as err:
         msg = str(err).splitlines()[0]
         raise ConfigError(f"config file {str(path)!r} is not valid YAML ({msg})") from None
+
+
+def read_recipe(path: Path, within: tuple[Path, ...] = ()):
+    """A recipe file composed on its bases: `base: [FILE, ...]` (paths relative to the
+    recipe) names YAML files merged in order beneath the recipe's own keys, so a block
+    that several recipes share (yaml/base/fsdp.yaml) is written once. A base may name bases
+    of its own; keys are merged as OmegaConf merges (mappings key by key, lists replaced).
+
+    Raises:
+        ConfigError: a base that is missing, not a list of paths, or that names itself.
+    """
+    conf = OmegaConf.load(path)
+    if not OmegaConf.is_dict(conf) or BASE_KEY not in conf:
+        return conf
+    bases = conf.pop(BASE_KEY)
+    names = [bases] if isinstance(bases, str) else list(bases) if OmegaConf.is_list(bases) else None
+    if names is None or not all(isinstance(b, str) for b in names):
+        raise ConfigError(f"{BASE_KEY}={bases!r} in {path} must be a list of YAML paths")
+    composed = OmegaConf.create()
+    for name in names:
+        base = (path.parent / name).resolve()
+        if not base.is_file():
+            raise ConfigError(
+                f"{BASE_KEY} {name!r} named by {path} does not exist ({path.parent / name})"
+            )
+        if base in (*within, path.resolve()):
+            raise ConfigError(f"{BASE_KEY} {name!r} named by {path} includes {path} again")
+        composed = OmegaConf.merge(composed, read_recipe(base, (*within, path.resolve())))
+    return OmegaConf.merge(composed, conf)
 
 
 def _misfit(config, source, prefix: str = "") -> str:
@@ -350,7 +416,7 @@ def parse_duration(text: str) -> tuple[float, str]:
 def parse_steps(value: int | str, key: str, cfg: TrainConfig, seq_len: int | None = None) -> int:
     """A duration in training steps: "Nba" (steps), "Nsp" (samples), "Ntok" (tokens),
     "X.Ydur" (a fraction of max_duration; not for max_duration itself), or a bare integer
-    (steps) for the keys typed as step counts. Epochs are refused: training draws from an
+    (steps), for every duration key (`duration`). Epochs are refused: training draws from an
     endless mixture of domains.
 
     Raises:
@@ -358,7 +424,13 @@ def parse_steps(value: int | str, key: str, cfg: TrainConfig, seq_len: int | Non
     """
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    units = "Nba, Nsp or Ntok" if key == "max_duration" else "Nba, Nsp, Ntok or X.Ydur"
+    if isinstance(value, str) and value.strip().isdigit():  # "50" from a command line
+        return int(value)
+    units = (
+        "N or Nba (steps), Nsp or Ntok"
+        if key == "max_duration"
+        else "N or Nba (steps), Nsp, Ntok or X.Ydur"
+    )
     try:
         amount, unit = parse_duration(str(value))
     except ValueError:

@@ -86,6 +86,13 @@ TRAIN_ROWS = [
         [("bad.yaml", "bad_yaml")],
         base=("{tmp}/bad.yaml",),
     ),
+    T(
+        "recipe whose base file does not exist",
+        (),
+        "error: base 'nope.yaml' named by {tmp}/recipe.yaml does not exist ({tmp}/nope.yaml)",
+        [("recipe.yaml", "recipe_missing_base")],
+        base=("{tmp}/recipe.yaml",),
+    ),
     T("unknown top-level key", ("bogus=1",), "error: unknown config key 'bogus'"),
     T(
         "unknown nested key",
@@ -130,8 +137,8 @@ TRAIN_ROWS = [
     T(
         "duration in a unit composer does not define",
         ("model.l0_module.lagrangian_warmup_steps=3days",),
-        "error: model.l0_module.lagrangian_warmup_steps='3days' is not a duration; use Nba, "
-        "Nsp, Ntok or X.Ydur",
+        "error: model.l0_module.lagrangian_warmup_steps='3days' is not a duration; use N or Nba "
+        "(steps), Nsp, Ntok or X.Ydur",
     ),
     T(
         "wrong type",
@@ -150,12 +157,12 @@ TRAIN_ROWS = [
         "epochs on an endless train set",
         ("max_duration=1ep",),
         "error: max_duration='1ep': epochs are not defined (training draws from an endless "
-        "mixture of domains); use Nba, Nsp or Ntok",
+        "mixture of domains); use N or Nba (steps), Nsp or Ntok",
     ),
     T(
         "not a duration",
         ("max_duration=soon",),
-        "error: max_duration='soon' is not a duration; use Nba, Nsp or Ntok",
+        "error: max_duration='soon' is not a duration; use N or Nba (steps), Nsp or Ntok",
     ),
     T(
         "no batch",
@@ -183,7 +190,7 @@ TRAIN_ROWS = [
         "eval interval in epochs",
         ("eval_interval=1ep",),
         "error: eval_interval='1ep': epochs are not defined (training draws from an endless "
-        "mixture of domains); use Nba, Nsp, Ntok or X.Ydur",
+        "mixture of domains); use N or Nba (steps), Nsp, Ntok or X.Ydur",
     ),
     T(
         "zero save interval",
@@ -1081,6 +1088,8 @@ def _make(kind: str, path: Path, ctx: dict) -> None:
     if kind == "text":
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("user data\n")
+    elif kind == "recipe_missing_base":
+        path.write_text("base: [nope.yaml]\nmax_duration: 5ba\n")
     elif kind == "bad_yaml":
         path.write_text("model:\n  path: [unclosed\n x: : :\n")
     elif kind == "full":

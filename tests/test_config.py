@@ -179,7 +179,7 @@ def test_warmup_longer_than_the_run(tiny_workspace):
 def test_bad_duration_and_precision(tiny_workspace):
     one_line_error(
         lambda: check(tiny(tiny_workspace, "max_duration=2 days")),
-        "max_duration='2 days' is not a duration; use Nba, Nsp or Ntok",
+        "max_duration='2 days' is not a duration; use N or Nba (steps), Nsp or Ntok",
     )
     one_line_error(
         lambda: check(tiny(tiny_workspace, "precision=bf16")), "precision='bf16' is not valid"
@@ -352,3 +352,82 @@ def test_importance_init_orders_the_gates_by_importance(tiny_workspace):
         torch.manual_seed(0)
         draws = sample_gates(logits.detach()[kept].min().expand(20_000))
         assert float((draws < 1).float().mean()) < 0.01
+
+
+def test_every_duration_key_of_the_schema_takes_every_form_by_one_rule():
+    """Found from the schema (not listed here): each duration key gives the same steps as a
+    bare integer, the same integer as a string (a command-line `key=12`), `Nba`, `Nsp`,
+    `Ntok` and (but max_duration) `X.Ydur`; and another value changes the steps, so the key
+    is read. Batches of 4 rows of 32 tokens; max_duration 1000 steps."""
+    from omegaconf import OmegaConf
+
+    from shearing.config import DURATION_KEYS, TrainConfig, steps_of
+
+    assert {"max_duration", "eval_interval", "scheduler.t_warmup",
+            "activation_l1.stages[].steps"} <= set(DURATION_KEYS)  # fmt: skip
+
+    def steps(key: str, value):
+        cfg = OmegaConf.structured(TrainConfig)
+        cfg.merge_with({"max_duration": 1000, "global_train_batch_size": 4,
+                        "model": {"path": "m", "l0_module": {}}, "data": {"path": "d"},
+                        "threshold_shift": {"step": 3},
+                        "activation_l1": {"stages": [{"steps": 3, "penalty": 0.1}]}})  # fmt: skip
+        OmegaConf.update(cfg, key.replace("[]", "[0]"), value)
+        return steps_of(OmegaConf.to_object(cfg), seq_len=32)
+
+    for key in DURATION_KEYS:
+        forms = [12, "12", "12ba", "48sp", "1536tok"] + ([] if key == "max_duration" else
+                                                        ["0.012dur"])  # fmt: skip
+        by_form = {form: steps(key, form) for form in forms}
+        assert all(s == by_form[12] for s in by_form.values()), (key, by_form)
+        assert steps(key, 24) != by_form[12], key
+
+
+#: The FSDP block the GPU recipes had, each pasted in (before yaml/base/fsdp.yaml).
+FSDP = {"sharding_strategy": "FULL_SHARD", "mixed_precision": "DEFAULT",
+        "activation_checkpointing": True, "activation_checkpointing_reentrant": False,
+        "limit_all_gathers": True, "state_dict_type": "full"}  # fmt: skip
+GPU_RECIPES = ["prune_1.3b", "prune_2.7b", "prune_llama3.1_8b", "prune_qwen3_8b", "continue_1.3b",
+               "continue_1.3b_distill", "continue_2.7b", "continue_2.7b_distill", "relufy_7b",
+               "prosparse_7b", "drelu_mistral_7b"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", GPU_RECIPES)
+def test_each_gpu_recipe_gets_the_shared_fsdp_block_from_its_base(name):
+    text = (YAML / f"{name}.yaml").read_text()
+    assert "base: [base/fsdp.yaml]" in text and "\nfsdp_config:" not in text  # written once
+    cfg = load_config(YAML / f"{name}.yaml", ["model.path=m", "data.path=d"])
+    assert cfg.fsdp_config == FSDP
+
+
+def test_a_recipe_and_the_command_line_win_over_a_base_and_bases_nest(tmp_path):
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "inner.yaml").write_text("seed: 3\nrun_name: inner\n")
+    (tmp_path / "shared" / "outer.yaml").write_text(
+        "base: inner.yaml\nrun_name: outer\nfsdp_config:\n  sharding_strategy: NO_SHARD\n"
+        "  limit_all_gathers: true\n"
+    )
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "base: [shared/outer.yaml]\nmax_duration: 5ba\nglobal_train_batch_size: 2\n"
+        "model:\n  path: m\ndata:\n  path: d\nfsdp_config:\n  sharding_strategy: FULL_SHARD\n"
+    )
+    cfg = load_config(recipe, ["seed=9"])
+    assert cfg.run_name == "outer"  # the nearer file wins
+    assert cfg.seed == 9  # the command line over all
+    assert cfg.fsdp_config == {"sharding_strategy": "FULL_SHARD", "limit_all_gathers": True}
+    assert load_config(recipe).seed == 3  # from the innermost base
+
+
+@pytest.mark.parametrize(
+    "base, message",
+    [
+        ("nowhere.yaml", "base 'nowhere.yaml' named by {recipe} does not exist"),
+        ("recipe.yaml", "base 'recipe.yaml' named by {recipe} includes {recipe} again"),
+        ("{a: 1}", "base={{'a': 1}} in {recipe} must be a list of YAML paths"),
+    ],
+)
+def test_a_bad_base_is_one_line(tmp_path, base, message):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"base: {base}\nmax_duration: 5ba\n")
+    one_line_error(lambda: load_config(recipe), message.format(recipe=recipe))
