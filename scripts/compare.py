@@ -85,6 +85,7 @@ from shearing.eval import evaluate, loss_table
 from shearing.models.decoder import MaskableDecoder
 from shearing.models.hf_io import load_model, save_pretrained
 from shearing.oneshot import oneshot
+from shearing.records import LOSS_PREFIX, METRICS_FILE
 from shearing.run import resolve
 
 
@@ -223,9 +224,9 @@ class Stage:
     def curve(self, offset: int) -> list[list[float]]:
         """(tokens, average eval loss) at every evaluation of the run."""
         points = []
-        for line in (self.folder / "metrics.jsonl").read_text().splitlines():
+        for line in (self.folder / METRICS_FILE).read_text().splitlines():
             record = json.loads(line)
-            losses = [v for k, v in record.items() if k.startswith("eval/loss/")]
+            losses = [v for k, v in record.items() if k.startswith(LOSS_PREFIX)]
             if losses:
                 tokens = offset + record["step"] * self.batch * self.seq_len
                 points.append([tokens, sum(losses) / len(losses)])
@@ -443,7 +444,7 @@ def plot(results: dict, source: float, path: Path) -> None:
 
 def default_inputs() -> tuple[Path, Path]:
     """The embedded default: SmolLM2-135M and the demo corpus, tokenized (cached)."""
-    from shearing.assets import cache_dir
+    from shearing.files import cache_dir
 
     model = Path(sh(sys.executable, "-m", "shearing.assets", "smollm2"))
     corpus = Path(sh(sys.executable, "data_prep/fetch_demo_corpus.py", "--out",

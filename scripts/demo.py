@@ -25,10 +25,10 @@ import sys
 import time
 from pathlib import Path
 
-from shearing.assets import cache_dir
 from shearing.cli import CommandFailed, run
 from shearing.downstream import TASKS
 from shearing.eval import loss_table
+from shearing.files import cache_dir
 
 REPO = Path(__file__).resolve().parent.parent
 #: Overrides of both training stages (the recovery objective). Cross-entropy: at the

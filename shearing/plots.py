@@ -20,9 +20,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from shearing.records import LOSS_PREFIX, METRICS_FILE  # noqa: E402
+
 
 def read_metrics(run: str | Path) -> list[dict]:
-    path = Path(run) / "metrics.jsonl"
+    path = Path(run) / METRICS_FILE
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
@@ -82,8 +84,8 @@ def plot_run(prune: str | Path, out: str | Path, cont: str | Path | None = None)
 
     fig, ax = plt.subplots(figsize=(6, 4))
     refs = _reference_losses(prune)
-    for key in _keys(p + c, "eval/loss/"):
-        domain = key.removeprefix("eval/loss/")
+    for key in _keys(p + c, LOSS_PREFIX):
+        domain = key.removeprefix(LOSS_PREFIX)
         steps, values = series(p, key)
         cs, cv = series(c, key, offset)
         line = ax.plot(steps + cs, values + cv, marker=".", label=domain)[0]

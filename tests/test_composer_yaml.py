@@ -155,6 +155,38 @@ def test_an_interrupted_overwrite_keeps_the_earlier_run(tiny_workspace, tmp_path
     assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
 
 
+@pytest.mark.parametrize("rank", [0, 1])
+@pytest.mark.parametrize("mode", ["save_overwrite=true", "autoresume=true"])
+def test_only_global_rank_0_changes_the_save_folder(tiny_workspace, tmp_path, monkeypatch,
+                                                     rank, mode):  # fmt: skip
+    """The rule of shearing/trainer/folder.py, as the first process of each of two nodes
+    sees it (local rank 0, global rank 0 or 1; composer reads the ranks from the launcher's
+    environment): on a folder both share, the second node's process moves and removes
+    nothing, whether it replaces the run or resumes it (an incomplete checkpoint to drop)."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "metrics.jsonl").write_text("{}\n")
+    (folder / "ep0-ba4-rank0.pt").write_text("a write cut off")  # not a whole checkpoint
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    cfg = load_config(
+        "yaml/tiny_prune.yaml",
+        [f"model.path={tiny_workspace['model']}", f"data.path={tiny_workspace['data']}",
+         f"save_folder={folder}", mode],
+    )  # fmt: skip
+    before = sorted(p.name for p in folder.iterdir())
+    prepare_save_folder(resolve(cfg, world_size=2))
+    after = sorted(p.name for p in folder.iterdir())
+    if rank == 1:
+        assert after == before
+    elif mode == "save_overwrite=true":
+        assert after == [OVERWRITTEN]
+    else:
+        assert after == ["metrics.jsonl"]  # the cut-off checkpoint removed
+
+
 @pytest.mark.parametrize(
     "override,key,steps",
     [  # the tiny corpus: rows of 32 tokens, batches of 4 rows = 128 tokens a step

@@ -1,14 +1,18 @@
 """The engine stays replaceable: only `shearing.trainer` (the composer wing) imports
 composer, and the model, gates and schema import no streaming either. Each module is
 imported alone in a fresh interpreter and `sys.modules` is read afterwards; the modules
-are found by walking the package, not listed by hand."""
+are found by walking the package, not listed by hand. And the package's own imports,
+read from the source (function-local ones included), form no cycle."""
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import shearing
 
@@ -64,3 +68,55 @@ def test_each_core_module_alone_imports_no_composer_and_no_streaming():
 def test_the_schema_imports_neither_torch_nor_composer():
     loaded = imported_by("shearing.config")
     assert not loaded & {"torch", "composer", "streaming", "transformers"}, loaded
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the package's modules it imports, read from each file's syntax tree (every
+    `import` statement, at the top or inside a function)."""
+    names = set(modules()) | {"shearing"}
+    graph: dict[str, set[str]] = {}
+    for name in names:
+        spec = importlib.util.find_spec(name)
+        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                # `from shearing.models import hf_io` imports the submodule
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            found |= {t for t in targets if t in names and t != name}
+        graph[name] = found
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles: paths that come back to where they started (depth-first)."""
+    found, done = [], set()
+
+    def visit(node: str, path: list[str]) -> None:
+        if node in path:
+            found.append(path[path.index(node) :] + [node])
+            return
+        if node in done:
+            return
+        for nxt in sorted(graph[node]):
+            visit(nxt, path + [node])
+        done.add(node)
+
+    for start in sorted(graph):
+        visit(start, [])
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_package_imports_form_no_cycle():
+    graph = import_graph()
+    assert graph["shearing.models.hf_io"] >= {"shearing.models.gguf_read"}  # read: real edges
+    assert cycles(graph) == []

@@ -10,6 +10,11 @@ from torchmetrics import Metric
 
 from shearing.objectives import next_token_loss
 
+#: composer's names of the evaluation metrics: the one the domain sampler reads (under the
+#: masks a pruning run would slice to) and the one under the gates' expected values.
+DOMAIN_METRIC = "DomainCrossEntropy"
+EXPECTED_METRIC = "ExpectedGatesCrossEntropy"
+
 
 class DomainCrossEntropy(Metric):
     """Token-weighted next-token cross-entropy, overall and per domain.

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from shearing.assets import cache_dir
+from shearing.files import cache_dir
 
 KINDS = {"relu": 0, "fatrelu": 1, "drelu": 2}
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 
 import torch
+from composer import Trainer
+from composer.core import Callback
 from composer.utils import dist
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
@@ -15,7 +17,17 @@ from shearing.data.mixture import DomainEvalSet, DomainMixture
 from shearing.models.decoder import MaskableDecoder
 from shearing.models.hf_io import load_model
 from shearing.pruning.importance import calibration_batches, importance_scores
+from shearing.records import METRICS_FILE
 from shearing.run import Run, build_l0
+from shearing.trainer.callbacks import (
+    DomainEvalLogger,
+    JSONLinesLogger,
+    ReplicatedGradSync,
+    TeacherPlacement,
+    TrainingStateCallback,
+    WeightGradClipping,
+)
+from shearing.trainer.dynamic import DynamicLoadingCallback
 from shearing.trainer.model import ShearingLM
 
 
@@ -166,3 +178,78 @@ def build_scheduler(run: Run, optimizer: torch.optim.Optimizer) -> LambdaLR:
 
     fns = [weights] + [lambda step: 1.0] * (len(optimizer.param_groups) - 1)
     return LambdaLR(optimizer, fns)
+
+
+def build_callbacks(
+    run: Run, model: ShearingLM, data: DomainMixture, save_folder
+) -> list[Callback]:
+    """The project's callbacks, in the order they run: per-domain evaluation, dynamic batch
+    loading (with its records in `save_folder`), the training-state bookkeeping, and where
+    the run needs them the teacher's placement, FSDP's replicated-gradient sync and the
+    weights' gradient clip."""
+    cfg, d = run.cfg, run.cfg.data
+    callbacks: list[Callback] = [
+        DomainEvalLogger(),
+        DynamicLoadingCallback(
+            data,
+            run.data.reference_losses,
+            run.steps.update_interval,
+            eta=d.eta,
+            smoothing=d.smoothing,
+            clip=d.clip_delta,
+            update_type=d.update_type,
+            history_dir=save_folder,
+        ),
+        TrainingStateCallback(),
+    ]
+    if model.teacher is not None:
+        callbacks.append(TeacherPlacement(dict(cfg.fsdp_config) if cfg.fsdp_config else None))
+    if cfg.fsdp_config:
+        callbacks.append(ReplicatedGradSync())
+    if cfg.max_grad_norm is not None:
+        callbacks.append(WeightGradClipping(cfg.max_grad_norm))
+    return callbacks
+
+
+def build_trainer(run: Run, model: ShearingLM, save_folder, parts: dict) -> Trainer:
+    """composer's Trainer for the run: data, optimizer, schedule, the project's callbacks
+    and loggers, then the yaml's own (`parts`: loggers, callbacks, algorithms), every
+    duration in steps."""
+    cfg, steps = run.cfg, run.steps
+    train_loader, eval_loader = build_dataloaders(run)
+    optimizer = build_optimizer(run, model)
+    callbacks = build_callbacks(run, model, train_loader.dataset, save_folder)
+    loggers = [] if save_folder is None else [JSONLinesLogger(save_folder / METRICS_FILE)]
+    return Trainer(
+        loggers=loggers + parts["loggers"],
+        algorithms=parts["algorithms"],
+        model=model,
+        run_name=cfg.run_name,
+        seed=cfg.seed,
+        train_dataloader=train_loader,
+        eval_dataloader=eval_loader,
+        eval_interval=f"{steps.eval_interval}ba",
+        eval_subset_num_batches=cfg.eval_subset_num_batches,
+        max_duration=f"{steps.total}ba",
+        optimizers=optimizer,
+        schedulers=build_scheduler(run, optimizer),
+        step_schedulers_every_batch=True,
+        device_train_microbatch_size=(
+            cfg.device_train_microbatch_size or cfg.global_train_batch_size // dist.get_world_size()
+        ),
+        precision="fp32" if model.cpu_bf16 else cfg.precision,
+        parallelism_config={"fsdp": dict(cfg.fsdp_config)} if cfg.fsdp_config else None,
+        callbacks=callbacks + parts["callbacks"],
+        save_folder=None if save_folder is None else str(save_folder),
+        save_interval=f"{steps.save_interval}ba",
+        save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
+        autoresume=cfg.autoresume,
+        load_path=cfg.load_path,
+        load_weights_only=cfg.load_weights_only,
+        save_overwrite=cfg.save_overwrite,
+        dist_timeout=cfg.dist_timeout,
+        python_log_level=cfg.python_log_level.lower(),
+        progress_bar=cfg.progress_bar,
+        log_to_console=cfg.log_to_console,
+        console_log_interval=f"{steps.console_log_interval}ba",
+    )

@@ -11,7 +11,9 @@ from composer.core import Callback, State
 from composer.loggers import Logger, LoggerDestination
 from composer.utils import dist as composer_dist
 
+from shearing.data.metrics import EXPECTED_METRIC
 from shearing.objectives import l1_penalty
+from shearing.records import LOSS_PREFIX, SETTLE_KINDS, SETTLE_PREFIX
 from shearing.trainer.dynamic import domain_losses
 from shearing.trainer.model import average_replicated_grads
 
@@ -128,16 +130,13 @@ class DomainEvalLogger(Callback):
 
     def eval_end(self, state: State, logger: Logger) -> None:
         losses = domain_losses(state)
-        metrics = {f"eval/loss/{d}": v for d, v in losses.items()}
-        expected = domain_losses(state, "ExpectedGatesCrossEntropy")
+        metrics = {LOSS_PREFIX + d: v for d, v in losses.items()}
+        expected = domain_losses(state, EXPECTED_METRIC)
         if expected and losses:
             det = sum(losses.values()) / len(losses)
             exp = sum(expected.values()) / len(expected)
-            metrics |= {
-                "eval/settle/deterministic": det,
-                "eval/settle/expected": exp,
-                "eval/settle/gap": det - exp,
-            }
+            values = dict(zip(SETTLE_KINDS, (det, exp, det - exp), strict=True))
+            metrics |= {SETTLE_PREFIX + kind: v for kind, v in values.items()}
         logger.log_metrics(metrics)
 
 

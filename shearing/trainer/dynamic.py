@@ -14,6 +14,7 @@ from composer.loggers import Logger
 from composer.utils import dist
 
 from shearing.data.dynamic import HISTORY_FILE, update_proportions
+from shearing.data.metrics import DOMAIN_METRIC
 from shearing.data.mixture import POSITION_FILE, DomainMixture, position_record
 from shearing.files import write_text_atomic
 
@@ -27,7 +28,7 @@ def _check_ranks_agree(schedule: list) -> None:
         raise RuntimeError("domain proportions differ across ranks; the domain draws would diverge")
 
 
-def domain_losses(state: State, metric_name: str = "DomainCrossEntropy") -> dict[str, float]:
+def domain_losses(state: State, metric_name: str = DOMAIN_METRIC) -> dict[str, float]:
     """Per-domain losses of the evaluation that just ended (composer's copy of the metric;
     {} when the model has no such metric)."""
     for metrics in state.eval_metrics.values():

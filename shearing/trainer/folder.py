@@ -1,8 +1,14 @@
 """The save folder's lifecycle, before and after a training run: refuse a folder that
 holds another run, set aside the run `save_overwrite` replaces (and drop it once the new
-one has finished), check and prepare an autoresume. Local rank 0 of each node moves files,
-which is right for a node-local folder; on a folder shared by several nodes each node's
-local rank 0 would act on the same files (one writer per shared folder is not settled yet)."""
+one has finished), check and prepare an autoresume.
+
+Which rank writes: global rank 0, alone, writes and moves everything in `save_folder` that
+is the project's (this module, `config.yaml`, the position and history records, the
+metrics log), whether the folder is shared by the nodes or local to each. Every rank reads
+and checks it. composer writes the checkpoints (with `state_dict_type: full`, global rank 0
+as well) and resumes from them on every node, so a run across nodes needs a `save_folder`
+that every node sees: a shared filesystem or an object-store URI. The ranks meet when
+composer starts the process group, after global rank 0 has prepared the folder."""
 
 from __future__ import annotations
 
@@ -16,15 +22,17 @@ from composer.utils import dist
 
 from shearing.checkpoints import CheckpointError, checkpoint_files, prepare_resume
 from shearing.config import ConfigError, expand_path, load_config
+from shearing.data.dynamic import HISTORY_FILE
 from shearing.data.mixture import POSITION_FILE
 from shearing.files import OutputError, check_separate
+from shearing.records import METRICS_FILE
 from shearing.run import Run
 
 log = logging.getLogger(__name__)
 
 
 #: Files a run writes into its save folder besides checkpoints.
-RUN_RECORDS = ("config.yaml", "metrics.jsonl", "domain_history.jsonl", POSITION_FILE)
+RUN_RECORDS = ("config.yaml", METRICS_FILE, HISTORY_FILE, POSITION_FILE)
 
 
 #: Where `save_overwrite` keeps the run it replaces until the new one has finished.
@@ -95,7 +103,7 @@ def prepare_save_folder(run: Run) -> Path | None:
     held = [n for n in RUN_RECORDS if (folder / n).exists()]
     held += [p.name for p in checkpoint_files(folder)]
     if cfg.save_overwrite:
-        if dist.get_local_rank() == 0:
+        if dist.get_global_rank() == 0:
             _set_aside(folder)
         return folder
     if not cfg.autoresume:
@@ -122,7 +130,7 @@ def prepare_save_folder(run: Run) -> Path | None:
                 f"{str(folder)!r} was started with {_yaml_value(was)}; autoresume continues its "
                 "optimizer state only with both null or both set (a rate may change)"
             )
-    if dist.get_local_rank() == 0:
+    if dist.get_global_rank() == 0:
         try:
             prepare_resume(folder)
         except CheckpointError as err:

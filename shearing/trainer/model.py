@@ -15,7 +15,7 @@ import torch
 from composer.models import ComposerModel
 from torch import Tensor
 
-from shearing.data.metrics import DomainCrossEntropy
+from shearing.data.metrics import DOMAIN_METRIC, EXPECTED_METRIC, DomainCrossEntropy
 from shearing.models.decoder import MaskableDecoder, Masks
 from shearing.objectives import (
     ActivationRecorder,
@@ -160,9 +160,9 @@ class ShearingLM(ComposerModel):
     def get_metrics(self, is_train: bool = False) -> dict:
         if is_train:
             return {}
-        metrics = {"DomainCrossEntropy": self.eval_metric}
+        metrics = {DOMAIN_METRIC: self.eval_metric}
         if self.expected_metric is not None:
-            metrics["ExpectedGatesCrossEntropy"] = self.expected_metric
+            metrics[EXPECTED_METRIC] = self.expected_metric
         return metrics
 
     def update_metric(self, batch: dict, outputs: Tensor | dict, metric) -> None:
