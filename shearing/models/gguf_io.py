@@ -36,18 +36,19 @@ class GGUFArch:
     interleaved: bool
     #: The biases the architecture holds: "qkv" (q/k/v projections) or none.
     biases: tuple[str, ...] = ()
-    #: A sliding window on every layer is written (`{arch}.attention.sliding_window`).
-    window: bool = False
 
 
 #: Families with a GGUF architecture here, by `model_type`. Mistral is llama.cpp's `llama`
-#: (its converter writes it so) and needs no window shorter than its context.
+#: (its converter writes it so). None of them takes a window shorter than the context:
+#: llama.cpp runs these architectures with full attention (measured for phi3, whose files
+#: can carry `phi3.attention.sliding_window`: llama.cpp 0.3.36 gives the logits of the
+#: model without its window).
 GGUF_ARCHS = {
     "llama": GGUFArch("LLAMA", interleaved=True),
     "mistral": GGUFArch("LLAMA", interleaved=True),
     "qwen2": GGUFArch("QWEN2", interleaved=False, biases=("qkv",)),
     "qwen3": GGUFArch("QWEN3", interleaved=False),
-    "phi3": GGUFArch("PHI3", interleaved=False, window=True),
+    "phi3": GGUFArch("PHI3", interleaved=False),
 }
 
 
@@ -98,7 +99,7 @@ def gguf_arch(shape, where: str) -> GGUFArch:
             )
     windows = {shape.layer_window(i) for i in range(shape.num_hidden_layers)}
     short = {w for w in windows if w is not None and w < shape.max_position_embeddings}
-    if short and not (spec.window and windows == short and len(short) == 1):
+    if short:
         raise GGUFExportError(
             f"{where} has sliding windows of {min(short)} positions on "
             f"{'some' if None in windows else 'every'} layer within a context of "
@@ -127,7 +128,6 @@ def write_gguf(model_dir: str | Path, out: str | Path, gguf_type: str = "f16") -
     shape = model.shape
     spec = gguf_arch(shape, str(model_dir))
     rope = shape.layer_rope(0)
-    window = shape.layer_window(0) if spec.window else None
     rotary_dims = int(shape.head_dim * rope.get("partial_rotary_factor", 1.0))
     tokenizer = _tokenizer_metadata(model_dir)
     arch = gguf.MODEL_ARCH[spec.arch]
@@ -147,8 +147,6 @@ def write_gguf(model_dir: str | Path, out: str | Path, gguf_type: str = "f16") -
         w.add_rope_dimension_count(rotary_dims)
         w.add_rope_freq_base(float(rope["rope_theta"]))
         w.add_layer_norm_rms_eps(float(shape.rms_norm_eps))
-        if window is not None and window < shape.max_position_embeddings:
-            w.add_sliding_window(window)
         w.add_vocab_size(shape.vocab_size)
         w.add_file_type(_FILE_TYPES[gguf_type])
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
@@ -305,7 +303,7 @@ def _pre_name(pre: dict | None) -> str | None:
                      if s.get("type") == "Split" and s.get("behavior") == "Isolated")  # fmt: skip
     if len(isolated) != len(steps) - 1:
         return None
-    return {(): "gpt2", (r"\p{N}",): "smollm"}.get(isolated)
+    return {(): "gpt-2", (r"\p{N}",): "smollm"}.get(isolated)
 
 
 def _sentencepiece_metadata(path: Path) -> dict:

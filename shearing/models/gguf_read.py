@@ -19,7 +19,7 @@ from pathlib import Path
 #: `tokenizer.ggml.pre` values whose pre-tokenizer is GPT-2's split, after isolating
 #: these patterns (llama.cpp's table: starcoder, smollm, ... isolate every digit first).
 BYTE_LEVEL_PRE = {
-    "gpt2": (),
+    "gpt-2": (),
     "mpt": (),
     "olmo": (),
     "jais": (),

@@ -242,16 +242,17 @@ def test_each_family_is_read_back_by_transformers_as_its_own_architecture(
     assert (a - b).abs().max() <= 1e-5 * b.abs().max()  # fp32 kernel noise only
 
 
-def test_a_phi3_window_is_written_as_its_sliding_window(smollm2_dir, tmp_path):
-    model_dir = family_dir(smollm2_dir, tmp_path, "phi3", sliding_window=8,
-                           tie_word_embeddings=False, pad_token_id=0,
-                           rope_parameters={"rope_type": "default", "rope_theta": 1e4,
-                                            "partial_rotary_factor": 0.5})  # fmt: skip
+def test_phi3s_partial_rotary_is_written_as_its_rope_dimension_count(smollm2_dir, tmp_path):
+    """transformers' reader does not read it (so the read-back above keeps full rotary);
+    llama.cpp does (README: scripts/check_llama_cpp.py on such a file)."""
+    model_dir = family_dir(smollm2_dir, tmp_path, "phi3", tie_word_embeddings=False,
+                           pad_token_id=0, rope_parameters={"rope_type": "default",
+                           "rope_theta": 1e4, "partial_rotary_factor": 0.5})  # fmt: skip
     write_gguf(model_dir, tmp_path / "phi3.gguf", "f16")
     fields = read_fields(tmp_path / "phi3.gguf", "phi3.")
-    assert fields["phi3.attention.sliding_window"] == 8
     assert fields["phi3.rope.dimension_count"] == 8  # half of the 16-wide heads rotate
     assert fields["phi3.attention.key_length"] == 16
+    assert "phi3.attention.sliding_window" not in fields
 
 
 @pytest.mark.parametrize(
@@ -261,6 +262,9 @@ def test_a_phi3_window_is_written_as_its_sliding_window(smollm2_dir, tmp_path):
          "within a context of 128; GGUF's llama architecture here attends to every position"),
         ("qwen2", dict(use_sliding_window=True, sliding_window=8, max_window_layers=1),
          "has sliding windows of 8 positions on some layer"),
+        ("phi3", dict(sliding_window=8, tie_word_embeddings=False, pad_token_id=0),
+         "has sliding windows of 8 positions on every layer within a context of 128; GGUF's "
+         "phi3 architecture here attends to every position"),
         ("qwen3", dict(attention_bias=True), "has qkv and o_proj biases, which GGUF's qwen3 "
          "architecture does not hold"),
         ("llama", dict(rope_parameters={"rope_type": "linear", "factor": 2.0,
@@ -277,3 +281,20 @@ def test_what_an_architecture_cannot_hold_is_refused_in_one_line(
         write_gguf(model_dir, tmp_path / "x.gguf", "f16")
     assert message in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_a_plain_gpt2_split_is_named_as_llama_cpp_names_it(hf_dir, tmp_path):
+    """A byte-level BPE with GPT-2's split alone (no digit isolation) is `tokenizer.ggml.pre`
+    "gpt-2", llama.cpp's name (it refuses "gpt2"), and reads back with the source's ids."""
+    model_dir = tmp_path / "plain"
+    shutil.copytree(hf_dir, model_dir)
+    spec = json.loads((model_dir / "tokenizer.json").read_text())
+    spec["pre_tokenizer"] = spec["pre_tokenizer"]["pretokenizers"][-1]  # the ByteLevel step
+    assert spec["pre_tokenizer"]["type"] == "ByteLevel"
+    (model_dir / "tokenizer.json").write_text(json.dumps(spec))
+    gguf = tmp_path / "plain.gguf"
+    write_gguf(model_dir, gguf, "f16")
+    assert read_fields(gguf, "tokenizer.ggml.pre")["tokenizer.ggml.pre"] == "gpt-2"
+    words = text()
+    source = transformers.AutoTokenizer.from_pretrained(model_dir)
+    assert load_tokenizer(gguf)(words)["input_ids"] == source(words)["input_ids"]
