@@ -174,7 +174,7 @@ def test_only_global_rank_0_changes_the_save_folder(tiny_workspace, tmp_path, mo
     cfg = load_config(
         "yaml/tiny_prune.yaml",
         [f"model.path={tiny_workspace['model']}", f"data.path={tiny_workspace['data']}",
-         f"save_folder={folder}", mode],
+         f"save_folder={folder}", "run_name=shared", mode],
     )  # fmt: skip
     before = sorted(p.name for p in folder.iterdir())
     prepare_save_folder(resolve(cfg, world_size=2))

@@ -25,8 +25,11 @@ from shearing.config import load_config
 from tests.fsdp_reference import STEP, TOKENS, build
 
 REPO = Path(__file__).resolve().parent.parent
+#: The recipes with an FSDP block, as loaded (their own or their base's).
 FSDP_YAMLS = sorted(
-    p.name for p in (REPO / "yaml").glob("*.yaml") if "fsdp_config" in p.read_text()
+    p.name
+    for p in (REPO / "yaml").glob("*.yaml")
+    if load_config(p, ["model.path=unused", "data.path=unused"]).fsdp_config
 )
 
 

@@ -192,10 +192,11 @@ def test_the_command_writes_the_file_whole_and_refuses_a_bad_type(hf_dir, capsys
 # --- the other families with a llama.cpp architecture ------------------------------------
 
 #: A small random model per family (GQA, biases and q/k norms where the family has them),
-#: with the SmolLM2 vocabulary so the real tokenizer goes with it. transformers' GGUF reader
-#: (the reference here) takes head width as hidden / heads for these architectures and reads
-#: no window or partial rotary for them, so the read-back configs keep to what it reads.
-FAMILY = dict(vocab_size=49152, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+#: with the tiny workspace's SentencePiece vocabulary (40 pieces) as its tokenizer: the
+#: architecture is what these tests read back. transformers' GGUF reader (the reference
+#: here) reads no head width, window or partial rotary for these architectures, so the
+#: read-back configs keep to what it reads.
+FAMILY = dict(vocab_size=40, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
               num_attention_heads=4, num_key_value_heads=2, head_dim=16,
               max_position_embeddings=128, bos_token_id=1, eos_token_id=2,
               rms_norm_eps=1e-5, tie_word_embeddings=True)  # fmt: skip
@@ -207,22 +208,37 @@ READ_BACK = {
 }
 
 
-def family_dir(smollm2_dir, root, model_type: str, **config):
+@pytest.fixture(scope="module")
+def small_tokenizer(tiny_workspace, tmp_path_factory):
+    """Tokenizer files of the workspace's SentencePiece model, as transformers saves them."""
+    hub = tmp_path_factory.mktemp("sp-tokenizer")
+    shutil.copy(tiny_workspace["tokenizer"], hub / "tokenizer.model")
+    (hub / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer"}))
+    out = tmp_path_factory.mktemp("sp-saved")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(hub)
+    tokenizer.pad_token = tokenizer.unk_token  # else the reader takes its class's default id
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def family_dir(tokenizer_dir, root, model_type: str, **config):
     model = random_model({**FAMILY, "model_type": model_type}, **config)
     # not named after the family: transformers' reader takes a `llama` file whose
     # general.name holds "mistral" for a `mistral` one, an architecture gguf-py lacks
     out = root / "source"
-    save_pretrained(model, out, source=smollm2_dir)
+    save_pretrained(model, out)
+    for f in tokenizer_dir.iterdir():
+        shutil.copy(f, out / f.name)
     return out
 
 
 @pytest.mark.parametrize("model_type", list(READ_BACK))
 def test_each_family_is_read_back_by_transformers_as_its_own_architecture(
-    smollm2_dir, tmp_path, model_type
+    small_tokenizer, tmp_path, model_type
 ):
     from shearing.models.gguf_io import GGUF_ARCHS
 
-    model_dir = family_dir(smollm2_dir, tmp_path, model_type, **READ_BACK[model_type])
+    model_dir = family_dir(small_tokenizer, tmp_path, model_type, **READ_BACK[model_type])
     gguf = tmp_path / "model.gguf"
     write_gguf(model_dir, gguf, "f32")
     arch = read_fields(gguf, "general.architecture")["general.architecture"]
@@ -236,16 +252,16 @@ def test_each_family_is_read_back_by_transformers_as_its_own_architecture(
     assert expected.keys() == actual.keys()
     for key, w in expected.items():
         assert torch.equal(actual[key], w), key  # f32: every weight bit for bit
-    ids = torch.randint(0, 49152, (2, 24), generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(0, 40, (2, 24), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         a, b = read(ids).logits, source(ids).logits
     assert (a - b).abs().max() <= 1e-5 * b.abs().max()  # fp32 kernel noise only
 
 
-def test_phi3s_partial_rotary_is_written_as_its_rope_dimension_count(smollm2_dir, tmp_path):
+def test_phi3s_partial_rotary_is_written_as_its_rope_dimension_count(small_tokenizer, tmp_path):
     """transformers' reader does not read it (so the read-back above keeps full rotary);
     llama.cpp does (README: scripts/check_llama_cpp.py on such a file)."""
-    model_dir = family_dir(smollm2_dir, tmp_path, "phi3", tie_word_embeddings=False,
+    model_dir = family_dir(small_tokenizer, tmp_path, "phi3", tie_word_embeddings=False,
                            pad_token_id=0, rope_parameters={"rope_type": "default",
                            "rope_theta": 1e4, "partial_rotary_factor": 0.5})  # fmt: skip
     write_gguf(model_dir, tmp_path / "phi3.gguf", "f16")
@@ -274,9 +290,9 @@ def test_phi3s_partial_rotary_is_written_as_its_rope_dimension_count(smollm2_dir
     ],
 )  # fmt: skip
 def test_what_an_architecture_cannot_hold_is_refused_in_one_line(
-    smollm2_dir, tmp_path, model_type, config, message
+    small_tokenizer, tmp_path, model_type, config, message
 ):
-    model_dir = family_dir(smollm2_dir, tmp_path, model_type, **config)
+    model_dir = family_dir(small_tokenizer, tmp_path, model_type, **config)
     with pytest.raises(GGUFExportError) as err:
         write_gguf(model_dir, tmp_path / "x.gguf", "f16")
     assert message in str(err.value) and "\n" not in str(err.value)
@@ -295,6 +311,6 @@ def test_a_plain_gpt2_split_is_named_as_llama_cpp_names_it(hf_dir, tmp_path):
     gguf = tmp_path / "plain.gguf"
     write_gguf(model_dir, gguf, "f16")
     assert read_fields(gguf, "tokenizer.ggml.pre")["tokenizer.ggml.pre"] == "gpt-2"
-    words = text()
+    words = text()[:4000] + text()[-200:]  # code, prose, digits, accents, CJK
     source = transformers.AutoTokenizer.from_pretrained(model_dir)
     assert load_tokenizer(gguf)(words)["input_ids"] == source(words)["input_ids"]
