@@ -299,6 +299,42 @@ def _nested_schemas(hint: Any, in_list: bool = False):
 
 #: Every duration key of the schema: one rule reads them all (`parse_steps`).
 DURATION_KEYS = duration_keys()
+
+
+class KeyPath(str):
+    """A key's dotted path, taken from the schema: `KEYS.model.l0_module.settle_steps` is
+    "model.l0_module.settle_steps", and a key the schema lacks is an AttributeError, so
+    messages name keys that exist and a key's checks are found by searching for it.
+    `[i]` names a list entry ("activation_l1.stages[0]"), `[name]` a mapping's entry."""
+
+    schema: type | None
+
+    def __new__(cls, path: str, schema: type | None) -> KeyPath:
+        key = super().__new__(cls, path)
+        key.schema = schema
+        return key
+
+    def __getattr__(self, name: str) -> KeyPath:
+        if name.startswith("__") or self.schema is None:
+            raise AttributeError(name)
+        hints = typing.get_type_hints(self.schema)
+        if name not in hints or name.startswith("_"):
+            raise AttributeError(f"the schema has no key {self._join(name)!r}")
+        inner = next(iter(_nested_schemas(hints[name])), (None, False))
+        return KeyPath(self._join(name), inner[0])
+
+    def __getitem__(self, entry: int | str) -> KeyPath:
+        if isinstance(entry, int):
+            return KeyPath(f"{self}[{entry}]", self.schema)
+        return KeyPath(self._join(entry), None)
+
+    def _join(self, name: str) -> str:
+        return f"{self}.{name}" if self else name
+
+
+#: The schema's keys as paths (`KeyPath`): `KEYS.data.update_interval`.
+KEYS = K = KeyPath("", TrainConfig)
+K_L0 = K.model.l0_module
 PRECISIONS = ("fp32", "amp_bf16", "amp_fp16")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 TEACHER_DTYPES = ("float32", "bfloat16", "float16")
@@ -441,7 +477,7 @@ def parse_steps(value: int | str, key: str, cfg: TrainConfig, seq_len: int | Non
         return math.ceil(amount / cfg.global_train_batch_size)
     if unit == "tok":
         if not seq_len:
-            raise ConfigError(f"{key}={value!r}: a token duration needs the corpus (data.path)")
+            raise ConfigError(f"{key}={value!r}: a token duration needs the corpus ({K.data.path})")
         return math.ceil(amount / (cfg.global_train_batch_size * seq_len))
     if unit == "dur" and key != "max_duration":
         return int(amount * parse_steps(cfg.max_duration, "max_duration", cfg, seq_len))
@@ -485,29 +521,28 @@ def steps_of(cfg: TrainConfig, seq_len: int | None) -> Steps:
 
     l0, shift, d, sch = cfg.model.l0_module, cfg.threshold_shift, cfg.data, cfg.scheduler
     stages = cfg.activation_l1.stages if cfg.activation_l1 is not None else []
-    prefix = "model.l0_module."
-    total = steps("max_duration", cfg.max_duration)
-    start = steps("scheduler.t_start", sch.t_start)
+    total = steps(K.max_duration, cfg.max_duration)
+    start = steps(K.scheduler.t_start, sch.t_start)
     return Steps(
         total=total,
-        warmup=steps("scheduler.t_warmup", cfg.scheduler.t_warmup),
+        warmup=steps(K.scheduler.t_warmup, cfg.scheduler.t_warmup),
         schedule_start=start,
         schedule_length=(
-            start + total if sch.t_max is None else steps("scheduler.t_max", sch.t_max)
+            start + total if sch.t_max is None else steps(K.scheduler.t_max, sch.t_max)
         ),
-        eval_interval=steps("eval_interval", cfg.eval_interval),
-        save_interval=steps("save_interval", cfg.save_interval),
-        console_log_interval=steps("console_log_interval", cfg.console_log_interval),
+        eval_interval=steps(K.eval_interval, cfg.eval_interval),
+        save_interval=steps(K.save_interval, cfg.save_interval),
+        console_log_interval=steps(K.console_log_interval, cfg.console_log_interval),
         lagrangian_warmup=(
-            steps(prefix + "lagrangian_warmup_steps", l0.lagrangian_warmup_steps) if l0 else 0
+            steps(K_L0.lagrangian_warmup_steps, l0.lagrangian_warmup_steps) if l0 else 0
         ),
-        settle=steps(prefix + "settle_steps", l0.settle_steps) if l0 else 0,
-        threshold_shift=steps("threshold_shift.step", shift.step) if shift else None,
+        settle=steps(K_L0.settle_steps, l0.settle_steps) if l0 else 0,
+        threshold_shift=steps(K.threshold_shift.step, shift.step) if shift else None,
         update_interval=(
-            None if d.update_interval is None else steps("data.update_interval", d.update_interval)
+            None if d.update_interval is None else steps(K.data.update_interval, d.update_interval)
         ),
         l1_stages=tuple(
-            steps(f"activation_l1.stages[{i}].steps", s.steps) for i, s in enumerate(stages)
+            steps(K.activation_l1.stages[i].steps, s.steps) for i, s in enumerate(stages)
         ),
     )
 
@@ -526,17 +561,17 @@ def target_shape(source: DecoderShape, l0: L0Config) -> DecoderShape:
         ConfigError: unknown target keys, a target larger than the source, heads not a
             multiple of key/value heads, or a change no pruning module can make.
     """
-    prefix = "model.l0_module"
+    target_key = K.model.l0_module.target_model
     for key in l0.target_model:
         if key not in MODULE_KEYS.values():
             raise ConfigError(
-                f"{prefix}.target_model.{key} is not a prunable dimension; valid: "
+                f"{target_key[key]} is not a prunable dimension; valid: "
                 f"{', '.join(MODULE_KEYS.values())}"
             )
     try:
         modules = resolve_modules(source, l0.pruning_modules)
     except ValueError as err:
-        raise ConfigError(f"{prefix}.pruning_modules: {err}") from None
+        raise ConfigError(f"{K.model.l0_module.pruning_modules}: {err}") from None
     t = dict(l0.target_model)
     if l0.target_params is not None:
         try:
@@ -544,7 +579,7 @@ def target_shape(source: DecoderShape, l0: L0Config) -> DecoderShape:
                 source, modules, t, l0.target_params, lambda s: export_problem(s) is None
             )
         except ValueError as err:
-            raise ConfigError(f"{prefix}.target_params {err}") from None
+            raise ConfigError(f"{K.model.l0_module.target_params} {err}") from None
     if "num_key_value_heads" not in t:
         mha = source.group_size == 1
         t["num_key_value_heads"] = (
@@ -555,27 +590,25 @@ def target_shape(source: DecoderShape, l0: L0Config) -> DecoderShape:
     for key, value in t.items():
         src = getattr(source, key)
         if not isinstance(value, int) or value <= 0:
-            raise ConfigError(f"{prefix}.target_model.{key}={value!r} must be a positive integer")
+            raise ConfigError(f"{target_key[key]}={value!r} must be a positive integer")
         if value > src:
-            raise ConfigError(
-                f"{prefix}.target_model.{key}={value} is larger than the source's {src}"
-            )
+            raise ConfigError(f"{target_key[key]}={value} is larger than the source's {src}")
     heads = t.get("num_attention_heads", source.num_attention_heads)
     if heads % t["num_key_value_heads"]:
         raise ConfigError(
-            f"{prefix}.target_model.num_attention_heads={heads} is not a multiple of "
+            f"{target_key['num_attention_heads']}={heads} is not a multiple of "
             f"num_key_value_heads={t['num_key_value_heads']}"
         )
     target = source.replace(**t)
     if source.group_size == 1 and target.group_size != 1:
         raise ConfigError(
-            f"{prefix}.target_model.num_key_value_heads={target.num_key_value_heads}: a multi-head "
+            f"{target_key['num_key_value_heads']}={target.num_key_value_heads}: a multi-head "
             f"source can only be pruned to a multi-head target (num_key_value_heads = "
             f"num_attention_heads = {target.num_attention_heads})"
         )
     if source.family.fixed_layers and target.num_hidden_layers != source.num_hidden_layers:
         raise ConfigError(
-            f"{prefix}.target_model.num_hidden_layers={target.num_hidden_layers}: "
+            f"{target_key['num_hidden_layers']}={target.num_hidden_layers}: "
             f"{source.model_type} keeps all {source.num_hidden_layers} layers (its config makes "
             "the last layer full-attention, which a pruned last layer may not be); prune "
             "width only"
@@ -585,13 +618,13 @@ def target_shape(source: DecoderShape, l0: L0Config) -> DecoderShape:
             key = module.hf_key
             name = "head" if module.name == "kv_group" and source.group_size == 1 else module.name
             raise ConfigError(
-                f"{prefix}.target_model.{key}={getattr(target, key)} differs from the source's "
-                f"{getattr(source, key)} but {name!r} is not in {prefix}.pruning_modules"
+                f"{target_key[key]}={getattr(target, key)} differs from the source's "
+                f"{getattr(source, key)} but {name!r} is not in {K.model.l0_module.pruning_modules}"
             )
     problem = export_problem(target)
     if problem is not None:
         dims = ", ".join(f"{k}={getattr(target, k)}" for k in MODULE_KEYS.values())
-        raise ConfigError(f"{prefix}.target_model ({dims}) cannot be exported: {problem}")
+        raise ConfigError(f"{target_key} ({dims}) cannot be exported: {problem}")
     return target
 
 
@@ -610,36 +643,38 @@ def validate(
         return None, steps
     l0 = cfg.model.l0_module
     if l0.init not in INITS:
-        raise ConfigError(f"model.l0_module.init={l0.init!r} is not valid; use {', '.join(INITS)}")
+        raise ConfigError(
+            f"{K.model.l0_module.init}={l0.init!r} is not valid; use {', '.join(INITS)}"
+        )
     kept, pruned = start_logits(l0)
     if l0.init_pruned_logit is not None and not (l0.init == "importance" and pruned < kept - 1):
         raise ConfigError(
-            f"model.l0_module.init_pruned_logit={pruned:g} is not valid; it needs "
+            f"{K.model.l0_module.init_pruned_logit}={pruned:g} is not valid; it needs "
             f"init: importance and a value below {kept - 1:g} (or null)"
         )
     if l0.init_kept_logit is not None and not (l0.init == "importance" and kept > pruned + 1):
         raise ConfigError(
-            f"model.l0_module.init_kept_logit={kept:g} is not valid; it needs "
+            f"{K.model.l0_module.init_kept_logit}={kept:g} is not valid; it needs "
             f"init: importance and a value above {pruned + 1:g} (or null)"
         )
     if l0.calibration_rows <= 0:
         raise ConfigError(
-            f"model.l0_module.calibration_rows={l0.calibration_rows} must be positive"
+            f"{K.model.l0_module.calibration_rows}={l0.calibration_rows} must be positive"
         )
     if steps is not None:
         if steps.lagrangian_warmup < 0:
             raise ConfigError(
-                f"model.l0_module.lagrangian_warmup_steps={l0.lagrangian_warmup_steps} must not "
-                "be negative"
+                f"{K.model.l0_module.lagrangian_warmup_steps}={l0.lagrangian_warmup_steps} "
+                "must not be negative"
             )
         if steps.lagrangian_warmup > steps.total:
             raise ConfigError(
-                f"model.l0_module.lagrangian_warmup_steps={l0.lagrangian_warmup_steps} is longer "
-                f"than the run (max_duration={cfg.max_duration}, {steps.total} steps)"
+                f"{K.model.l0_module.lagrangian_warmup_steps}={l0.lagrangian_warmup_steps} is "
+                f"longer than the run (max_duration={cfg.max_duration}, {steps.total} steps)"
             )
         if not 0 <= steps.settle <= steps.total - steps.lagrangian_warmup:
             raise ConfigError(
-                f"model.l0_module.settle_steps={l0.settle_steps} is not valid; it must be 0 or "
+                f"{K.model.l0_module.settle_steps}={l0.settle_steps} is not valid; it must be 0 or "
                 f"more and leave the target ramp (lagrangian_warmup_steps="
                 f"{l0.lagrangian_warmup_steps}) before it in the run's {steps.total} steps"
             )
@@ -665,13 +700,13 @@ def _validate_training(cfg: TrainConfig, seq_len: int | None) -> Steps:
     if steps.total <= 0:
         raise ConfigError(f"max_duration={cfg.max_duration} must be at least 1 step")
     if steps.warmup < 0:
-        raise ConfigError(f"scheduler.t_warmup={cfg.scheduler.t_warmup} must not be negative")
+        raise ConfigError(f"{K.scheduler.t_warmup}={cfg.scheduler.t_warmup} must not be negative")
     sch = cfg.scheduler
     if steps.schedule_start < 0:
-        raise ConfigError(f"scheduler.t_start={sch.t_start} must not be negative")
+        raise ConfigError(f"{K.scheduler.t_start}={sch.t_start} must not be negative")
     if sch.t_max is not None and steps.schedule_length <= steps.schedule_start:
         raise ConfigError(
-            f"scheduler.t_max={sch.t_max} must be longer than scheduler.t_start "
+            f"{K.scheduler.t_max}={sch.t_max} must be longer than {K.scheduler.t_start} "
             f"({steps.schedule_start} steps): the run would begin after its schedule ended"
         )
     if steps.warmup > steps.schedule_length:
@@ -679,7 +714,7 @@ def _validate_training(cfg: TrainConfig, seq_len: int | None) -> Steps:
             where = f"the run ({steps.total} steps)"
         else:
             where = f"its schedule ({steps.schedule_length} steps from the schedule's start)"
-        raise ConfigError(f"scheduler.t_warmup={sch.t_warmup} is longer than {where}")
+        raise ConfigError(f"{K.scheduler.t_warmup}={sch.t_warmup} is longer than {where}")
     fsdp = cfg.fsdp_config or {}
     if (
         cfg.model.l0_module is not None
@@ -687,14 +722,14 @@ def _validate_training(cfg: TrainConfig, seq_len: int | None) -> Steps:
         and fsdp.get("activation_checkpointing_reentrant", True)
     ):
         raise ConfigError(
-            "fsdp_config.activation_checkpointing with model.l0_module needs "
-            "fsdp_config.activation_checkpointing_reentrant: false (the layers take the "
+            f"{K.fsdp_config}.activation_checkpointing with {K.model.l0_module} needs "
+            f"{K.fsdp_config}.activation_checkpointing_reentrant: false (the layers take the "
             "pruning masks, which carry gradients)"
         )
     if cfg.optimizer.lambda_ascent_lr is not None and cfg.model.l0_module is None:
         raise ConfigError(
-            f"optimizer.lambda_ascent_lr={cfg.optimizer.lambda_ascent_lr} needs "
-            "model.l0_module (it steps a pruning run's Lagrange multipliers); remove it here"
+            f"{K.optimizer.lambda_ascent_lr}={cfg.optimizer.lambda_ascent_lr} needs "
+            f"{K.model.l0_module} (it steps a pruning run's Lagrange multipliers); remove it here"
         )
     if cfg.autoresume and (cfg.save_folder is None or cfg.run_name is None):
         missing = "save_folder" if cfg.save_folder is None else "run_name"
@@ -731,25 +766,25 @@ def _validate_numbers(cfg: TrainConfig) -> None:
          cfg.save_num_checkpoints_to_keep >= -1, "-1 (keep all) or more"),
         ("max_grad_norm", cfg.max_grad_norm,
          cfg.max_grad_norm is None or cfg.max_grad_norm > 0, "positive, or null (no clipping)"),
-        ("optimizer.lr", o.lr, o.lr >= 0, "0 or more"),
-        ("optimizer.l0_lr", o.l0_lr, o.l0_lr >= 0, "0 or more"),
-        ("optimizer.lambda_ascent_lr", o.lambda_ascent_lr,
+        (K.optimizer.lr, o.lr, o.lr >= 0, "0 or more"),
+        (K.optimizer.l0_lr, o.l0_lr, o.l0_lr >= 0, "0 or more"),
+        (K.optimizer.lambda_ascent_lr, o.lambda_ascent_lr,
          o.lambda_ascent_lr is None or o.lambda_ascent_lr > 0, "positive, or null (AdamW)"),
-        ("optimizer.weight_decay", o.weight_decay, o.weight_decay >= 0, "0 or more"),
-        ("optimizer.eps", o.eps, o.eps > 0, "positive"),
-        ("optimizer.betas", o.betas, len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas),
+        (K.optimizer.weight_decay, o.weight_decay, o.weight_decay >= 0, "0 or more"),
+        (K.optimizer.eps, o.eps, o.eps > 0, "positive"),
+        (K.optimizer.betas, o.betas, len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas),
          "two values in [0, 1)"),
-        ("scheduler.alpha_f", cfg.scheduler.alpha_f, 0 <= cfg.scheduler.alpha_f <= 1,
+        (K.scheduler.alpha_f, cfg.scheduler.alpha_f, 0 <= cfg.scheduler.alpha_f <= 1,
          "in [0, 1]"),
-        ("data.num_workers", d.num_workers, d.num_workers >= 0, "0 or more"),
-        ("data.eval_max_rows", d.eval_max_rows, d.eval_max_rows is None or d.eval_max_rows > 0,
+        (K.data.num_workers, d.num_workers, d.num_workers >= 0, "0 or more"),
+        (K.data.eval_max_rows, d.eval_max_rows, d.eval_max_rows is None or d.eval_max_rows > 0,
          "positive, or null (all rows)"),
-        ("data.eta", d.eta, d.eta > 0, "positive"),
+        (K.data.eta, d.eta, d.eta > 0, "positive"),
         ("eval_subset_num_batches", cfg.eval_subset_num_batches,
          cfg.eval_subset_num_batches == -1 or cfg.eval_subset_num_batches > 0,
          "-1 (all) or a positive number of batches"),
         ("dist_timeout", cfg.dist_timeout, cfg.dist_timeout > 0, "positive (seconds)"),
-        ("model.fatrelu_threshold", cfg.model.fatrelu_threshold,
+        (K.model.fatrelu_threshold, cfg.model.fatrelu_threshold,
          cfg.model.fatrelu_threshold >= 0, "0 or more"),
     ]  # fmt: skip
     for key, value, ok, valid in checks:
@@ -761,21 +796,21 @@ def _validate_dynamic(cfg: TrainConfig, steps: Steps) -> None:
     d = cfg.data
     if d.update_type not in ("exponential", "constant"):
         raise ConfigError(
-            f"data.update_type={d.update_type!r} is not valid; use exponential, constant"
+            f"{K.data.update_type}={d.update_type!r} is not valid; use exponential, constant"
         )
     if steps.update_interval is None:
         return
     if steps.update_interval <= 0:
-        raise ConfigError(f"data.update_interval={d.update_interval} must be positive")
+        raise ConfigError(f"{K.data.update_interval}={d.update_interval} must be positive")
     if d.update_type == "exponential" and d.reference_losses is None:
-        raise ConfigError("data.update_interval is set but data.reference_losses is not")
+        raise ConfigError(f"{K.data.update_interval} is set but {K.data.reference_losses} is not")
     if steps.update_interval % steps.eval_interval:
         raise ConfigError(
-            f"data.update_interval={d.update_interval} is not a multiple of "
+            f"{K.data.update_interval}={d.update_interval} is not a multiple of "
             f"eval_interval={cfg.eval_interval}; updates need a fresh evaluation"
         )
     if not 0 <= d.smoothing <= 1:
-        raise ConfigError(f"data.smoothing={d.smoothing} must be in [0, 1]")
+        raise ConfigError(f"{K.data.smoothing}={d.smoothing} must be in [0, 1]")
 
 
 def _validate_sparsity(cfg: TrainConfig, source: DecoderShape, steps: Steps | None) -> None:
@@ -784,7 +819,8 @@ def _validate_sparsity(cfg: TrainConfig, source: DecoderShape, steps: Steps | No
     act = cfg.model.activation
     if act is not None and act not in ACTIVATION_REPLACEMENTS:
         raise ConfigError(
-            f"model.activation={act!r} is not supported; use {', '.join(ACTIVATION_REPLACEMENTS)}"
+            f"{K.model.activation}={act!r} is not supported; use "
+            f"{', '.join(ACTIVATION_REPLACEMENTS)}"
         )
     final = act or source.hidden_act
     shift = cfg.threshold_shift
@@ -800,12 +836,12 @@ def _validate_sparsity(cfg: TrainConfig, source: DecoderShape, steps: Steps | No
         )
     if cfg.activation_l1 is not None:
         if not cfg.activation_l1.stages:
-            raise ConfigError("activation_l1.stages is empty")
+            raise ConfigError(f"{K.activation_l1.stages} is empty")
         for i, stage in enumerate(cfg.activation_l1.stages):
             length = steps.l1_stages[i] if steps is not None else 1
             if length <= 0 or stage.penalty < 0:
                 raise ConfigError(
-                    f"activation_l1.stages[{i}] needs steps > 0 and penalty >= 0, "
+                    f"{K.activation_l1.stages}[{i}] needs steps > 0 and penalty >= 0, "
                     f"got steps={stage.steps}, penalty={stage.penalty}"
                 )
     d = cfg.distillation
@@ -815,12 +851,12 @@ def _validate_sparsity(cfg: TrainConfig, source: DecoderShape, steps: Steps | No
         )
     if d is not None and not (d.ce_weight >= 0 and d.alpha + d.ce_weight > 0):
         raise ConfigError(
-            f"distillation.ce_weight={d.ce_weight} is not valid; it must be 0 or more, and "
+            f"{K.distillation.ce_weight}={d.ce_weight} is not valid; it must be 0 or more, and "
             "alpha and ce_weight not both 0"
         )
     if d is not None and d.teacher_dtype not in TEACHER_DTYPES:
         raise ConfigError(
-            f"distillation.teacher_dtype={d.teacher_dtype!r} is not valid; use "
+            f"{K.distillation.teacher_dtype}={d.teacher_dtype!r} is not valid; use "
             f"{', '.join(TEACHER_DTYPES)}"
         )
 

@@ -32,6 +32,7 @@ import torch
 
 from shearing.checkpoints import complete_checkpoints, load_state
 from shearing.cli import CommandFailed, Stages, run
+from shearing.config import KEYS as K
 from shearing.config import load_config
 from shearing.files import check_replaceable, check_separate, staged_output
 from shearing.models.config import STOCK_ACTIVATIONS
@@ -160,7 +161,7 @@ def convert(
     if not cfg_path.is_file():
         raise ConversionError(f"no run config at {cfg_path}; pass --config")
     run = resolve(load_config(cfg_path), with_data=False)
-    check_separate(out, "OUT_DIR", {"model.path of the run": run.model_path})
+    check_separate(out, "OUT_DIR", {f"{K.model.path} of the run": run.model_path})
     stage = Stages("convert")
     stage(f"loading {ckpt}")
     model, l0, step = _load(ckpt, run)

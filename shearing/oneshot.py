@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from shearing.cli import Stages, run
+from shearing.config import KEYS as K
 from shearing.config import ConfigError, expand_path, load_config
 from shearing.convert import export
 from shearing.files import check_replaceable, check_separate
@@ -60,9 +61,9 @@ def oneshot(
     check_replaceable(out, force, "--out")
     run = resolve(load_config(config, overrides), with_data=False)
     if run.target is None:
-        raise ConfigError(f"{config} has no model.l0_module, so no target shape to prune to")
+        raise ConfigError(f"{config} has no {K.model.l0_module}, so no target shape to prune to")
     data_path = expand_path(str(data or run.cfg.data.path)) if method == "importance" else None
-    inputs = {"--config": config, "model.path": run.model_path, "--data": data_path}
+    inputs = {"--config": config, K.model.path: run.model_path, "--data": data_path}
     check_separate(out, "--out", inputs)
     stage = Stages("oneshot")
     stage(target_line(run))
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="a pruning config (yaml/prune_*.yaml)")
     parser.add_argument("--method", required=True, choices=METHODS)
     parser.add_argument("--out", required=True, help="output Hugging Face directory")
-    parser.add_argument("--data", help="calibration corpus (default: the config's data.path)")
+    parser.add_argument("--data", help=f"calibration corpus (default: the config's {K.data.path})")
     parser.add_argument("--calibration-rows", type=int, default=16, help="train rows per domain")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random method")
     parser.add_argument("--force", action="store_true", help="replace a non-empty --out")

@@ -21,6 +21,7 @@ import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from shearing.config import KEYS as K
 from shearing.config import (
     ConfigError,
     Steps,
@@ -95,11 +96,13 @@ def plan_data(cfg: TrainConfig) -> DataPlan:
     for name in domains:
         if name not in available:
             raise ConfigError(
-                f"data.domains entry {name!r} is not in the corpus; "
+                f"{K.data.domains} entry {name!r} is not in the corpus; "
                 f"available: {', '.join(available)}"
             )
     if d.proportions is not None and d.proportions_from is not None:
-        raise ConfigError("data.proportions and data.proportions_from are both set; keep one")
+        raise ConfigError(
+            f"{K.data.proportions} and {K.data.proportions_from} are both set; keep one"
+        )
     if d.proportions_from is not None:
         try:
             proportions = last_proportions(expand_path(d.proportions_from), domains)
@@ -112,20 +115,20 @@ def plan_data(cfg: TrainConfig) -> DataPlan:
         proportions = list(d.proportions)
         if len(proportions) != len(domains):
             raise ConfigError(
-                f"data.proportions has {len(proportions)} values for {len(domains)} domains"
+                f"{K.data.proportions} has {len(proportions)} values for {len(domains)} domains"
             )
         if any(p < 0 for p in proportions):
-            raise ConfigError(f"data.proportions={proportions} has a negative value")
+            raise ConfigError(f"{K.data.proportions}={proportions} has a negative value")
         if abs(sum(proportions) - 1.0) > PROPORTION_TOLERANCE:
-            raise ConfigError(f"data.proportions sum to {sum(proportions):.8f}, not 1")
+            raise ConfigError(f"{K.data.proportions} sum to {sum(proportions):.8f}, not 1")
     refs = None if d.reference_losses is None else list(d.reference_losses)
     if refs is not None:
         if len(refs) != len(domains):
             raise ConfigError(
-                f"data.reference_losses has {len(refs)} values for {len(domains)} domains"
+                f"{K.data.reference_losses} has {len(refs)} values for {len(domains)} domains"
             )
         if any(r <= 0 for r in refs):
-            raise ConfigError(f"data.reference_losses={refs} must all be positive")
+            raise ConfigError(f"{K.data.reference_losses}={refs} must all be positive")
     row_seed, row_start = None, None
     if d.rows_from is not None:
         try:
@@ -192,13 +195,13 @@ def resolve(cfg: TrainConfig, *, with_data: bool = True, world_size: int = 1) ->
     try:
         source_config = read_hf_config(model_path)
     except ValueError as err:
-        raise ConfigError(f"model.path: {err}") from None
+        raise ConfigError(f"{K.model.path}: {err}") from None
     m = cfg.model
     shift = cfg.threshold_shift
     try:
         original = DecoderShape.from_hf(source_config)
     except ValueError as err:
-        raise ConfigError(f"model.path: {err}") from None
+        raise ConfigError(f"{K.model.path}: {err}") from None
     trained = {"fatrelu_threshold": m.fatrelu_threshold}
     if m.activation is not None:
         trained["hidden_act"] = m.activation
@@ -208,7 +211,7 @@ def resolve(cfg: TrainConfig, *, with_data: bool = True, world_size: int = 1) ->
     source = original.replace(**trained)
     if data is not None and data.vocab_size > source.vocab_size:
         raise ConfigError(
-            f"data.path was tokenized with a vocabulary of {data.vocab_size}, larger than the "
+            f"{K.data.path} was tokenized with a vocabulary of {data.vocab_size}, larger than the "
             f"model's {source.vocab_size}"
         )
     if with_data:
@@ -234,10 +237,10 @@ def _teacher(
     if d is None:
         return None, None
     if d.teacher_path:
-        path, key = expand_path(d.teacher_path), "distillation.teacher_path"
+        path, key = expand_path(d.teacher_path), K.distillation.teacher_path
     else:
         path = source_model_of(model_path)
-        key = "distillation.teacher_path (default: the source of model.path)"
+        key = f"{K.distillation.teacher_path} (default: the source of {K.model.path})"
     try:
         shape = DecoderShape.from_hf(read_hf_config(path))
     except ValueError as err:

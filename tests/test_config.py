@@ -431,3 +431,37 @@ def test_a_bad_base_is_one_line(tmp_path, base, message):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(f"base: {base}\nmax_duration: 5ba\n")
     one_line_error(lambda: load_config(recipe), message.format(recipe=recipe))
+
+
+def test_key_paths_come_from_the_schema_and_every_one_the_package_names_exists():
+    """Messages name keys through `KEYS` (`K`): a path the schema lacks fails here, read from
+    every module's syntax tree, not when its message is first printed."""
+    import ast
+
+    import shearing
+    from shearing.config import KEYS
+
+    assert KEYS.model.l0_module.settle_steps == "model.l0_module.settle_steps"
+    assert KEYS.activation_l1.stages[2].steps == "activation_l1.stages[2].steps"
+    assert KEYS.model.l0_module.target_model["hidden_size"] == (
+        "model.l0_module.target_model.hidden_size"
+    )
+    with pytest.raises(AttributeError, match="the schema has no key 'model.l0_modules'"):
+        KEYS.model.l0_modules  # noqa: B018
+
+    roots = {"K": KEYS, "KEYS": KEYS, "K_L0": KEYS.model.l0_module}
+    named = []
+    for path in Path(shearing.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            chain, top = [], node
+            while isinstance(top, ast.Attribute):
+                chain.append(top.attr)
+                top = top.value
+            if chain and isinstance(top, ast.Name) and top.id in roots:
+                named.append((path.name, top.id, ".".join(reversed(chain))))
+    assert len(named) > 50
+    for where, root, dotted in named:
+        key = roots[root]
+        for part in dotted.split("."):
+            key = getattr(key, part, None)
+            assert key is not None, f"{where}: {root}.{dotted} is not a key of the schema"

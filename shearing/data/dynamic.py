@@ -18,6 +18,8 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from shearing.config import KEYS as K
+
 log = logging.getLogger(__name__)
 
 UPDATE_TYPES = ("exponential", "constant")
@@ -67,12 +69,13 @@ def last_proportions(history: str | Path, domains: Sequence[str]) -> list[float]
         path = path / HISTORY_FILE
     lines = path.read_text().splitlines() if path.is_file() else []
     if not lines:
-        raise ValueError(f"data.proportions_from {str(history)!r} has no domain history")
+        raise ValueError(f"{K.data.proportions_from} {str(history)!r} has no domain history")
     last = json.loads(lines[-1])["proportions"]
     missing = [d for d in domains if d not in last]
     if missing:
         raise ValueError(
-            f"data.proportions_from {str(history)!r} has no proportion for domain {missing[0]!r}"
+            f"{K.data.proportions_from} {str(history)!r} has no proportion for domain "
+            f"{missing[0]!r}"
         )
     if set(domains) == set(last):
         # The same domains: the proportions exactly as written (JSON round-trips floats
@@ -82,7 +85,7 @@ def last_proportions(history: str | Path, domains: Sequence[str]) -> list[float]
     total = sum(last[d] for d in domains)
     if not total > 0:
         raise ValueError(
-            f"data.proportions_from {str(history)!r} gives the domains "
+            f"{K.data.proportions_from} {str(history)!r} gives the domains "
             f"{', '.join(domains)} a total proportion of {total}; nothing to sample"
         )
     return [last[d] / total for d in domains]

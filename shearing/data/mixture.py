@@ -34,6 +34,8 @@ import torch
 from streaming.base.format import reader_from_json
 from torch.utils.data import IterableDataset, get_worker_info
 
+from shearing.config import KEYS as K
+
 log = logging.getLogger(__name__)
 
 #: Where a finished run records how far it read each domain (`DomainMixture.rows_read`).
@@ -62,7 +64,7 @@ def read_manifest(root: str | Path) -> dict:
     path = Path(root).expanduser() / "manifest.json"
     if not path.is_file():
         raise ValueError(
-            f"data.path {str(root)!r} has no manifest.json; tokenize a corpus with "
+            f"{K.data.path} {str(root)!r} has no manifest.json; tokenize a corpus with "
             "data_prep/tokenize.py first"
         )
     return json.loads(path.read_text())
@@ -92,7 +94,7 @@ def read_position(
     path = path / POSITION_FILE if path.is_dir() else path
     if not path.is_file():
         raise ValueError(
-            f"data.rows_from {str(run)!r} has no {POSITION_FILE} (a training run writes it "
+            f"{K.data.rows_from} {str(run)!r} has no {POSITION_FILE} (a training run writes it "
             "into its save_folder when it finishes)"
         )
     try:
@@ -103,16 +105,16 @@ def read_position(
             raise TypeError("rows and train_rows map the same domains to counts")
     except (ValueError, KeyError, TypeError):
         raise ValueError(
-            f"data.rows_from {str(run)!r}: {path.name} is not a position record this project "
+            f"{K.data.rows_from} {str(run)!r}: {path.name} is not a position record this project "
             "wrote (row_seed, rows, train_rows)"
         ) from None
     for d in domains:
         if d not in rows:
-            raise ValueError(f"data.rows_from {str(run)!r} did not read domain {d!r}")
+            raise ValueError(f"{K.data.rows_from} {str(run)!r} did not read domain {d!r}")
         have = manifest["domains"][d]["train"]["rows"]
         if train_rows[d] != have:
             raise ValueError(
-                f"data.rows_from {str(run)!r} read another corpus: domain {d!r} had "
+                f"{K.data.rows_from} {str(run)!r} read another corpus: domain {d!r} had "
                 f"{train_rows[d]} training rows there, {have} in {str(root)!r}"
             )
     return int(seed), [int(rows[d]) for d in domains]

@@ -21,6 +21,7 @@ from pathlib import Path
 from composer.utils import dist
 
 from shearing.checkpoints import CheckpointError, checkpoint_files, prepare_resume
+from shearing.config import KEYS as K
 from shearing.config import ConfigError, expand_path, load_config
 from shearing.data.dynamic import HISTORY_FILE
 from shearing.data.mixture import POSITION_FILE
@@ -86,9 +87,9 @@ def prepare_save_folder(run: Run) -> Path | None:
     if cfg.save_folder is None:
         return None
     folder = expand_path(cfg.save_folder)
-    inputs = {"model.path": run.model_path, "data.path": expand_path(cfg.data.path)}
+    inputs = {K.model.path: run.model_path, K.data.path: expand_path(cfg.data.path)}
     if run.teacher_path is not None:
-        inputs["distillation.teacher_path"] = run.teacher_path
+        inputs[K.distillation.teacher_path] = run.teacher_path
     for key in ("proportions_from", "rows_from"):
         if getattr(cfg.data, key):
             inputs[f"data.{key}"] = expand_path(getattr(cfg.data, key))
@@ -126,7 +127,7 @@ def prepare_save_folder(run: Run) -> Path | None:
         was, now = before.optimizer.lambda_ascent_lr, cfg.optimizer.lambda_ascent_lr
         if (was is None) != (now is None):  # another optimizer class: its state would not load
             raise ConfigError(
-                f"optimizer.lambda_ascent_lr={_yaml_value(now)} but the run in save_folder "
+                f"{K.optimizer.lambda_ascent_lr}={_yaml_value(now)} but the run in save_folder "
                 f"{str(folder)!r} was started with {_yaml_value(was)}; autoresume continues its "
                 "optimizer state only with both null or both set (a rate may change)"
             )
