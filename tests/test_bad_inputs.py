@@ -1080,95 +1080,172 @@ class Evil:
         return (open, (str(self.marker), "w"))
 
 
-def _make(kind: str, path: Path, ctx: dict) -> None:
-    import gzip
+def text(path: Path, ctx: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("user data\n")
 
-    import torch
 
-    if kind == "text":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("user data\n")
-    elif kind == "recipe_missing_base":
-        path.write_text("base: [nope.yaml]\nmax_duration: 5ba\n")
-    elif kind == "bad_yaml":
-        path.write_text("model:\n  path: [unclosed\n x: : :\n")
-    elif kind == "full":
-        path.mkdir()
-        (path / "keep.txt").write_text("user data\n")
-    elif kind == "empty_dir":
-        path.mkdir()
-    elif kind.startswith("config_"):  # a config.json of another architecture, no weights
+def recipe_missing_base(path: Path, ctx: dict) -> None:
+    path.write_text("base: [nope.yaml]\nmax_duration: 5ba\n")
+
+
+def bad_yaml(path: Path, ctx: dict) -> None:
+    path.write_text("model:\n  path: [unclosed\n x: : :\n")
+
+
+def full(path: Path, ctx: dict) -> None:
+    path.mkdir()
+    (path / "keep.txt").write_text("user data\n")
+
+
+def empty_dir(path: Path, ctx: dict) -> None:
+    path.mkdir()
+
+
+def config_of(model_type: str):
+    """A maker of a config.json of another architecture, no weights."""
+
+    def make(path: Path, ctx: dict) -> None:
         path.mkdir()
         shape = {"vocab_size": 64, "hidden_size": 32, "intermediate_size": 48,
                  "num_hidden_layers": 2, "num_attention_heads": 4}  # fmt: skip
-        config = {"model_type": kind.removeprefix("config_"), **shape}
+        config = {"model_type": model_type, **shape}
         (path / "config.json").write_text(json.dumps(config))
-    elif kind == "bad_config_json":
-        path.mkdir()
-        (path / "config.json").write_text("")
-    elif kind == "truncated_safetensors":
-        shutil.copytree(ctx["model"], path)
-        weights = path / "model.safetensors"
-        weights.write_bytes(weights.read_bytes()[:7])
-    elif kind == "latin1_jsonl":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9 \xff"}\n')
-    elif kind == "plain_as_gz":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b'{"text": "not compressed"}\n')
-    elif kind == "truncated_gz":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = gzip.compress(b'{"text": "a b c d e f g"}\n' * 200)
-        path.write_bytes(data[: len(data) // 2])
-    elif kind == "not_json":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("text: not json\n")
-    elif kind == "no_text":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text('{"content": "no text field"}\n')
-    elif kind == "random_checkpoint":
-        path.mkdir()
-        (path / "ep0-ba2-rank0.pt").write_bytes(bytes(range(256)) * 64)
-        shutil.copy2(ctx["run"] / "config.yaml", path / "config.yaml")
-    elif kind == "truncated_checkpoint":
-        path.mkdir()
-        whole = sorted(ctx["run"].glob("ep*-ba*-rank0.pt"))[-1].read_bytes()
-        (path / "ep0-ba2-rank0.pt").write_bytes(whole[: len(whole) // 2])
-        shutil.copy2(ctx["run"] / "config.yaml", path / "config.yaml")
-    elif kind == "evil_run":
-        path.mkdir()
-        Evil.marker = ctx["tmp"] / "PWNED"
-        torch.save({"state": {"model": Evil()}}, path / "ep0-ba2-rank0.pt")
-        (path / "latest-rank0.pt").symlink_to("ep0-ba2-rank0.pt")
-        shutil.copy2(ctx["run"] / "config.yaml", path / "config.yaml")
-    elif kind == "weights_only_file":
-        path.mkdir()
-        torch.save({"weights": torch.zeros(3)}, path / "ep0-ba2-rank0.pt")
-        shutil.copy2(ctx["run"] / "config.yaml", path / "config.yaml")
-    elif kind == "other_corpus_position":  # a finished run's record, from another corpus
-        path.mkdir()
-        record = json.loads((ctx["run"] / "data_position.json").read_text())
-        record["train_rows"]["alpha"] = 7
-        (path / "data_position.json").write_text(json.dumps(record))
-    elif kind == "partial_position":  # a finished run's record, one domain's size deleted
-        path.mkdir()
-        record = json.loads((ctx["run"] / "data_position.json").read_text())
-        del record["train_rows"]["alpha"]
-        (path / "data_position.json").write_text(json.dumps(record))
-    elif kind == "remove":
-        path.unlink()
-    elif kind == "bad_gguf":
-        path.write_bytes(b"GGUF" + bytes(20))
-    elif kind == "no_eval_corpus":
-        from shearing.data.prep import main as tokenize_main
 
-        args = ["--input", str(ctx["corpus"]), "--output", str(path), "--tokenizer"]
-        assert (
-            tokenize_main([*args, str(ctx["tokenizer"]), "--seq-len", "32", "--eval-seqs", "0"])
-            == 0
-        )
-    else:
-        raise AssertionError(kind)
+    return make
+
+
+def bad_config_json(path: Path, ctx: dict) -> None:
+    path.mkdir()
+    (path / "config.json").write_text("")
+
+
+def truncated_safetensors(path: Path, ctx: dict) -> None:
+    shutil.copytree(ctx["model"], path)
+    weights = path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:7])
+
+
+def latin1_jsonl(path: Path, ctx: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9 \xff"}\n')
+
+
+def plain_as_gz(path: Path, ctx: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b'{"text": "not compressed"}\n')
+
+
+def truncated_gz(path: Path, ctx: dict) -> None:
+    import gzip
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = gzip.compress(b'{"text": "a b c d e f g"}\n' * 200)
+    path.write_bytes(data[: len(data) // 2])
+
+
+def not_json(path: Path, ctx: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("text: not json\n")
+
+
+def no_text(path: Path, ctx: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('{"content": "no text field"}\n')
+
+
+def random_checkpoint(path: Path, ctx: dict) -> None:
+    path.mkdir()
+    (path / "ep0-ba2-rank0.pt").write_bytes(bytes(range(256)) * 64)
+    shutil.copy2(ctx["run"] / "config.yaml", path / "config.yaml")
+
+
+def truncated_checkpoint(path: Path, ctx: dict) -> None:
+    path.mkdir()
+    whole = sorted(ctx["run"].glob("ep*-ba*-rank0.pt"))[-1].read_bytes()
+    (path / "ep0-ba2-rank0.pt").write_bytes(whole[: len(whole) // 2])
+    shutil.copy2(ctx["run"] / "config.yaml", path / "config.yaml")
+
+
+def evil_run(path: Path, ctx: dict) -> None:
+    import torch
+
+    path.mkdir()
+    Evil.marker = ctx["tmp"] / "PWNED"
+    torch.save({"state": {"model": Evil()}}, path / "ep0-ba2-rank0.pt")
+    (path / "latest-rank0.pt").symlink_to("ep0-ba2-rank0.pt")
+    shutil.copy2(ctx["run"] / "config.yaml", path / "config.yaml")
+
+
+def weights_only_file(path: Path, ctx: dict) -> None:
+    import torch
+
+    path.mkdir()
+    torch.save({"weights": torch.zeros(3)}, path / "ep0-ba2-rank0.pt")
+    shutil.copy2(ctx["run"] / "config.yaml", path / "config.yaml")
+
+
+def other_corpus_position(path: Path, ctx: dict) -> None:
+    """A finished run's record, from another corpus."""
+    path.mkdir()
+    record = json.loads((ctx["run"] / "data_position.json").read_text())
+    record["train_rows"]["alpha"] = 7
+    (path / "data_position.json").write_text(json.dumps(record))
+
+
+def partial_position(path: Path, ctx: dict) -> None:
+    """A finished run's record, one domain's size deleted."""
+    path.mkdir()
+    record = json.loads((ctx["run"] / "data_position.json").read_text())
+    del record["train_rows"]["alpha"]
+    (path / "data_position.json").write_text(json.dumps(record))
+
+
+def remove(path: Path, ctx: dict) -> None:
+    path.unlink()
+
+
+def bad_gguf(path: Path, ctx: dict) -> None:
+    path.write_bytes(b"GGUF" + bytes(20))
+
+
+def no_eval_corpus(path: Path, ctx: dict) -> None:
+    from shearing.data.prep import main as tokenize_main
+
+    args = ["--input", str(ctx["corpus"]), "--output", str(path), "--tokenizer"]
+    assert tokenize_main([*args, str(ctx["tokenizer"]), "--seq-len", "32", "--eval-seqs", "0"]) == 0
+
+
+#: The files a row's `setup` names: maker name -> function(path, context); `config_<type>`
+#: makes a config.json of that model_type (`config_of`).
+MAKERS = {
+    "text": text,
+    "recipe_missing_base": recipe_missing_base,
+    "bad_yaml": bad_yaml,
+    "full": full,
+    "empty_dir": empty_dir,
+    "bad_config_json": bad_config_json,
+    "truncated_safetensors": truncated_safetensors,
+    "latin1_jsonl": latin1_jsonl,
+    "plain_as_gz": plain_as_gz,
+    "truncated_gz": truncated_gz,
+    "not_json": not_json,
+    "no_text": no_text,
+    "random_checkpoint": random_checkpoint,
+    "truncated_checkpoint": truncated_checkpoint,
+    "evil_run": evil_run,
+    "weights_only_file": weights_only_file,
+    "other_corpus_position": other_corpus_position,
+    "partial_position": partial_position,
+    "remove": remove,
+    "bad_gguf": bad_gguf,
+    "no_eval_corpus": no_eval_corpus,
+}
+
+
+def _make(kind: str, path: Path, ctx: dict) -> None:
+    make = config_of(kind.removeprefix("config_")) if kind.startswith("config_") else MAKERS[kind]
+    make(path, ctx)
 
 
 def snapshot(*roots: Path) -> dict:
