@@ -309,10 +309,13 @@ class KeyPath(str):
 
     schema: type | None
 
-    def __new__(cls, path: str, schema: type | None) -> KeyPath:
+    def __new__(cls, path: str, schema: type | None = None) -> KeyPath:
         key = super().__new__(cls, path)
         key.schema = schema
         return key
+
+    def __reduce__(self):  # copies and pickles keep the schema (str's own would drop it)
+        return (KeyPath, (str(self), self.schema))
 
     def __getattr__(self, name: str) -> KeyPath:
         if name.startswith("__") or self.schema is None:

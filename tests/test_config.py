@@ -448,6 +448,11 @@ def test_key_paths_come_from_the_schema_and_every_one_the_package_names_exists()
     )
     with pytest.raises(AttributeError, match="the schema has no key 'model.l0_modules'"):
         KEYS.model.l0_modules  # noqa: B018
+    import copy
+    import pickle
+
+    for copied in (pickle.loads(pickle.dumps(KEYS.model)), copy.deepcopy(KEYS.model)):
+        assert copied == "model" and copied.l0_module.init == "model.l0_module.init"
 
     roots = {"K": KEYS, "KEYS": KEYS, "K_L0": KEYS.model.l0_module}
     named = []
