@@ -240,13 +240,15 @@ def added_specials(tokenizer) -> tuple[bool, bool]:
     return adds_bos, adds_eos
 
 
-def _sentencepiece_bpe_metadata(spec: dict) -> dict:
-    """GGUF's `llama` vocabulary from a byte-fallback BPE tokenizer.json: each token's
-    score is minus the rank of the merge that makes it (what a SentencePiece BPE model's
-    scores are, and the order llama.cpp merges by), 0 for tokens no merge makes; the
-    merges themselves are written too (transformers' GGUF reader uses them)."""
+def _bpe_vocabulary(spec: dict, where: str) -> tuple[dict, list[str], set[int], list[str]]:
+    """A BPE tokenizer.json's vocabulary with its added tokens: (token -> id, the tokens in
+    id order, the ids of special tokens, the merges as "a b" strings).
+
+    Raises:
+        GGUFExportError: an id that no token has (`where` names the file).
+    """
     vocab = dict(spec["model"]["vocab"])
-    special, unknown = set(), spec["model"].get("unk_token")
+    special = set()
     for added in spec.get("added_tokens", []):
         vocab[added["content"]] = added["id"]
         if added.get("special"):
@@ -255,8 +257,18 @@ def _sentencepiece_bpe_metadata(spec: dict) -> dict:
     for text, i in vocab.items():
         tokens[i] = text
     if any(t is None for t in tokens):
-        raise GGUFExportError("tokenizer.json leaves token ids without a token")
+        raise GGUFExportError(f"{where} leaves token ids without a token")
     merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]]
+    return vocab, tokens, special, merges
+
+
+def _sentencepiece_bpe_metadata(spec: dict) -> dict:
+    """GGUF's `llama` vocabulary from a byte-fallback BPE tokenizer.json: each token's
+    score is minus the rank of the merge that makes it (what a SentencePiece BPE model's
+    scores are, and the order llama.cpp merges by), 0 for tokens no merge makes; the
+    merges themselves are written too (transformers' GGUF reader uses them)."""
+    vocab, tokens, special, merges = _bpe_vocabulary(spec, "tokenizer.json")
+    unknown = spec["model"].get("unk_token")
     scores = [0.0] * len(tokens)
     for rank, merge in enumerate(merges):
         made = vocab.get(merge.replace(" ", "", 1))
@@ -277,18 +289,7 @@ def _byte_level_metadata(spec: dict, model_dir: Path) -> dict:
             f"{model_dir}/tokenizer.json has a pre-tokenizer this exporter does not name "
             f"({json_brief(spec.get('pre_tokenizer'))}); use llama.cpp's convert_hf_to_gguf.py"
         )
-    vocab = dict(spec["model"]["vocab"])
-    special = set()
-    for added in spec.get("added_tokens", []):
-        vocab[added["content"]] = added["id"]
-        if added.get("special"):
-            special.add(added["id"])
-    tokens = [None] * (max(vocab.values()) + 1)
-    for text, i in vocab.items():
-        tokens[i] = text
-    if any(t is None for t in tokens):
-        raise GGUFExportError(f"{model_dir}/tokenizer.json leaves token ids without a token")
-    merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]]
+    _, tokens, special, merges = _bpe_vocabulary(spec, f"{model_dir}/tokenizer.json")
     types = [CONTROL if i in special else 1 for i in range(len(tokens))]
     return {"tokenizer_model": "gpt2", "tokenizer_pre": pre, "token_list": tokens,
             "token_types": types, "token_merges": merges}  # fmt: skip
