@@ -27,29 +27,77 @@ _FILE_TYPES = {"f32": 0, "f16": 1, "q8_0": 7, "bf16": 32}
 
 @dataclass(frozen=True)
 class GGUFArch:
-    """How one family is written as one of llama.cpp's architectures."""
+    """How one family is written as one of llama.cpp's architectures: what the
+    architecture's code (llama.cpp 0.3.36's `src/models/*.cpp`) fixes that a pruned model
+    may not match."""
 
     #: The `gguf.MODEL_ARCH` member (`general.architecture` is its lower-case name).
     arch: str
-    #: q/k rows stored in the interleaved rotary order of llama.cpp's `llama` files (its
-    #: other architectures rotate halves, Hugging Face's order, and store rows as they are).
-    interleaved: bool
-    #: The biases the architecture holds: "qkv" (q/k/v projections) or none.
+    #: q/k rows (and biases) stored in interleaved rotary pairs: the architectures llama.cpp
+    #: rotates as LLAMA_ROPE_TYPE_NORM (llama, granite, smollm3; its converter reorders
+    #: them so). The others rotate halves, Hugging Face's order, and store rows as they are.
+    interleaved: bool = False
+    #: The biases the architecture holds: "qkv", "o_proj", "FFN".
     biases: tuple[str, ...] = ()
+    #: The one FFN activation the architecture runs (Gemma: tanh-approximated GELU).
+    activation: str = "silu"
+    #: llama.cpp runs the file's sliding window on the layers the file marks (Gemma 2/3);
+    #: otherwise it attends to every position.
+    windows: bool = False
+    #: Sliding layers take their rope theta from `rope.freq_base_swa`, and full layers may
+    #: scale theirs linearly (Gemma 3).
+    swa_rope: bool = False
+    #: Every n-th layer is NoPE, fixed by the architecture (SmolLM3: 4); 0: none.
+    nope_every: int = 0
+    #: The query width must be the hidden size: the head width is hidden / heads (OLMo 2).
+    q_is_hidden: bool = False
+    #: The LM head is the embedding whatever the file holds (Gemma 2).
+    tied_only: bool = False
+    #: The file holds the LM head even when tied (OLMo 2 requires it).
+    head_required: bool = False
+    #: Soft-caps: "both" (Gemma 2: always applied, so both must be set), "final" (Gemma 3:
+    #: the final one where set, no attention one), "" none.
+    softcaps: str = ""
+    #: llama.cpp sets the attention scale itself, `(hidden // heads) ** -0.5` for a model
+    #: of this many layers, else `head_dim ** -0.5` (Gemma 2: 46, Gemma 3: 62, its 27B
+    #: models); the model's own scale is folded into the queries. 0: the scale is the
+    #: model's (`head_dim ** -0.5`, or Granite's `attention_multiplier`, written).
+    gemma_scale_layers: int = 0
+    #: Granite's four multipliers, written as llama.cpp's scales.
+    multipliers: bool = False
 
 
-#: Families with a GGUF architecture here, by `model_type`. Mistral is llama.cpp's `llama`
-#: (its converter writes it so). None of them takes a window shorter than the context:
-#: llama.cpp runs these architectures with full attention (measured for phi3, whose files
-#: can carry `phi3.attention.sliding_window`: llama.cpp 0.3.36 gives the logits of the
-#: model without its window).
+LLAMA_ARCH = GGUFArch("LLAMA", interleaved=True)
+GEMMA_ARCH = dict(activation="gelu_pytorch_tanh", windows=True)
+
+#: Families with a GGUF architecture here, by `model_type`; llama.cpp's converter writes
+#: mistral and internlm3 as `llama`. Architectures without `windows` attend to every
+#: position (measured for phi3, whose files can carry `phi3.attention.sliding_window`:
+#: llama.cpp 0.3.36 gives the logits of the model without its window), so a window shorter
+#: than the context is refused there.
 GGUF_ARCHS = {
-    "llama": GGUFArch("LLAMA", interleaved=True),
-    "mistral": GGUFArch("LLAMA", interleaved=True),
-    "qwen2": GGUFArch("QWEN2", interleaved=False, biases=("qkv",)),
-    "qwen3": GGUFArch("QWEN3", interleaved=False),
-    "phi3": GGUFArch("PHI3", interleaved=False),
+    "llama": LLAMA_ARCH,
+    "mistral": LLAMA_ARCH,
+    "internlm3": LLAMA_ARCH,
+    "qwen2": GGUFArch("QWEN2", biases=("qkv",)),
+    "qwen3": GGUFArch("QWEN3"),
+    "phi3": GGUFArch("PHI3"),
+    "gemma2": GGUFArch(
+        "GEMMA2", **GEMMA_ARCH, tied_only=True, softcaps="both", gemma_scale_layers=46
+    ),  # fmt: skip
+    "gemma3_text": GGUFArch(
+        "GEMMA3", **GEMMA_ARCH, swa_rope=True, softcaps="final", gemma_scale_layers=62
+    ),  # fmt: skip
+    "olmo2": GGUFArch("OLMO2", q_is_hidden=True, head_required=True),
+    "granite": GGUFArch(
+        "GRANITE", interleaved=True, biases=("qkv", "o_proj", "FFN"), multipliers=True
+    ),
+    "smollm3": GGUFArch("SMOLLM3", interleaved=True, nope_every=4),
 }
+
+
+#: The rotated projections' parameters, whose rows are reordered for `interleaved` files.
+ROTARY_KEYS = ("q_proj.weight", "k_proj.weight", "q_proj.bias", "k_proj.bias")
 
 
 class GGUFExportError(ValueError):
@@ -59,9 +107,10 @@ class GGUFExportError(ValueError):
 def rotary_interleaved(weight, heads: int):
     """q/k projection rows from Hugging Face's rotate-half order (each head's first half,
     then its second half) to the interleaved pairs GGUF llama files store (llama.cpp's
-    converter does the same; transformers' GGUF reader undoes it)."""
-    rows, cols = weight.shape
-    return weight.reshape(heads, 2, rows // heads // 2, cols).swapaxes(1, 2).reshape(rows, cols)
+    converter does the same; transformers' GGUF reader undoes it). A bias (1-D) likewise."""
+    rows = weight.shape[0]
+    pairs = weight.reshape(heads, 2, rows // heads // 2, -1).swapaxes(1, 2)
+    return pairs.reshape(weight.shape)
 
 
 def gguf_arch(shape, where: str) -> GGUFArch:
@@ -76,37 +125,88 @@ def gguf_arch(shape, where: str) -> GGUFArch:
             f"{where} is a {shape.model_type} model; GGUF export writes "
             f"{', '.join(GGUF_ARCHS)} (llama.cpp's convert_hf_to_gguf.py handles the others)"
         )
-    arch = spec.arch.lower()
-    if shape.hidden_act != "silu":
+    arch = f"GGUF's {spec.arch.lower()} architecture"
+    if shape.hidden_act != spec.activation:
         raise GGUFExportError(
-            f"{where} has a {shape.hidden_act} FFN; GGUF's {arch} architecture (llama.cpp, "
-            "transformers' GGUF reader) has only SiLU, so it would run as another model"
+            f"{where} has a {shape.hidden_act} FFN; {arch} (llama.cpp, transformers' GGUF "
+            f"reader) has only {spec.activation}, so it would run as another model"
         )
     biases = {"qkv": shape.qkv_bias, "o_proj": shape.o_bias, "FFN": shape.mlp_bias}
     extra = [name for name, on in biases.items() if on and name not in spec.biases]
     if extra:
         raise GGUFExportError(
-            f"{where} has {' and '.join(extra)} biases, which GGUF's {arch} architecture "
-            "does not hold"
+            f"{where} has {' and '.join(extra)} biases, which {arch} does not hold"
         )
-    for layer in range(shape.num_hidden_layers):
-        rope = shape.layer_rope(layer)
-        if rope is None or rope.get("rope_type") != "default":
+    _check_rope(shape, spec, where, arch)
+    _check_windows(shape, spec, where, arch)
+    heads, hd, d = shape.num_attention_heads, shape.head_dim, shape.hidden_size
+    if spec.q_is_hidden and heads * hd != d:
+        raise GGUFExportError(
+            f"{where} has {heads} heads of width {hd} over a hidden size of {d}; {arch} "
+            "(llama.cpp) takes the head width as hidden / heads, so heads x width must equal "
+            "the hidden size (prune with a target that keeps them equal)"
+        )
+    if spec.tied_only and not shape.tie_word_embeddings:
+        raise GGUFExportError(
+            f"{where} has an LM head of its own; {arch} (llama.cpp) always uses the "
+            "embedding as the LM head"
+        )
+    caps = {k: shape.setting(k) for k in ("attn_logit_softcapping", "final_logit_softcapping")}
+    needed = list(caps) if spec.softcaps == "both" else []
+    allowed = needed or (["final_logit_softcapping"] if spec.softcaps == "final" else [])
+    for key, value in caps.items():
+        if (value is None and key in needed) or (value is not None and key not in allowed):
             raise GGUFExportError(
-                f"{where} layer {layer} uses RoPE {rope or 'none (NoPE)'}; only plain RoPE on "
-                "every layer is written to GGUF here (llama.cpp's convert_hf_to_gguf.py "
-                "handles the others)"
+                f"{where} has {key}={value}; {arch} (llama.cpp) "
+                f"{'always applies it' if key in needed else 'has none'}, so it would run "
+                "as another model"
             )
+    return spec
+
+
+def _check_rope(shape, spec: GGUFArch, where: str, arch: str) -> None:
+    """Plain RoPE (linear on Gemma 3's full layers), one setting per kind of layer, and
+    NoPE exactly where the architecture puts it."""
+    layers = range(shape.num_hidden_layers)
+    nope = [i for i in layers if shape.layer_rope(i) is None]
+    fixed = [i for i in layers if spec.nope_every and (i + 1) % spec.nope_every == 0]
+    if nope != fixed:
+        raise GGUFExportError(
+            f"{where} has NoPE on layers {nope or 'none'}; {arch} (llama.cpp) has it on "
+            f"{'layers ' + str(fixed) if fixed else 'none'}, so it would run as another model"
+        )
+    seen: dict[bool, dict] = {}
+    for layer in layers:
+        rope = shape.layer_rope(layer)
+        if rope is None:
+            continue
+        sliding = spec.swa_rope and shape.layer_window(layer) is not None
+        kinds = ("default", "linear") if spec.swa_rope and not sliding else ("default",)
+        first = seen.setdefault(sliding, rope)
+        if rope.get("rope_type") not in kinds or rope != first:
+            raise GGUFExportError(
+                f"{where} layer {layer} uses RoPE {rope}; {arch} is written here with "
+                f"{' or '.join(kinds)} RoPE, one setting for every "
+                f"{'sliding / full ' if spec.swa_rope else ''}layer (llama.cpp's "
+                "convert_hf_to_gguf.py handles the others)"
+            )
+
+
+def _check_windows(shape, spec: GGUFArch, where: str, arch: str) -> None:
     windows = {shape.layer_window(i) for i in range(shape.num_hidden_layers)}
     short = {w for w in windows if w is not None and w < shape.max_position_embeddings}
-    if short:
+    if spec.windows and len(windows - {None}) > 1:
+        raise GGUFExportError(
+            f"{where} has sliding windows of {sorted(windows - {None})} positions; {arch} "
+            "(llama.cpp) has one window for every sliding layer"
+        )
+    if short and not spec.windows:
         raise GGUFExportError(
             f"{where} has sliding windows of {min(short)} positions on "
             f"{'some' if None in windows else 'every'} layer within a context of "
-            f"{shape.max_position_embeddings}; GGUF's {arch} architecture here attends to "
+            f"{shape.max_position_embeddings}; {arch} here attends to "
             "every position, so it would run as another model past the window"
         )
-    return spec
 
 
 def write_gguf(model_dir: str | Path, out: str | Path, gguf_type: str = "f16") -> Path:
@@ -127,8 +227,6 @@ def write_gguf(model_dir: str | Path, out: str | Path, gguf_type: str = "f16") -
     model = load_model(model_dir)
     shape = model.shape
     spec = gguf_arch(shape, str(model_dir))
-    rope = shape.layer_rope(0)
-    rotary_dims = int(shape.head_dim * rope.get("partial_rotary_factor", 1.0))
     tokenizer = _tokenizer_metadata(model_dir)
     arch = gguf.MODEL_ARCH[spec.arch]
     names = gguf.get_tensor_name_map(arch, shape.num_hidden_layers)
@@ -136,36 +234,17 @@ def write_gguf(model_dir: str | Path, out: str | Path, gguf_type: str = "f16") -
     def write(tmp: Path) -> None:
         w = gguf.GGUFWriter(str(tmp), gguf.MODEL_ARCH_NAMES[arch])
         w.add_name(model_dir.name)
-        w.add_context_length(shape.max_position_embeddings)
-        w.add_embedding_length(shape.hidden_size)
-        w.add_block_count(shape.num_hidden_layers)
-        w.add_feed_forward_length(shape.intermediate_size)
-        w.add_head_count(shape.num_attention_heads)
-        w.add_head_count_kv(shape.num_key_value_heads)
-        w.add_key_length(shape.head_dim)
-        w.add_value_length(shape.head_dim)
-        w.add_rope_dimension_count(rotary_dims)
-        w.add_rope_freq_base(float(rope["rope_theta"]))
-        w.add_layer_norm_rms_eps(float(shape.rms_norm_eps))
-        w.add_vocab_size(shape.vocab_size)
+        _write_hparams(w, shape, spec)
         w.add_file_type(_FILE_TYPES[gguf_type])
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
         for key, value in tokenizer.items():
             getattr(w, f"add_{key}")(value)
-        state = fused(shape, model.state_dict())
-        if shape.tie_word_embeddings:
-            state.pop("lm_head.weight", None)
-        for key, tensor in state.items():
+        for key, tensor in _gguf_state(shape, spec, model.state_dict()).items():
             name = names.get_name(key, try_suffixes=(".weight", ".bias"))
             if name is None:
                 raise GGUFExportError(f"{key} has no tensor in GGUF's {spec.arch.lower()} "
                                       "architecture")  # fmt: skip
-            data = tensor.detach().float()
-            if spec.interleaved and key.endswith("q_proj.weight"):
-                data = rotary_interleaved(data, shape.num_attention_heads)
-            elif spec.interleaved and key.endswith("k_proj.weight"):
-                data = rotary_interleaved(data, shape.num_key_value_heads)
-            data = data.numpy()
+            data = tensor.detach().float().numpy()
             kind = _tensor_type(gguf_type, data)
             if kind == gguf.GGMLQuantizationType.F32:
                 w.add_tensor(name, data.astype(np.float32))
@@ -180,6 +259,83 @@ def write_gguf(model_dir: str | Path, out: str | Path, gguf_type: str = "f16") -
 
     write_atomic(out, write)
     return out
+
+
+def _write_hparams(w, shape, spec: GGUFArch) -> None:
+    """The architecture's hyperparameter keys for `shape`."""
+    from gguf import RopeScalingType
+
+    layers = range(shape.num_hidden_layers)
+    w.add_context_length(shape.max_position_embeddings)
+    w.add_embedding_length(shape.hidden_size)
+    w.add_block_count(shape.num_hidden_layers)
+    w.add_feed_forward_length(shape.intermediate_size)
+    w.add_head_count(shape.num_attention_heads)
+    w.add_head_count_kv(shape.num_key_value_heads)
+    w.add_key_length(shape.head_dim)
+    w.add_value_length(shape.head_dim)
+    w.add_layer_norm_rms_eps(float(shape.rms_norm_eps))
+    w.add_vocab_size(shape.vocab_size)
+    ropes = [(shape.layer_window(i), shape.layer_rope(i)) for i in layers]
+    full = next((r for win, r in ropes if r and not (spec.swa_rope and win)), None)
+    full = full or next(r for _, r in ropes if r)
+    w.add_rope_dimension_count(int(shape.head_dim * full.get("partial_rotary_factor", 1.0)))
+    w.add_rope_freq_base(float(full["rope_theta"]))
+    if full.get("rope_type") == "linear":
+        w.add_rope_scaling_type(RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(float(full["factor"]))
+    sliding = next((r for win, r in ropes if r and win and spec.swa_rope), None)
+    if sliding is not None:
+        w.add_rope_freq_base_swa(float(sliding["rope_theta"]))
+    window = next((win for win, _ in ropes if win is not None), None)
+    if spec.windows and window is not None:
+        w.add_sliding_window(window)
+        w.add_sliding_window_pattern([win is not None for win, _ in ropes])
+    for key in ("attn_logit_softcapping", "final_logit_softcapping"):
+        if spec.softcaps and shape.setting(key) is not None:
+            getattr(w, f"add_{key}")(float(shape.setting(key)))
+    if spec.multipliers:
+        w.add_embedding_scale(float(shape.setting("embedding_multiplier", 1.0)))
+        w.add_residual_scale(float(shape.setting("residual_multiplier", 1.0)))
+        w.add_attention_scale(shape.attention_scale(0))
+        w.add_logit_scale(float(shape.setting("logits_scaling", 1.0)))
+
+
+def query_fold(shape, spec: GGUFArch) -> float:
+    """The factor the queries take so that llama.cpp's own attention scale (Gemma) gives
+    the model's: the model's scale over llama.cpp's; 1 where the scale is the model's."""
+    if not spec.gemma_scale_layers:
+        return 1.0
+    if shape.num_hidden_layers == spec.gemma_scale_layers:
+        theirs = (shape.hidden_size // shape.num_attention_heads) ** -0.5
+    else:
+        theirs = shape.head_dim**-0.5
+    return shape.attention_scale(0) / theirs
+
+
+def _gguf_state(shape, spec: GGUFArch, state: dict) -> dict:
+    """The model's tensors as the architecture stores them, by checkpoint key: fused
+    where the family's checkpoints fuse them, q/k rows interleaved (llama), norm weights
+    as `1 + w` where the family stores `w` (Gemma), the attention-scale fold on the
+    queries (on q_norm where the queries are normed after projection), the tied LM head
+    dropped unless the architecture requires it."""
+    state = dict(fused(shape, state))
+    if shape.tie_word_embeddings and not spec.head_required:
+        state.pop("lm_head.weight", None)
+    fold = query_fold(shape, spec)
+    for key in list(state):
+        value = state[key]
+        if spec.interleaved and key.endswith(ROTARY_KEYS):
+            heads = shape.num_attention_heads if "q_proj" in key else shape.num_key_value_heads
+            value = rotary_interleaved(value, heads)
+        if shape.family.norm_offset and key.endswith("norm.weight"):
+            value = 1 + value
+        if fold != 1.0 and key.endswith(
+            "q_norm.weight" if shape.family.qk_norm else ("q_proj.weight", "q_proj.bias")
+        ):
+            value = value * fold
+        state[key] = value
+    return state
 
 
 def _tensor_type(gguf_type: str, data):

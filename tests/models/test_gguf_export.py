@@ -205,7 +205,20 @@ READ_BACK = {
     "qwen3": dict(head_dim=128),  # Qwen3Config's own default: its reader keeps it
     "phi3": dict(tie_word_embeddings=False, pad_token_id=0),
     "mistral": dict(sliding_window=4096),  # a window no shorter than the context: no effect
-}
+    "internlm3": dict(),  # llama.cpp's converter writes it as `llama`; read back as one
+    # Gemma: the reader reads no scale, soft-cap or layer pattern, so these are its config
+    # class's defaults (query_pre_attn_scalar 256 = head_dim: nothing folded), the window a
+    # short one it reads (sliding_window)
+    "gemma2": dict(hidden_activation="gelu_pytorch_tanh", head_dim=256, query_pre_attn_scalar=256,
+                   attn_logit_softcapping=50.0, final_logit_softcapping=30.0, sliding_window=8,
+                   max_position_embeddings=32),
+    "gemma3_text": dict(hidden_activation="gelu_pytorch_tanh", head_dim=256,
+                        query_pre_attn_scalar=256, sliding_window=8, max_position_embeddings=32),
+}  # fmt: skip
+GEMMA2 = READ_BACK["gemma2"]
+GEMMA3 = READ_BACK["gemma3_text"]
+#: `general.architecture` of each family's file, where it is not the family's name.
+GGUF_NAME = {"mistral": "llama", "internlm3": "llama", "gemma3_text": "gemma3"}
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +255,7 @@ def test_each_family_is_read_back_by_transformers_as_its_own_architecture(
     gguf = tmp_path / "model.gguf"
     write_gguf(model_dir, gguf, "f32")
     arch = read_fields(gguf, "general.architecture")["general.architecture"]
-    assert arch == {"mistral": "llama"}.get(model_type, model_type)
+    assert arch == GGUF_NAME.get(model_type, model_type)
     assert GGUF_ARCHS[model_type].arch.lower() == arch
     source = transformers.AutoModelForCausalLM.from_pretrained(model_dir).eval()
     read = transformers.AutoModelForCausalLM.from_pretrained(
@@ -251,7 +264,11 @@ def test_each_family_is_read_back_by_transformers_as_its_own_architecture(
     expected, actual = source.state_dict(), read.state_dict()
     assert expected.keys() == actual.keys()
     for key, w in expected.items():
-        assert torch.equal(actual[key], w), key  # f32: every weight bit for bit
+        if key.endswith("norm.weight") and source.config.model_type.startswith("gemma"):
+            # stored as 1 + w and read back as that minus 1: one float32 rounding
+            assert torch.allclose(actual[key], w, rtol=0, atol=2e-7 * (1 + w.abs().max())), key
+        else:
+            assert torch.equal(actual[key], w), key  # f32: every weight bit for bit
     ids = torch.randint(0, 40, (2, 24), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         a, b = read(ids).logits, source(ids).logits
@@ -285,8 +302,21 @@ def test_phi3s_partial_rotary_is_written_as_its_rope_dimension_count(small_token
          "architecture does not hold"),
         ("llama", dict(rope_parameters={"rope_type": "linear", "factor": 2.0,
                                         "rope_theta": 1e4}), "layer 0 uses RoPE"),
-        ("olmo2", dict(), "is a olmo2 model; GGUF export writes llama, mistral, qwen2, qwen3, "
-         "phi3 (llama.cpp's convert_hf_to_gguf.py handles the others)"),
+        ("olmo2", dict(head_dim=8), "has 4 heads of width 8 over a hidden size of 64; GGUF's "
+         "olmo2 architecture (llama.cpp) takes the head width as hidden / heads"),
+        ("smollm3", dict(no_rope_layers=[1, 0], pad_token_id=0), "has NoPE on layers [1]; "
+         "GGUF's smollm3 architecture (llama.cpp) has it on none"),
+        ("gemma2", GEMMA2 | dict(tie_word_embeddings=False), "has an LM head of its own; GGUF's "
+         "gemma2 architecture (llama.cpp) always uses the embedding as the LM head"),
+        ("gemma2", GEMMA2 | dict(attn_logit_softcapping=None), "has attn_logit_softcapping=None; "
+         "GGUF's gemma2 architecture (llama.cpp) always applies it"),
+        ("gemma3_text", GEMMA3 | dict(attn_logit_softcapping=5.0), "has "
+         "attn_logit_softcapping=5.0; GGUF's gemma3 architecture (llama.cpp) has none"),
+        ("gemma2", GEMMA2 | dict(hidden_activation="silu"), "has a silu FFN; GGUF's gemma2 "
+         "architecture (llama.cpp, transformers' GGUF reader) has only gelu_pytorch_tanh"),
+        ("granite_swa", dict(layer_types=["full_attention"] * 2), "is a granite_swa model; GGUF "
+         "export writes llama, mistral, internlm3, qwen2, qwen3, phi3, gemma2, gemma3_text, "
+         "olmo2, granite, smollm3 (llama.cpp's convert_hf_to_gguf.py handles the others)"),
     ],
 )  # fmt: skip
 def test_what_an_architecture_cannot_hold_is_refused_in_one_line(
@@ -314,3 +344,116 @@ def test_a_plain_gpt2_split_is_named_as_llama_cpp_names_it(hf_dir, tmp_path):
     words = text()[:4000] + text()[-200:]  # code, prose, digits, accents, CJK
     source = transformers.AutoTokenizer.from_pretrained(model_dir)
     assert load_tokenizer(gguf)(words)["input_ids"] == source(words)["input_ids"]
+
+
+def tensors_of(path) -> dict[str, np.ndarray]:
+    """A GGUF's tensors by name, in the row-major shape of the source's matrices."""
+    from gguf import GGUFReader
+
+    return {t.name: np.asarray(t.data).reshape(list(reversed(t.shape.tolist())))
+            for t in GGUFReader(str(path)).tensors}  # fmt: skip
+
+
+def interleaved_by_hand(w: np.ndarray, heads: int) -> np.ndarray:
+    """Row (h, 2i + c) of the file is row (h, c * half + i) of the source: each head's
+    rotate-half pairs (i, i + half) made adjacent."""
+    rows = w.shape[0] // heads
+    half = rows // 2
+    order = [h * rows + c * half + i for h in range(heads) for i in range(half) for c in (0, 1)]
+    return w[order]
+
+
+#: The architectures transformers' GGUF reader does not read: each file is checked against
+#: gguf-py's own tensor table for the architecture, the source's weights put by hand where
+#: llama.cpp reads them, and the keys its loader reads (llama.cpp itself runs these files
+#: in scripts/check_llama_cpp.py; README, "GGUF").
+UNREAD = {
+    "olmo2": ("OLMO2", dict(), {}),
+    "granite": ("GRANITE", dict(embedding_multiplier=3.0, attention_multiplier=0.2,
+                                residual_multiplier=0.5, logits_scaling=4.0, attention_bias=True,
+                                mlp_bias=True),
+                {"embedding_scale": 3.0, "residual_scale": 0.5, "attention.scale": 0.2,
+                 "logit_scale": 4.0}),
+    "smollm3": ("SMOLLM3", dict(num_hidden_layers=4, no_rope_layers=[1, 1, 1, 0],
+                                pad_token_id=0), {}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("model_type", list(UNREAD))
+def test_architectures_without_a_reader_hold_the_weights_where_llama_cpp_reads_them(
+    small_tokenizer, tmp_path, model_type
+):
+    import gguf as gguf_py
+
+    arch_name, config, scales = UNREAD[model_type]
+    model_dir = family_dir(small_tokenizer, tmp_path, model_type, **config)
+    write_gguf(model_dir, tmp_path / "m.gguf", "f32")
+    arch = gguf_py.MODEL_ARCH[arch_name]
+    tensors = tensors_of(tmp_path / "m.gguf")
+    source = transformers.AutoModelForCausalLM.from_pretrained(model_dir).state_dict()
+    layers = len({k.split(".")[2] for k in source if k.startswith("model.layers.")})
+    allowed = {gguf_py.TENSOR_NAMES[t].format(bid=b) + suffix for t in gguf_py.MODEL_TENSORS[arch]
+               for b in range(layers) for suffix in (".weight", ".bias")}  # fmt: skip
+    assert set(tensors) <= allowed
+    where = {"embed_tokens": "token_embd", "norm": "output_norm", "lm_head": "output",
+             "input_layernorm": "attn_norm", "q_proj": "attn_q", "k_proj": "attn_k",
+             "v_proj": "attn_v", "o_proj": "attn_output", "gate_proj": "ffn_gate",
+             "up_proj": "ffn_up", "down_proj": "ffn_down", "q_norm": "attn_q_norm",
+             "k_norm": "attn_k_norm", "post_feedforward_layernorm": "post_ffw_norm",
+             "post_attention_layernorm": "post_attention_norm" if model_type == "olmo2"
+             else "ffn_norm"}  # fmt: skip
+    tied = source["lm_head.weight"].data_ptr() == source["model.embed_tokens.weight"].data_ptr()
+    expected = {}
+    for key, w in source.items():
+        parts = key.split(".")
+        if parts[0] == "lm_head" and tied and model_type != "olmo2":
+            continue  # llama.cpp uses the embedding; OLMo 2's loader requires output.weight
+        module, kind = parts[-2], parts[-1]
+        name = f"blk.{parts[2]}.{where[module]}" if parts[1] == "layers" else where[parts[-2]]
+        value = w.numpy()
+        if module in ("q_proj", "k_proj") and model_type != "olmo2":  # LLAMA_ROPE_TYPE_NORM
+            heads = FAMILY["num_attention_heads" if module == "q_proj" else "num_key_value_heads"]
+            value = interleaved_by_hand(value, heads)
+        expected[f"{name}.{kind}"] = value
+    assert tensors.keys() == expected.keys()
+    for name, value in expected.items():
+        assert np.array_equal(tensors[name], value), name
+    fields = read_fields(tmp_path / "m.gguf", f"{model_type}.")
+    for key, value in scales.items():
+        assert fields[f"{model_type}.{key}"] == pytest.approx(value, rel=1e-7)  # float32
+    assert fields[f"{model_type}.block_count"] == layers
+    assert fields[f"{model_type}.attention.key_length"] == FAMILY["head_dim"]
+
+
+@pytest.mark.parametrize(
+    "model_type, config, theirs",
+    [
+        ("gemma2", GEMMA2 | dict(head_dim=16, query_pre_attn_scalar=24), 16**-0.5),
+        # 46 layers: llama.cpp's Gemma 2 27B rule, (hidden // heads) ** -0.5
+        ("gemma2", GEMMA2 | dict(head_dim=16, query_pre_attn_scalar=24, num_hidden_layers=46,
+                                 hidden_size=48), 12**-0.5),
+        ("gemma3_text", GEMMA3 | dict(head_dim=16, query_pre_attn_scalar=24), 16**-0.5),
+    ],
+)  # fmt: skip
+def test_gemmas_attention_scale_is_folded_into_the_queries(
+    small_tokenizer, tmp_path, model_type, config, theirs
+):
+    """llama.cpp computes Gemma's attention scale from the head width (or for a model of
+    the 27B's depth from hidden / heads), not from query_pre_attn_scalar: the queries carry
+    the ratio, on q_proj (Gemma 2) or on the q norm that follows it (Gemma 3)."""
+    model_dir = family_dir(small_tokenizer, tmp_path, model_type, **config)
+    write_gguf(model_dir, tmp_path / "m.gguf", "f32")
+    source = transformers.AutoModelForCausalLM.from_pretrained(model_dir).state_dict()
+    tensors = tensors_of(tmp_path / "m.gguf")
+    fold = 24**-0.5 / theirs
+    if model_type == "gemma2":
+        expected = source["model.layers.0.self_attn.q_proj.weight"].numpy() * fold
+        actual = tensors["blk.0.attn_q.weight"]
+    else:
+        expected = (1 + source["model.layers.0.self_attn.q_norm.weight"].numpy()) * fold
+        actual = tensors["blk.0.attn_q_norm.weight"]
+        np.testing.assert_array_equal(  # the key norm is not scaled
+            tensors["blk.0.attn_k_norm.weight"],
+            1 + source["model.layers.0.self_attn.k_norm.weight"].numpy(),
+        )
+    np.testing.assert_allclose(actual, expected, rtol=1e-6)  # float32 products
