@@ -65,6 +65,9 @@ class GGUFArch:
     gemma_scale_layers: int = 0
     #: Granite's four multipliers, written as llama.cpp's scales.
     multipliers: bool = False
+    #: Queries scaled by `1 + beta * log(1 + floor(position / original))` (Ministral 3):
+    #: `attention.temperature_scale` = beta, `rope.scaling.original_context_length`.
+    temperature: bool = False
 
 
 LLAMA_ARCH = GGUFArch("LLAMA", interleaved=True)
@@ -93,6 +96,7 @@ GGUF_ARCHS = {
         "GRANITE", interleaved=True, biases=("qkv", "o_proj", "FFN"), multipliers=True
     ),
     "smollm3": GGUFArch("SMOLLM3", interleaved=True, nope_every=4),
+    "ministral3": GGUFArch("MISTRAL3", interleaved=True, temperature=True),
 }
 
 
@@ -294,6 +298,9 @@ def _write_hparams(w, shape, spec: GGUFArch) -> None:
     for key in ("attn_logit_softcapping", "final_logit_softcapping"):
         if spec.softcaps and shape.setting(key) is not None:
             getattr(w, f"add_{key}")(float(shape.setting(key)))
+    if spec.temperature and full.get("llama_4_scaling_beta") is not None:
+        w.add_attn_temperature_scale(float(full["llama_4_scaling_beta"]))
+        w.add_rope_scaling_orig_ctx_len(int(full["original_max_position_embeddings"]))
     if spec.multipliers:
         w.add_embedding_scale(float(shape.setting("embedding_multiplier", 1.0)))
         w.add_residual_scale(float(shape.setting("residual_multiplier", 1.0)))

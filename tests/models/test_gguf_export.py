@@ -316,7 +316,8 @@ def test_phi3s_partial_rotary_is_written_as_its_rope_dimension_count(small_token
          "architecture (llama.cpp, transformers' GGUF reader) has only gelu_pytorch_tanh"),
         ("granite_swa", dict(layer_types=["full_attention"] * 2), "is a granite_swa model; GGUF "
          "export writes llama, mistral, internlm3, qwen2, qwen3, phi3, gemma2, gemma3_text, "
-         "olmo2, granite, smollm3 (llama.cpp's convert_hf_to_gguf.py handles the others)"),
+         "olmo2, granite, smollm3, ministral3 (llama.cpp's convert_hf_to_gguf.py handles the "
+         "others)"),
     ],
 )  # fmt: skip
 def test_what_an_architecture_cannot_hold_is_refused_in_one_line(
@@ -376,6 +377,11 @@ UNREAD = {
                  "logit_scale": 4.0}),
     "smollm3": ("SMOLLM3", dict(num_hidden_layers=4, no_rope_layers=[1, 1, 1, 0],
                                 pad_token_id=0), {}),
+    "ministral3": ("MISTRAL3", dict(rope_parameters={"rope_type": "default", "rope_theta": 1e4,
+                                                     "llama_4_scaling_beta": 0.5,
+                                                     "original_max_position_embeddings": 8}),
+                   {"attention.temperature_scale": 0.5,
+                    "rope.scaling.original_context_length": 8}),
 }  # fmt: skip
 
 
@@ -418,11 +424,12 @@ def test_architectures_without_a_reader_hold_the_weights_where_llama_cpp_reads_t
     assert tensors.keys() == expected.keys()
     for name, value in expected.items():
         assert np.array_equal(tensors[name], value), name
-    fields = read_fields(tmp_path / "m.gguf", f"{model_type}.")
+    prefix = gguf_py.MODEL_ARCH_NAMES[arch]
+    fields = read_fields(tmp_path / "m.gguf", f"{prefix}.")
     for key, value in scales.items():
-        assert fields[f"{model_type}.{key}"] == pytest.approx(value, rel=1e-7)  # float32
-    assert fields[f"{model_type}.block_count"] == layers
-    assert fields[f"{model_type}.attention.key_length"] == FAMILY["head_dim"]
+        assert fields[f"{prefix}.{key}"] == pytest.approx(value, rel=1e-7)  # float32
+    assert fields[f"{prefix}.block_count"] == layers
+    assert fields[f"{prefix}.attention.key_length"] == FAMILY["head_dim"]
 
 
 @pytest.mark.parametrize(
