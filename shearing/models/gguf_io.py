@@ -13,6 +13,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from torch import Tensor
+
 from shearing.cli import Stages, run
 from shearing.files import write_atomic
 from shearing.models.gguf_read import CONTROL
@@ -44,9 +47,16 @@ class GGUFArch:
     #: llama.cpp runs the file's sliding window on the layers the file marks (Gemma 2/3);
     #: otherwise it attends to every position.
     windows: bool = False
-    #: Sliding layers take their rope theta from `rope.freq_base_swa`, and full layers may
-    #: scale theirs linearly (Gemma 3).
+    #: Sliding layers take their rope theta from `rope.freq_base_swa` (Gemma 3 and 4).
     swa_rope: bool = False
+    #: The RoPE kinds the full-attention layers may use (Gemma 3: linear scaling too;
+    #: Gemma 4: "proportional", written as the `rope_freqs` factors).
+    full_rope: tuple[str, ...] = ("default",)
+    #: Full and sliding layers have their own head width (`key_length` / `key_length_swa`,
+    #: rope dimension counts likewise), the full layers' rotated share as `rope_freqs`, and
+    #: the keys its loader requires: per-layer input width 0, no shared key/value layers,
+    #: a `layer_output_scale` per layer (Gemma 4).
+    head_widths: bool = False
     #: Every n-th layer is NoPE, fixed by the architecture (SmolLM3: 4); 0: none.
     nope_every: int = 0
     #: The query width must be the hidden size: the head width is hidden / heads (OLMo 2).
@@ -89,7 +99,20 @@ GGUF_ARCHS = {
         "GEMMA2", **GEMMA_ARCH, tied_only=True, softcaps="both", gemma_scale_layers=46
     ),  # fmt: skip
     "gemma3_text": GGUFArch(
-        "GEMMA3", **GEMMA_ARCH, swa_rope=True, softcaps="final", gemma_scale_layers=62
+        "GEMMA3",
+        **GEMMA_ARCH,
+        swa_rope=True,
+        softcaps="final",
+        full_rope=("default", "linear"),
+        gemma_scale_layers=62,
+    ),
+    "gemma4_text": GGUFArch(
+        "GEMMA4",
+        **GEMMA_ARCH,
+        swa_rope=True,
+        softcaps="final",
+        full_rope=("default", "proportional"),
+        head_widths=True,
     ),  # fmt: skip
     "olmo2": GGUFArch("OLMO2", q_is_hidden=True, head_required=True),
     "granite": GGUFArch(
@@ -143,12 +166,21 @@ def gguf_arch(shape, where: str) -> GGUFArch:
         )
     _check_rope(shape, spec, where, arch)
     _check_windows(shape, spec, where, arch)
+    layers = range(shape.num_hidden_layers)
     heads, hd, d = shape.num_attention_heads, shape.head_dim, shape.hidden_size
     if spec.q_is_hidden and heads * hd != d:
         raise GGUFExportError(
             f"{where} has {heads} heads of width {hd} over a hidden size of {d}; {arch} "
             "(llama.cpp) takes the head width as hidden / heads, so heads x width must equal "
             "the hidden size (prune with a target that keeps them equal)"
+        )
+    widths = {(shape.layer_window(i) is None, shape.layer_head_dim(i)) for i in layers}
+    odd = sorted(w for full, w in widths if not full and w != hd)
+    if not spec.head_widths and len(widths - {(True, hd), (False, hd)}) or odd or len(widths) > 2:
+        raise GGUFExportError(
+            f"{where} has head widths {sorted({w for _, w in widths})} across its layers; "
+            f"{arch} (llama.cpp) has "
+            + ("one for sliding and one for full layers" if spec.head_widths else "one")
         )
     if spec.tied_only and not shape.tie_word_embeddings:
         raise GGUFExportError(
@@ -169,8 +201,8 @@ def gguf_arch(shape, where: str) -> GGUFArch:
 
 
 def _check_rope(shape, spec: GGUFArch, where: str, arch: str) -> None:
-    """Plain RoPE (linear on Gemma 3's full layers), one setting per kind of layer, and
-    NoPE exactly where the architecture puts it."""
+    """Plain RoPE (or the full layers' `full_rope` kinds), one setting per kind of layer,
+    and NoPE exactly where the architecture puts it."""
     layers = range(shape.num_hidden_layers)
     nope = [i for i in layers if shape.layer_rope(i) is None]
     fixed = [i for i in layers if spec.nope_every and (i + 1) % spec.nope_every == 0]
@@ -185,9 +217,14 @@ def _check_rope(shape, spec: GGUFArch, where: str, arch: str) -> None:
         if rope is None:
             continue
         sliding = spec.swa_rope and shape.layer_window(layer) is not None
-        kinds = ("default", "linear") if spec.swa_rope and not sliding else ("default",)
+        kinds = spec.full_rope if not sliding else ("default",)
         first = seen.setdefault(sliding, rope)
-        if rope.get("rope_type") not in kinds or rope != first:
+        partial = spec.head_widths and not sliding and rope.get("rope_type") == "default"
+        if (
+            rope.get("rope_type") not in kinds
+            or rope != first
+            or (partial and rope.get("partial_rotary_factor", 1.0) != 1.0)
+        ):
             raise GGUFExportError(
                 f"{where} layer {layer} uses RoPE {rope}; {arch} is written here with "
                 f"{' or '.join(kinds)} RoPE, one setting for every "
@@ -243,11 +280,7 @@ def write_gguf(model_dir: str | Path, out: str | Path, gguf_type: str = "f16") -
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
         for key, value in tokenizer.items():
             getattr(w, f"add_{key}")(value)
-        for key, tensor in _gguf_state(shape, spec, model.state_dict()).items():
-            name = names.get_name(key, try_suffixes=(".weight", ".bias"))
-            if name is None:
-                raise GGUFExportError(f"{key} has no tensor in GGUF's {spec.arch.lower()} "
-                                      "architecture")  # fmt: skip
+        for name, tensor in _gguf_tensors(shape, spec, model.state_dict(), names).items():
             data = tensor.detach().float().numpy()
             kind = _tensor_type(gguf_type, data)
             if kind == gguf.GGMLQuantizationType.F32:
@@ -276,14 +309,26 @@ def _write_hparams(w, shape, spec: GGUFArch) -> None:
     w.add_feed_forward_length(shape.intermediate_size)
     w.add_head_count(shape.num_attention_heads)
     w.add_head_count_kv(shape.num_key_value_heads)
-    w.add_key_length(shape.head_dim)
-    w.add_value_length(shape.head_dim)
     w.add_layer_norm_rms_eps(float(shape.rms_norm_eps))
     w.add_vocab_size(shape.vocab_size)
     ropes = [(shape.layer_window(i), shape.layer_rope(i)) for i in layers]
     full = next((r for win, r in ropes if r and not (spec.swa_rope and win)), None)
     full = full or next(r for _, r in ropes if r)
-    w.add_rope_dimension_count(int(shape.head_dim * full.get("partial_rotary_factor", 1.0)))
+    if spec.head_widths:
+        full_width = _full_head_width(shape)
+        w.add_key_length(full_width)
+        w.add_value_length(full_width)
+        w.add_key_length_swa(shape.head_dim)
+        w.add_value_length_swa(shape.head_dim)
+        w.add_rope_dimension_count(full_width)  # its unrotated share: `rope_freqs`
+        swa = next((r for win, r in ropes if r and win), full)
+        w.add_rope_dimension_count_swa(int(shape.head_dim * swa.get("partial_rotary_factor", 1.0)))
+        w.add_embedding_length_per_layer_input(0)
+        w.add_shared_kv_layers(0)
+    else:
+        w.add_key_length(shape.head_dim)
+        w.add_value_length(shape.head_dim)
+        w.add_rope_dimension_count(int(shape.head_dim * full.get("partial_rotary_factor", 1.0)))
     w.add_rope_freq_base(float(full["rope_theta"]))
     if full.get("rope_type") == "linear":
         w.add_rope_scaling_type(RopeScalingType.LINEAR)
@@ -292,12 +337,16 @@ def _write_hparams(w, shape, spec: GGUFArch) -> None:
     if sliding is not None:
         w.add_rope_freq_base_swa(float(sliding["rope_theta"]))
     window = next((win for win, _ in ropes if win is not None), None)
+    if spec.head_widths and window is None:  # its loader requires both keys
+        window = shape.setting("sliding_window", shape.max_position_embeddings)
     if spec.windows and window is not None:
         w.add_sliding_window(window)
         w.add_sliding_window_pattern([win is not None for win, _ in ropes])
     for key in ("attn_logit_softcapping", "final_logit_softcapping"):
         if spec.softcaps and shape.setting(key) is not None:
             getattr(w, f"add_{key}")(float(shape.setting(key)))
+    if spec.softcaps == "final" and shape.setting("final_logit_softcapping") is None:
+        w.add_final_logit_softcapping(0.0)  # none (llama.cpp's Gemma 4 would cap at 30)
     if spec.temperature and full.get("llama_4_scaling_beta") is not None:
         w.add_attn_temperature_scale(float(full["llama_4_scaling_beta"]))
         w.add_rope_scaling_orig_ctx_len(int(full["original_max_position_embeddings"]))
@@ -320,12 +369,37 @@ def query_fold(shape, spec: GGUFArch) -> float:
     return shape.attention_scale(0) / theirs
 
 
-def _gguf_state(shape, spec: GGUFArch, state: dict) -> dict:
-    """The model's tensors as the architecture stores them, by checkpoint key: fused
+def _full_head_width(shape) -> int:
+    """The head width of the full-attention layers (the sliding ones': `head_dim`)."""
+    full = [i for i in range(shape.num_hidden_layers) if shape.layer_window(i) is None]
+    return shape.layer_head_dim(full[0]) if full else shape.head_dim
+
+
+def _rope_factors(shape) -> Tensor:
+    """`rope_freqs` of the full layers (llama.cpp divides each rotary frequency by its
+    factor): Gemma 4's proportional RoPE rotates the first `partial_rotary_factor` of the
+    frequencies over the whole head, each divided by `factor`, and leaves the rest still
+    (1e30: frequency 0, as llama.cpp's converter writes it)."""
+    width = _full_head_width(shape)
+    full = [i for i in range(shape.num_hidden_layers) if shape.layer_window(i) is None]
+    rope = shape.layer_rope(full[0]) if full else {"rope_type": "default"}
+    if rope.get("rope_type") != "proportional":
+        return torch.ones(width // 2)
+    angles = int(rope.get("partial_rotary_factor", 1.0) * width // 2)
+    factor = float(rope.get("factor", 1.0))
+    return torch.tensor([factor] * angles + [1e30] * (width // 2 - angles))
+
+
+def _gguf_tensors(shape, spec: GGUFArch, state: dict, names) -> dict:
+    """The model's tensors as the architecture stores them, by GGUF name: fused
     where the family's checkpoints fuse them, q/k rows interleaved (llama), norm weights
     as `1 + w` where the family stores `w` (Gemma), the attention-scale fold on the
     queries (on q_norm where the queries are normed after projection), the tied LM head
-    dropped unless the architecture requires it."""
+    dropped unless the architecture requires it, `rope_freqs` where it has one.
+
+    Raises:
+        GGUFExportError: a tensor the architecture has no name for.
+    """
     state = dict(fused(shape, state))
     if shape.tie_word_embeddings and not spec.head_required:
         state.pop("lm_head.weight", None)
@@ -342,7 +416,15 @@ def _gguf_state(shape, spec: GGUFArch, state: dict) -> dict:
         ):
             value = value * fold
         state[key] = value
-    return state
+    out = {}
+    for key, value in state.items():
+        name = names.get_name(key, try_suffixes=(".weight", ".bias"))
+        if name is None:
+            raise GGUFExportError(f"{key} has no tensor in GGUF's {spec.arch.lower()} architecture")
+        out[name if name.endswith((".weight", ".bias")) else f"{name}.weight"] = value
+    if spec.head_widths:
+        out["rope_freqs.weight"] = _rope_factors(shape)
+    return out
 
 
 def _tensor_type(gguf_type: str, data):

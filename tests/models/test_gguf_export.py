@@ -316,8 +316,8 @@ def test_phi3s_partial_rotary_is_written_as_its_rope_dimension_count(small_token
          "architecture (llama.cpp, transformers' GGUF reader) has only gelu_pytorch_tanh"),
         ("granite_swa", dict(layer_types=["full_attention"] * 2), "is a granite_swa model; GGUF "
          "export writes llama, mistral, internlm3, qwen2, qwen3, phi3, gemma2, gemma3_text, "
-         "olmo2, granite, smollm3, ministral3 (llama.cpp's convert_hf_to_gguf.py handles the "
-         "others)"),
+         "gemma4_text, olmo2, granite, smollm3, ministral3 (llama.cpp's convert_hf_to_gguf.py "
+         "handles the others)"),
     ],
 )  # fmt: skip
 def test_what_an_architecture_cannot_hold_is_refused_in_one_line(
@@ -464,3 +464,52 @@ def test_gemmas_attention_scale_is_folded_into_the_queries(
             1 + source["model.layers.0.self_attn.k_norm.weight"].numpy(),
         )
     np.testing.assert_allclose(actual, expected, rtol=1e-6)  # float32 products
+
+
+def test_gemma4_is_written_with_both_head_widths_and_its_proportional_rope(
+    small_tokenizer, tmp_path
+):
+    """Gemma 4 (which transformers' reader reads only with its config class's defaults):
+    the sliding layers' head width and the full layers' wider one, the full layers' RoPE
+    as llama.cpp's frequency factors (1 for the rotated quarter of the frequencies, 1e30:
+    still, for the rest), no soft-cap written as 0 (llama.cpp's default is 30), norms and
+    the layer scalar as stored (no `1 + w`)."""
+    import gguf as gguf_py
+
+    model_dir = family_dir(small_tokenizer, tmp_path, "gemma4_text",
+                           hidden_activation="gelu_pytorch_tanh", head_dim=8, global_head_dim=16,
+                           sliding_window=8, hidden_size_per_layer_input=0,
+                           layer_types=["sliding_attention", "full_attention"])  # fmt: skip
+    write_gguf(model_dir, tmp_path / "m.gguf", "f32")
+    fields = read_fields(tmp_path / "m.gguf", "gemma4.")
+    assert {k[len("gemma4.") :]: fields[k] for k in (
+        "gemma4.attention.key_length", "gemma4.attention.key_length_swa",
+        "gemma4.rope.dimension_count", "gemma4.rope.dimension_count_swa",
+        "gemma4.attention.sliding_window", "gemma4.attention.sliding_window_pattern",
+        "gemma4.final_logit_softcapping", "gemma4.embedding_length_per_layer_input")} == {
+        "attention.key_length": 16, "attention.key_length_swa": 8, "rope.dimension_count": 16,
+        "rope.dimension_count_swa": 8, "attention.sliding_window": 8,
+        "attention.sliding_window_pattern": [True, False], "final_logit_softcapping": 0.0,
+        "embedding_length_per_layer_input": 0}  # fmt: skip
+    tensors = tensors_of(tmp_path / "m.gguf")
+    allowed = {
+        gguf_py.TENSOR_NAMES[t].format(bid=b) + ".weight"
+        for t in gguf_py.MODEL_TENSORS[gguf_py.MODEL_ARCH.GEMMA4]
+        for b in range(2)
+    }
+    assert set(tensors) <= allowed  # fmt: skip
+    # Gemma4TextConfig's full-layer default: proportional, a quarter of 8 frequencies rotate
+    np.testing.assert_array_equal(tensors["rope_freqs.weight"], np.float32([1, 1] + [1e30] * 6))
+    source = transformers.AutoModelForCausalLM.from_pretrained(model_dir).state_dict()
+    for layer, width in ((0, 8), (1, 16)):
+        q = source[f"model.layers.{layer}.self_attn.q_proj.weight"].numpy()
+        assert q.shape == (4 * width, 64)
+        np.testing.assert_array_equal(tensors[f"blk.{layer}.attn_q.weight"], q)
+        np.testing.assert_array_equal(
+            tensors[f"blk.{layer}.layer_output_scale.weight"],
+            source[f"model.layers.{layer}.layer_scalar"].numpy(),
+        )
+        np.testing.assert_array_equal(
+            tensors[f"blk.{layer}.attn_norm.weight"],
+            source[f"model.layers.{layer}.input_layernorm.weight"].numpy(),
+        )
