@@ -52,6 +52,9 @@ class GGUFArch:
     #: The RoPE kinds the full-attention layers may use (Gemma 3: linear scaling too;
     #: Gemma 4: "proportional", written as the `rope_freqs` factors).
     full_rope: tuple[str, ...] = ("default",)
+    #: The architecture reads `rope_freqs`, frequency factors for the full layers' RoPE
+    #: (llama: Llama 3.1's scaling; gemma4: its proportional RoPE, always written).
+    rope_freqs: bool = False
     #: Full and sliding layers have their own head width (`key_length` / `key_length_swa`,
     #: rope dimension counts likewise), the full layers' rotated share as `rope_freqs`, and
     #: the keys its loader requires: per-layer input width 0, no shared key/value layers,
@@ -80,7 +83,7 @@ class GGUFArch:
     temperature: bool = False
 
 
-LLAMA_ARCH = GGUFArch("LLAMA", interleaved=True)
+LLAMA_ARCH = GGUFArch("LLAMA", interleaved=True, full_rope=("default", "llama3"), rope_freqs=True)
 GEMMA_ARCH = dict(activation="gelu_pytorch_tanh", windows=True)
 
 #: Families with a GGUF architecture here, by `model_type`; llama.cpp's converter writes
@@ -112,6 +115,7 @@ GGUF_ARCHS = {
         swa_rope=True,
         softcaps="final",
         full_rope=("default", "proportional"),
+        rope_freqs=True,
         head_widths=True,
     ),  # fmt: skip
     "olmo2": GGUFArch("OLMO2", q_is_hidden=True, head_required=True),
@@ -376,18 +380,19 @@ def _full_head_width(shape) -> int:
 
 
 def _rope_factors(shape) -> Tensor:
-    """`rope_freqs` of the full layers (llama.cpp divides each rotary frequency by its
-    factor): Gemma 4's proportional RoPE rotates the first `partial_rotary_factor` of the
-    frequencies over the whole head, each divided by `factor`, and leaves the rest still
-    (1e30: frequency 0, as llama.cpp's converter writes it)."""
+    """`rope_freqs` of the full layers: what llama.cpp divides each plain rotary frequency
+    (`theta ** (-2i / width)`) by to get the model's own (Llama 3.1's scaled frequencies,
+    Gemma 4's proportional ones); 1e30 where the model's frequency is 0 (a pair that does
+    not rotate, as llama.cpp's converter writes it)."""
+    from shearing.models.decoder import RotaryEmbedding
+
     width = _full_head_width(shape)
     full = [i for i in range(shape.num_hidden_layers) if shape.layer_window(i) is None]
-    rope = shape.layer_rope(full[0]) if full else {"rope_type": "default"}
-    if rope.get("rope_type") != "proportional":
-        return torch.ones(width // 2)
-    angles = int(rope.get("partial_rotary_factor", 1.0) * width // 2)
-    factor = float(rope.get("factor", 1.0))
-    return torch.tensor([factor] * angles + [1e30] * (width // 2 - angles))
+    rope = shape.layer_rope(full[0] if full else 0)
+    ours = RotaryEmbedding(rope, width).inv_freq.double()
+    plain = RotaryEmbedding({"rope_type": "default", "rope_theta": rope["rope_theta"]}, width)
+    factors = plain.inv_freq.double() / ours.clamp(min=1e-300)
+    return torch.where(ours > 0, factors, torch.full_like(ours, 1e30)).float()
 
 
 def _gguf_tensors(shape, spec: GGUFArch, state: dict, names) -> dict:
@@ -422,7 +427,8 @@ def _gguf_tensors(shape, spec: GGUFArch, state: dict, names) -> dict:
         if name is None:
             raise GGUFExportError(f"{key} has no tensor in GGUF's {spec.arch.lower()} architecture")
         out[name if name.endswith((".weight", ".bias")) else f"{name}.weight"] = value
-    if spec.head_widths:
+    rope = shape.layer_rope(0) or {}
+    if spec.rope_freqs and (spec.head_widths or rope.get("rope_type") == "llama3"):
         out["rope_freqs.weight"] = _rope_factors(shape)
     return out
 

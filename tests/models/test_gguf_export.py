@@ -513,3 +513,29 @@ def test_gemma4_is_written_with_both_head_widths_and_its_proportional_rope(
             tensors[f"blk.{layer}.attn_norm.weight"],
             source[f"model.layers.{layer}.input_layernorm.weight"].numpy(),
         )
+
+
+def test_llama31_rope_scaling_is_written_as_llama_cpp_frequency_factors(small_tokenizer, tmp_path):
+    """llama.cpp runs Llama 3.1's RoPE as plain RoPE whose frequencies are divided by
+    `rope_freqs` (transformers' reader ignores the tensor, so the factors are checked
+    against Llama 3.1's rule written out here; llama.cpp itself: README)."""
+    import math
+
+    rope = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 64}  # fmt: skip
+    model_dir = family_dir(small_tokenizer, tmp_path, "llama", rope_parameters=rope)
+    write_gguf(model_dir, tmp_path / "m.gguf", "f32")
+    expected = []
+    for i in range(8):  # head width 16: 8 frequencies theta^(-2i/16)
+        wavelength = 2 * math.pi * 500000.0 ** (2 * i / 16)
+        if wavelength > 64 / 1.0:  # longer than the original context: divided by the factor
+            expected.append(8.0)
+        elif wavelength < 64 / 4.0:  # short: kept
+            expected.append(1.0)
+        else:  # between: the blend of the two frequencies, inverted
+            s = (64 / wavelength - 1.0) / (4.0 - 1.0)
+            expected.append(1 / ((1 - s) / 8.0 + s))
+    assert 1.0 in expected and 8.0 in expected and len(set(expected)) == 3  # every branch
+    factors = tensors_of(tmp_path / "m.gguf")["rope_freqs.weight"]
+    np.testing.assert_allclose(factors, expected, rtol=1e-6)  # float32 factors
+    assert read_fields(tmp_path / "m.gguf", "llama.rope.freq_base")["llama.rope.freq_base"] == 5e5
