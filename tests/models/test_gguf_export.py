@@ -539,3 +539,34 @@ def test_llama31_rope_scaling_is_written_as_llama_cpp_frequency_factors(small_to
     factors = tensors_of(tmp_path / "m.gguf")["rope_freqs.weight"]
     np.testing.assert_allclose(factors, expected, rtol=1e-6)  # float32 factors
     assert read_fields(tmp_path / "m.gguf", "llama.rope.freq_base")["llama.rope.freq_base"] == 5e5
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gemma2", "gemma3_text"])
+def test_a_pruned_model_reads_back_with_the_pruned_models_logits(
+    small_tokenizer, tmp_path, model_type
+):
+    """The user's path: masks cut hidden 64 -> 48, heads 4 -> 2 (of width 16 / 256: heads x
+    width is not the hidden size), key/value heads 2 -> 1, FFN 96 -> 64; the sliced model
+    (Gemma's embedding scale folded into its weights) written as GGUF and read back by
+    transformers (these readers read the head width) gives the sliced model's logits."""
+    from shearing.pruning.finalize import slice_model
+    from tests.helpers import random_l0
+
+    full = random_model({**FAMILY, "model_type": model_type}, **READ_BACK.get(model_type, {}))
+    target = dict(hidden_size=48, num_attention_heads=2, num_key_value_heads=1,
+                  intermediate_size=64)  # fmt: skip
+    small = slice_model(full, random_l0(full, target, seed=3).deterministic_masks())
+    out = tmp_path / "pruned"
+    save_pretrained(small, out)
+    for f in small_tokenizer.iterdir():
+        shutil.copy(f, out / f.name)
+    write_gguf(out, out / "m.gguf", "f32")
+    source = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    read = transformers.AutoModelForCausalLM.from_pretrained(
+        out, gguf_file="m.gguf", dtype=torch.float32
+    ).eval()
+    assert read.config.hidden_size == 48 and read.config.num_attention_heads == 2
+    ids = torch.randint(0, 40, (2, 24), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a, b = read(ids).logits, source(ids).logits
+    assert (a - b).abs().max() <= 1e-5 * b.abs().max()  # fp32 kernel noise only
