@@ -10,6 +10,7 @@ import torch
 import transformers
 
 from shearing.models.config import DecoderShape
+from shearing.models.decoder import MaskableDecoder
 from shearing.models.hf_io import model_from_state_dict
 
 TINY = dict(
@@ -38,6 +39,17 @@ def tiny_pair(seed: int = 0, **overrides):
     ref = transformers.LlamaForCausalLM(tiny_hf_config(**overrides)).eval()
     ours = model_from_state_dict(DecoderShape.from_hf(ref.config.to_dict()), dict(ref.state_dict()))
     return ref, ours.eval()
+
+
+def random_decoder(config: dict, std: float = 0.2, seed: int = 0, **shape) -> MaskableDecoder:
+    """Our model of `config` (a config.json dictionary) with `shape`'s changes, every
+    weight drawn from N(0, std): far from its initial values, so nothing cancels."""
+    torch.manual_seed(seed)
+    model = MaskableDecoder(DecoderShape.from_hf({**config, **shape}))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, std)
+    return model
 
 
 #: Every pruning module.

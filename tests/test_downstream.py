@@ -11,9 +11,8 @@ import transformers
 
 from shearing import downstream
 from shearing.eval import main as eval_main
-from shearing.models.config import DecoderShape
-from shearing.models.decoder import MaskableDecoder
 from shearing.models.hf_io import save_pretrained
+from tests.helpers import random_decoder
 
 WORDS = (
     "cells protein patients study results expression treatment analysis increased levels "
@@ -55,13 +54,9 @@ def test_items_are_four_way_choices_with_the_true_one_labelled():
 @pytest.fixture(scope="module")
 def small_model(smollm2_dir, tmp_path_factory):
     config = json.loads((smollm2_dir / "config.json").read_text())
-    torch.manual_seed(0)
-    small = {"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
-             "num_attention_heads": 4, "num_key_value_heads": 2}  # fmt: skip
-    model = MaskableDecoder(DecoderShape.from_hf({**config, **small}))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.3)
+    small = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2)  # fmt: skip
+    model = random_decoder(config, std=0.3, **small)
     out = tmp_path_factory.mktemp("lm") / "model"
     save_pretrained(model, out, source=smollm2_dir)
     return out

@@ -11,11 +11,10 @@ import pytest
 import torch
 import transformers
 
-from shearing.models.config import DecoderShape
-from shearing.models.decoder import MaskableDecoder
 from shearing.models.gguf_io import GGUFExportError, write_gguf
 from shearing.models.gguf_read import read_fields
 from shearing.models.hf_io import load_tokenizer, save_pretrained
+from tests.helpers import random_decoder
 
 
 def text() -> str:
@@ -23,21 +22,12 @@ def text() -> str:
     return sources + "\nCafé naïve — 東京タワー 3.14159e-10 2024-11-25\t  x \n"
 
 
-def random_model(config: dict, **shape) -> MaskableDecoder:
-    torch.manual_seed(0)
-    model = MaskableDecoder(DecoderShape.from_hf({**config, **shape}))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.2)
-    return model
-
-
 @pytest.fixture(scope="module")
 def hf_dir(smollm2_dir, tmp_path_factory):
     """A small random GQA model (4 query / 2 key-value heads of width 16 over a hidden
     size of 64, so the head width is not hidden / heads) with the real SmolLM2 tokenizer."""
     config = json.loads((smollm2_dir / "config.json").read_text())
-    model = random_model(config, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+    model = random_decoder(config, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, head_dim=24)  # fmt: skip
     out = tmp_path_factory.mktemp("gguf") / "hf"
     save_pretrained(model, out, source=smollm2_dir)
@@ -167,7 +157,7 @@ def test_a_sentencepiece_tokenizer_is_written_as_a_llama_vocabulary(
 
 def test_a_relu_model_is_refused_in_one_line(smollm2_dir, tmp_path):
     config = json.loads((smollm2_dir / "config.json").read_text())
-    model = random_model(config, hidden_size=64, intermediate_size=96, num_hidden_layers=1,
+    model = random_decoder(config, hidden_size=64, intermediate_size=96, num_hidden_layers=1,
                          num_attention_heads=4, num_key_value_heads=2,
                          hidden_act="relu")  # fmt: skip
     save_pretrained(model, tmp_path / "relu", source=smollm2_dir)
@@ -235,7 +225,7 @@ def small_tokenizer(tiny_workspace, tmp_path_factory):
 
 
 def family_dir(tokenizer_dir, root, model_type: str, **config):
-    model = random_model({**FAMILY, "model_type": model_type}, **config)
+    model = random_decoder({**FAMILY, "model_type": model_type}, **config)
     # not named after the family: transformers' reader takes a `llama` file whose
     # general.name holds "mistral" for a `mistral` one, an architecture gguf-py lacks
     out = root / "source"
@@ -552,7 +542,7 @@ def test_a_pruned_model_reads_back_with_the_pruned_models_logits(
     from shearing.pruning.finalize import slice_model
     from tests.helpers import random_l0
 
-    full = random_model({**FAMILY, "model_type": model_type}, **READ_BACK.get(model_type, {}))
+    full = random_decoder({**FAMILY, "model_type": model_type}, **READ_BACK.get(model_type, {}))
     target = dict(hidden_size=48, num_attention_heads=2, num_key_value_heads=1,
                   intermediate_size=64)  # fmt: skip
     small = slice_model(full, random_l0(full, target, seed=3).deterministic_masks())
