@@ -83,7 +83,13 @@ class GGUFArch:
     temperature: bool = False
 
 
-LLAMA_ARCH = GGUFArch("LLAMA", interleaved=True, full_rope=("default", "llama3"), rope_freqs=True)
+LLAMA_ARCH = GGUFArch(
+    "LLAMA",
+    interleaved=True,
+    biases=("qkv", "o_proj", "FFN"),
+    full_rope=("default", "llama3"),
+    rope_freqs=True,
+)
 GEMMA_ARCH = dict(activation="gelu_pytorch_tanh", windows=True)
 
 #: Families with a GGUF architecture here, by `model_type`; llama.cpp's converter writes

@@ -359,6 +359,8 @@ def interleaved_by_hand(w: np.ndarray, heads: int) -> np.ndarray:
 #: llama.cpp reads them, and the keys its loader reads (llama.cpp itself runs these files
 #: in scripts/check_llama_cpp.py; README, "GGUF").
 UNREAD = {
+    # transformers reads a llama file as bias-free whatever it holds
+    "llama": ("LLAMA", dict(attention_bias=True, mlp_bias=True), {}),
     "olmo2": ("OLMO2", dict(), {}),
     "granite": ("GRANITE", dict(embedding_multiplier=3.0, attention_multiplier=0.2,
                                 residual_multiplier=0.5, logits_scaling=4.0, attention_bias=True,
