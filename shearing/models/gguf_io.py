@@ -185,8 +185,10 @@ def gguf_arch(shape, where: str) -> GGUFArch:
             "the hidden size (prune with a target that keeps them equal)"
         )
     widths = {(shape.layer_window(i) is None, shape.layer_head_dim(i)) for i in layers}
-    odd = sorted(w for full, w in widths if not full and w != hd)
-    if not spec.head_widths and len(widths - {(True, hd), (False, hd)}) or odd or len(widths) > 2:
+    full_widths = {w for full, w in widths if full}
+    sliding_ok = all(w == hd for full, w in widths if not full)
+    full_ok = len(full_widths) <= 1 if spec.head_widths else full_widths <= {hd}
+    if not (sliding_ok and full_ok):
         raise GGUFExportError(
             f"{where} has head widths {sorted({w for _, w in widths})} across its layers; "
             f"{arch} (llama.cpp) has "
@@ -379,10 +381,16 @@ def query_fold(shape, spec: GGUFArch) -> float:
     return shape.attention_scale(0) / theirs
 
 
+def _full_layer(shape) -> int | None:
+    """The first full-attention layer (None: every layer slides)."""
+    layers = range(shape.num_hidden_layers)
+    return next((i for i in layers if shape.layer_window(i) is None), None)
+
+
 def _full_head_width(shape) -> int:
     """The head width of the full-attention layers (the sliding ones': `head_dim`)."""
-    full = [i for i in range(shape.num_hidden_layers) if shape.layer_window(i) is None]
-    return shape.layer_head_dim(full[0]) if full else shape.head_dim
+    full = _full_layer(shape)
+    return shape.head_dim if full is None else shape.layer_head_dim(full)
 
 
 def _rope_factors(shape) -> Tensor:
@@ -393,8 +401,7 @@ def _rope_factors(shape) -> Tensor:
     from shearing.models.decoder import RotaryEmbedding
 
     width = _full_head_width(shape)
-    full = [i for i in range(shape.num_hidden_layers) if shape.layer_window(i) is None]
-    rope = shape.layer_rope(full[0] if full else 0)
+    rope = shape.layer_rope(_full_layer(shape) or 0)
     ours = RotaryEmbedding(rope, width).inv_freq.double()
     plain = RotaryEmbedding({"rope_type": "default", "rope_theta": rope["rope_theta"]}, width)
     factors = plain.inv_freq.double() / ours.clamp(min=1e-300)
@@ -433,7 +440,7 @@ def _gguf_tensors(shape, spec: GGUFArch, state: dict, names) -> dict:
         if name is None:
             raise GGUFExportError(f"{key} has no tensor in GGUF's {spec.arch.lower()} architecture")
         out[name if name.endswith((".weight", ".bias")) else f"{name}.weight"] = value
-    rope = shape.layer_rope(0) or {}
+    rope = shape.layer_rope(_full_layer(shape) or 0) or {}
     if spec.rope_freqs and (spec.head_widths or rope.get("rope_type") == "llama3"):
         out["rope_freqs.weight"] = _rope_factors(shape)
     return out
