@@ -331,6 +331,11 @@ class KeyPath(str):
             return KeyPath(f"{self}[{entry}]", self.schema)
         return KeyPath(self._join(entry), None)
 
+    @property
+    def name(self) -> str:
+        """The last key of the path: `KEYS.data.rows_from.name` is "rows_from"."""
+        return self.rsplit(".", 1)[-1]
+
     def _join(self, name: str) -> str:
         return f"{self}.{name}" if self else name
 

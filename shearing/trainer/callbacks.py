@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from composer.core import Callback, State
 from composer.loggers import Logger, LoggerDestination
-from composer.utils import dist as composer_dist
 
 from shearing.data.metrics import EXPECTED_METRIC
 from shearing.objectives import l1_penalty
 from shearing.records import LOSS_PREFIX, SETTLE_KINDS, SETTLE_PREFIX
 from shearing.trainer.dynamic import domain_losses
+from shearing.trainer.folder import append_record
 from shearing.trainer.model import average_replicated_grads
 
 
@@ -141,7 +140,7 @@ class DomainEvalLogger(Callback):
 
 
 class JSONLinesLogger(LoggerDestination):
-    """A composer logger destination: one JSON object per logged step in `path` (rank 0).
+    """A composer logger destination: one JSON object per logged step in `path`.
 
     Appends, so an autoresumed run continues the same file; `shearing.plots` reads it.
     """
@@ -151,13 +150,9 @@ class JSONLinesLogger(LoggerDestination):
         self.path = Path(path)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        if composer_dist.get_global_rank() != 0:
-            return
         record = {"step": step}
         for key, value in metrics.items():
             value = value.item() if torch.is_tensor(value) and value.numel() == 1 else value
             if isinstance(value, int | float):
                 record[key] = value
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_record(self.path, record)  # on the one rank that writes

@@ -5,7 +5,6 @@ append them to `domain_history.jsonl`; at the end, record the rows read
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,8 +14,8 @@ from composer.utils import dist
 
 from shearing.data.dynamic import HISTORY_FILE, update_proportions
 from shearing.data.metrics import DOMAIN_METRIC
-from shearing.data.mixture import POSITION_FILE, DomainMixture, position_record
-from shearing.files import write_text_atomic
+from shearing.data.mixture import DomainMixture, position_record
+from shearing.trainer.folder import append_record, write_position
 
 
 def _check_ranks_agree(schedule: list) -> None:
@@ -47,8 +46,9 @@ class DynamicLoadingCallback(Callback):
         update_interval: steps between updates (evaluation must run at these steps).
         eta, smoothing, clip: see `update_proportions`.
         update_type: `exponential` (the paper) or `constant` (log losses, never re-weight).
-        history_dir: where `domain_history.jsonl` is appended (rank 0), and where a finished
-            run writes `data_position.json` (the rows it read, for `data.rows_from`), or None.
+        history_dir: where `domain_history.jsonl` is appended, and where a finished run
+            writes `data_position.json` (the rows it read, for `data.rows_from`), or None
+            (both written by `shearing.trainer.folder`, on the one rank that writes).
     """
 
     def __init__(
@@ -66,8 +66,7 @@ class DynamicLoadingCallback(Callback):
         self.reference_losses = None if reference_losses is None else list(reference_losses)
         self.update_interval = update_interval
         self.eta, self.smoothing, self.clip, self.update_type = eta, smoothing, clip, update_type
-        self.history = None if history_dir is None else Path(history_dir) / HISTORY_FILE
-        self.position = None if history_dir is None else Path(history_dir) / POSITION_FILE
+        self.folder = None if history_dir is None else Path(history_dir)
 
     def fit_start(self, state: State, logger: Logger) -> None:
         step = int(state.timestamp.batch.value)
@@ -75,9 +74,9 @@ class DynamicLoadingCallback(Callback):
             self._record(step, 0, {}, logger)
 
     def fit_end(self, state: State, logger: Logger) -> None:
-        if self.position is not None and dist.get_global_rank() == 0:
-            record = position_record(self.dataset, int(state.timestamp.sample.value))
-            write_text_atomic(self.position, json.dumps(record, indent=1) + "\n")
+        if self.folder is not None:
+            samples = int(state.timestamp.sample.value)
+            write_position(self.folder, position_record(self.dataset, samples))
 
     def eval_end(self, state: State, logger: Logger) -> None:
         step = int(state.timestamp.batch.value)
@@ -103,12 +102,10 @@ class DynamicLoadingCallback(Callback):
         props = dict(zip(self.dataset.domains, self.dataset.proportions, strict=True))
         metrics = {f"proportion/{d}": w for d, w in props.items()}
         logger.log_metrics(metrics)
-        if self.history is not None and dist.get_global_rank() == 0:
+        if self.folder is not None:
             entry = {"step": step, "first_sample": first, "proportions": props, "losses": losses}
             if self.reference_losses is not None:
                 entry["reference_losses"] = dict(
                     zip(self.dataset.domains, self.reference_losses, strict=True)
                 )
-            self.history.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.history, "a") as f:
-                f.write(json.dumps(entry) + "\n")
+            append_record(self.folder / HISTORY_FILE, entry)

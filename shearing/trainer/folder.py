@@ -12,6 +12,7 @@ composer starts the process group, after global rank 0 has prepared the folder."
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -22,12 +23,12 @@ from composer.utils import dist
 
 from shearing.checkpoints import CheckpointError, checkpoint_files, prepare_resume
 from shearing.config import KEYS as K
-from shearing.config import ConfigError, expand_path, load_config
+from shearing.config import ConfigError, expand_path, load_config, to_yaml
 from shearing.data.dynamic import HISTORY_FILE
 from shearing.data.mixture import POSITION_FILE
-from shearing.files import OutputError, check_separate
+from shearing.files import OutputError, check_separate, write_text_atomic
 from shearing.records import METRICS_FILE
-from shearing.run import Run
+from shearing.run import Run, recorded
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,35 @@ def _set_aside(folder: Path) -> None:
 
 def discard_overwritten(folder: Path) -> None:
     """Delete the run `save_overwrite` set aside, once its successor has finished."""
-    shutil.rmtree(folder / OVERWRITTEN, ignore_errors=True)
+    if writes():
+        shutil.rmtree(folder / OVERWRITTEN, ignore_errors=True)
+
+
+def writes() -> bool:
+    """The rule of this module's first paragraph: True on the one process (global rank 0)
+    that writes the run's records; every writer below asks it."""
+    return dist.get_global_rank() == 0
+
+
+def record_config(folder: Path, run: Run) -> None:
+    """`config.yaml`: the resolved run, read back by autoresume, convert and compare."""
+    if writes():
+        write_text_atomic(folder / "config.yaml", to_yaml(recorded(run)))
+
+
+def append_record(path: Path, entry: dict) -> None:
+    """One JSON line appended to a record (`metrics.jsonl`, `domain_history.jsonl`); an
+    autoresumed run continues the same file."""
+    if writes():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+
+def write_position(folder: Path, record: dict) -> None:
+    """`data_position.json`: the rows a finished run read (for `data.rows_from`)."""
+    if writes():
+        write_text_atomic(folder / POSITION_FILE, json.dumps(record, indent=1) + "\n")
 
 
 def _yaml_value(value: object) -> str:
@@ -90,9 +119,9 @@ def prepare_save_folder(run: Run) -> Path | None:
     inputs = {K.model.path: run.model_path, K.data.path: expand_path(cfg.data.path)}
     if run.teacher_path is not None:
         inputs[K.distillation.teacher_path] = run.teacher_path
-    for key in ("proportions_from", "rows_from"):
-        if getattr(cfg.data, key):
-            inputs[f"data.{key}"] = expand_path(getattr(cfg.data, key))
+    for key in (K.data.proportions_from, K.data.rows_from):
+        if getattr(cfg.data, key.name):
+            inputs[str(key)] = expand_path(getattr(cfg.data, key.name))
     try:
         check_separate(folder, "save_folder", inputs)
     except OutputError as err:
@@ -104,7 +133,7 @@ def prepare_save_folder(run: Run) -> Path | None:
     held = [n for n in RUN_RECORDS if (folder / n).exists()]
     held += [p.name for p in checkpoint_files(folder)]
     if cfg.save_overwrite:
-        if dist.get_global_rank() == 0:
+        if writes():
             _set_aside(folder)
         return folder
     if not cfg.autoresume:
@@ -131,7 +160,7 @@ def prepare_save_folder(run: Run) -> Path | None:
                 f"{str(folder)!r} was started with {_yaml_value(was)}; autoresume continues its "
                 "optimizer state only with both null or both set (a rate may change)"
             )
-    if dist.get_global_rank() == 0:
+    if writes():
         try:
             prepare_resume(folder)
         except CheckpointError as err:

@@ -19,11 +19,10 @@ from composer.utils import dist, reproducibility
 
 from shearing import cli
 from shearing.checkpoints import install_composer_validation
-from shearing.config import load_config, to_yaml
-from shearing.files import write_text_atomic
-from shearing.run import Run, recorded, resolve, target_line
+from shearing.config import load_config
+from shearing.run import Run, resolve, target_line
 from shearing.trainer.build import build_model, build_trainer
-from shearing.trainer.folder import discard_overwritten, prepare_save_folder
+from shearing.trainer.folder import discard_overwritten, prepare_save_folder, record_config, writes
 from shearing.trainer.model import ShearingLM
 from shearing.trainer.parts import SECTIONS, build_parts
 
@@ -52,7 +51,7 @@ def main(argv: list[str]) -> int:
     if code:
         return code
     run, save_folder, model, parts = prepared
-    if target_line(run) and dist.get_global_rank() == 0:
+    if target_line(run) and writes():
         print(target_line(run), flush=True)
     trainer = build_trainer(run, model, save_folder, parts)
     steps = run.steps
@@ -62,13 +61,13 @@ def main(argv: list[str]) -> int:
         trainer.close()
         return 0
     # Records only once composer has accepted the folder (and resumed, if it does).
-    if save_folder is not None and dist.get_global_rank() == 0:
-        write_text_atomic(save_folder / "config.yaml", to_yaml(recorded(run)))
+    if save_folder is not None:
+        record_config(save_folder, run)
     if run.cfg.eval_first and done == 0:
         trainer.eval()
     trainer.fit()
     trainer.close()
-    if save_folder is not None and dist.get_global_rank() == 0:
+    if save_folder is not None:
         discard_overwritten(save_folder)  # the replaced run, now that its successor is whole
     return 0
 
