@@ -55,7 +55,7 @@ from pathlib import Path
 
 import torch
 
-from shearing.assets import smollm2
+from shearing.commands.assets import smollm2
 from shearing.config import load_config
 from shearing.models.hf_io import load_model
 from shearing.pruning.finalize import slice_model
@@ -421,7 +421,7 @@ def bench_dataloader(reps: int, batch: int = 4) -> dict:
 
 
 #: Average activation sparsity of SmolLM2 after yaml/prosparse_smollm2.yaml, measured by
-#: `python -m shearing.sparsity` on 16 held-out rows per domain (README, Activation sparsity).
+#: `shearing sparsity` on 16 held-out rows per domain (README, Activation sparsity).
 PROSPARSE_MEASURED = 0.661
 
 
@@ -482,10 +482,10 @@ def bench_sparse_ffn(
 def bench_sparse_generate(reps: int, new_tokens: int = 64) -> dict:
     """`generate --sparse-ffn` against dense decoding, on SmolLM2 made FATReLU with the
     threshold that zeroes PROSPARSE_MEASURED of its FFN units on real text."""
+    from shearing.commands.generate import greedy_generate
+    from shearing.commands.sparsity import SparsityMeter
     from shearing.data.demo_corpus import build
-    from shearing.generate import greedy_generate
     from shearing.models.hf_io import load_tokenizer
-    from shearing.sparsity import SparsityMeter
 
     model = load_model(smollm2()).eval()
     tok = load_tokenizer(smollm2())

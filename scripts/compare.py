@@ -59,8 +59,8 @@ seeds), `DIR/compare_loss.png` (held-out loss against training tokens: each run'
 each method and objective's final losses across budgets joined, the seeds' mean), each final
 model as a Hugging Face directory `DIR/<method>/<objective>/<budget>x/[seedN/]`, and the
 runs' logs under `DIR/runs/` (composer checkpoints are deleted once converted). Each stage is
-the project's own command (train.py, convert, shearing.oneshot, shearing.eval); this script
-only chains and times them.
+the project's own command (train.py, convert, `shearing oneshot`, `shearing eval`); this
+script only chains and times them.
 """
 
 from __future__ import annotations
@@ -79,12 +79,12 @@ import torch
 from demo import equal_proportions, sh, tokenized  # scripts/demo.py, beside this file
 
 from shearing.cli import run
+from shearing.commands.convert import convert
+from shearing.commands.eval import evaluate, loss_table
+from shearing.commands.oneshot import oneshot
 from shearing.config import load_config
-from shearing.convert import convert
-from shearing.eval import evaluate, loss_table
 from shearing.models.decoder import MaskableDecoder
 from shearing.models.hf_io import load_model, save_pretrained
-from shearing.oneshot import oneshot
 from shearing.records import LOSS_PREFIX, METRICS_FILE
 from shearing.run import resolve
 
@@ -446,7 +446,7 @@ def default_inputs() -> tuple[Path, Path]:
     """The embedded default: SmolLM2-135M and the demo corpus, tokenized (cached)."""
     from shearing.files import cache_dir
 
-    model = Path(sh(sys.executable, "-m", "shearing.assets", "smollm2"))
+    model = Path(sh(sys.executable, "-m", "shearing.commands.assets", "smollm2"))
     corpus = Path(sh(sys.executable, "data_prep/fetch_demo_corpus.py", "--out",
                      cache_dir() / "corpus" / "demo"))  # fmt: skip
     return model, tokenized(corpus, model, cache_dir() / "data" / "demo-smollm2")

@@ -6,4 +6,4 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 python="${PYTHON:-$root/.venv/bin/python}"
 [ -x "$python" ] || python=python3
-PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" exec "$python" -m shearing.convert "$@"
+PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" exec "$python" -m shearing.commands.convert "$@"

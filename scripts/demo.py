@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 from shearing.cli import CommandFailed, run
-from shearing.downstream import TASKS
-from shearing.eval import loss_table
+from shearing.commands.downstream import TASKS
+from shearing.commands.eval import loss_table
 from shearing.files import cache_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -104,7 +104,7 @@ def evaluate(model: Path, data: Path, out: Path) -> dict:
     downstream = ()
     if importlib.util.find_spec("lm_eval") is not None:
         downstream = ("--lm-eval", ",".join(TASKS), "--lm-eval-limit", LM_EVAL_ITEMS)
-    sh(sys.executable, "-m", "shearing.eval", "--model", model, "--data", data,
+    sh(sys.executable, "-m", "shearing.commands.eval", "--model", model, "--data", data,
        "--max-rows", EVAL_ROWS, *downstream, "--json", out)  # fmt: skip
     return json.loads(out.read_text())
 
@@ -119,8 +119,8 @@ def main() -> int:
     py = sys.executable
     cache = cache_dir()
 
-    model = Path(sh(py, "-m", "shearing.assets", "smollm2"))
-    sh(py, "-m", "shearing.generate", "--model", model)
+    model = Path(sh(py, "-m", "shearing.commands.assets", "smollm2"))
+    sh(py, "-m", "shearing.commands.generate", "--model", model)
     corpus = Path(sh(py, "data_prep/fetch_demo_corpus.py", "--out", cache / "corpus" / "demo"))
     data = tokenized(corpus, model, cache / "data" / "demo-smollm2")
     domains = list(json.loads((data / "manifest.json").read_text())["domains"])
@@ -136,7 +136,7 @@ def main() -> int:
        f"save_folder={run / 'continue'}", f"data.rows_from={run / 'prune'}",
        *equal_proportions(domains), *dynamic, *CONTINUE, *OBJECTIVE)  # fmt: skip
     sh("bash", "scripts/convert_to_hf.sh", run / "continue", run / "continued_hf", "--force")
-    sh(py, "-m", "shearing.generate", "--model", run / "continued_hf")
+    sh(py, "-m", "shearing.commands.generate", "--model", run / "continued_hf")
 
     results = {
         "source": source,
@@ -148,8 +148,8 @@ def main() -> int:
         for stage in ("prune", "continue"):
             for line in (run / stage / "domain_history.jsonl").read_text().splitlines():
                 f.write(json.dumps({"stage": stage, **json.loads(line)}) + "\n")
-    sh(py, "-m", "shearing.plots", "--prune", run / "prune", "--continue", run / "continue",
-       "--out", run)  # fmt: skip
+    sh(py, "-m", "shearing.commands.plots", "--prune", run / "prune",
+       "--continue", run / "continue", "--out", run)  # fmt: skip
 
     print(report(results, domains, run))
     print(f"\ndemo finished in {(time.time() - start) / 60:.1f} min; outputs in {run}/")

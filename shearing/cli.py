@@ -15,7 +15,7 @@ Anything else is a bug and keeps its traceback.
 runs `train` (also `prune`), `tokenize`, `convert`, `gguf`, `oneshot`, `eval`, `generate`,
 `sparsity`, `plots` or `assets` with the same arguments as the documented command lines
 (`composer train.py ...`, `python data_prep/tokenize.py ...`, `scripts/convert_to_hf.sh ...`,
-`python -m shearing.eval ...`), which keep working unchanged.
+`shearing eval ...`), which keep working unchanged.
 """
 
 from __future__ import annotations
@@ -33,14 +33,14 @@ COMMANDS = {
     "train": "shearing.trainer.train",
     "prune": "shearing.trainer.train",
     "tokenize": "shearing.data.prep",
-    "convert": "shearing.convert",
+    "convert": "shearing.commands.convert",
     "gguf": "shearing.models.gguf_io",
-    "oneshot": "shearing.oneshot",
-    "eval": "shearing.eval",
-    "generate": "shearing.generate",
-    "sparsity": "shearing.sparsity",
-    "plots": "shearing.plots",
-    "assets": "shearing.assets",
+    "oneshot": "shearing.commands.oneshot",
+    "eval": "shearing.commands.eval",
+    "generate": "shearing.commands.generate",
+    "sparsity": "shearing.commands.sparsity",
+    "plots": "shearing.commands.plots",
+    "assets": "shearing.commands.assets",
 }
 
 

@@ -438,7 +438,7 @@ def to_yaml(cfg: TrainConfig) -> str:
 
 #: A duration string: a number (integer, decimal or scientific) and a unit, as composer's
 #: `Time` writes them ("640ba", "0.2dur", "3e4tok"); composer reads the same strings for the
-#: keys it is handed (tests/test_composer_yaml.py checks the two readings agree).
+#: keys it is handed (tests/trainer/test_composer_yaml.py checks the two readings agree).
 DURATION = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)\s*(ba|sp|tok|dur|ep)$", re.I)
 
 

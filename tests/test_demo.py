@@ -2,7 +2,7 @@
 
 import json
 
-from shearing import generate
+from shearing.commands import generate
 from tests.helpers import script_module
 
 demo = script_module("demo")

@@ -15,11 +15,11 @@ import pytest
 import torch
 import transformers
 
-from shearing.convert import convert
+from shearing.commands.convert import convert
+from shearing.commands.oneshot import main as oneshot_main
 from shearing.models.decoder import KVCache
 from shearing.models.families import FAMILIES
 from shearing.models.hf_io import load_model, save_pretrained
-from shearing.oneshot import main as oneshot_main
 from shearing.trainer.train import main as train_main
 from tests.helpers import WORKSPACE_VOCAB
 from tests.models.test_families import ATOL, CONFIGS, logits, reference, target_of

@@ -120,3 +120,19 @@ def test_the_package_imports_form_no_cycle():
     graph = import_graph()
     assert graph["shearing.models.hf_io"] >= {"shearing.models.gguf_read"}  # read: real edges
     assert cycles(graph) == []
+
+
+#: The two wings above the core: the composer integration and the commands beside training.
+WINGS = (WING, "shearing.commands")
+
+
+def test_no_import_points_up_from_the_core_to_a_wing():
+    """The core (model, gates, slicing, data, schema, resolver, files) is built on by the
+    trainer and the commands and imports neither; the commands do not need the trainer."""
+    graph = import_graph()
+    up = {m: sorted(t for t in targets if t.startswith(WINGS))
+          for m, targets in graph.items() if not m.startswith(WINGS)}  # fmt: skip
+    assert {m: t for m, t in up.items() if t} == {}
+    commands = {m: t for m, t in graph.items() if m.startswith("shearing.commands")}
+    assert len(commands) > 8
+    assert not {m for m, t in commands.items() if any(x.startswith(WING) for x in t)}

@@ -72,7 +72,7 @@ def test_prune_convert_continue_convert_eval_plot(tiny_workspace, tmp_path):
     sh(
         py,
         "-m",
-        "shearing.eval",
+        "shearing.commands.eval",
         "--model",
         tmp_path / "continued_hf",
         "--data",
@@ -83,7 +83,7 @@ def test_prune_convert_continue_convert_eval_plot(tiny_workspace, tmp_path):
     sh(
         py,
         "-m",
-        "shearing.plots",
+        "shearing.commands.plots",
         "--prune",
         tmp_path / "prune",
         "--continue",

@@ -32,9 +32,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
-from shearing.assets import fetch_wheel_members
 from shearing.cli import run
-from shearing.files import OutputError, cache_dir, staged_output
+from shearing.files import OutputError, cache_dir, fetch_wheel_members, staged_output
 
 GENSIM_WHEEL = "gensim==4.4.0"
 WIKI_MEMBER = (

@@ -2,7 +2,7 @@
 architecture for its family (`GGUF_ARCHS`), with its tokenizer. Above model loading
 (`hf_io`); reading GGUF is `gguf_read`, below it.
 
-    python -m shearing.models.gguf_io MODEL_DIR OUT.gguf [--type f32|f16|bf16|q8_0]
+    shearing gguf MODEL_DIR OUT.gguf [--type f32|f16|bf16|q8_0]
     shearing gguf MODEL_DIR OUT.gguf [--type ...]      (also: convert_to_hf.sh ... --gguf TYPE)
 """
 
@@ -594,7 +594,7 @@ def json_brief(value) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m shearing.models.gguf_io",
+        prog="shearing gguf",
         description="Write a Hugging Face model this project made as one GGUF file "
         f"({', '.join(GGUF_ARCHS)}, as llama.cpp's architecture for the family, with its "
         "tokenizer) for llama.cpp and other GGUF readers.",

@@ -12,7 +12,7 @@ The scores follow Minitron (Muralidharan et al., arXiv 2407.14679) for width and
 | `layer`        | [L]       | block influence: mean over tokens of 1 - cos(input, output)   |
 
 Means are over every token of the calibration rows. The scores feed one-shot pruning
-(`shearing.oneshot`: keep the top units of every row) and importance-initialised L0 gates
+(`shearing.commands.oneshot`: keep the top units of every row) and importance-initialised L0 gates
 (`model.l0_module.init: importance`).
 """
 

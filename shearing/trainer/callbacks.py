@@ -142,7 +142,7 @@ class DomainEvalLogger(Callback):
 class JSONLinesLogger(LoggerDestination):
     """A composer logger destination: one JSON object per logged step in `path`.
 
-    Appends, so an autoresumed run continues the same file; `shearing.plots` reads it.
+    Appends, so an autoresumed run continues the same file; `shearing.commands.plots` reads it.
     """
 
     def __init__(self, path: str | Path) -> None:

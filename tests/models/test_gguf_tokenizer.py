@@ -11,7 +11,7 @@ import regex
 import transformers
 from gguf import GGUFReader
 
-from shearing.assets import smollm2_gguf
+from shearing.commands.assets import smollm2_gguf
 from shearing.models.hf_io import load_tokenizer
 
 #: GPT-2's split, and llama.cpp's `smollm` pre-tokenizer: every digit on its own first.

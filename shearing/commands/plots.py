@@ -1,6 +1,6 @@
 """Plots of a pruning (+ continued pretraining) run from its `metrics.jsonl` files.
 
-    python -m shearing.plots --prune RUN/prune [--continue RUN/continue] --out RUN
+    shearing plots --prune RUN/prune [--continue RUN/continue] --out RUN
 
 Writes `sparsity.png` (expected vs target sparsity per module, and the expected parameter
 count), `lambdas.png`, `proportions.png` (domain sampling proportions) and
@@ -118,9 +118,7 @@ def _save(fig, path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m shearing.plots", description=__doc__.split("\n\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="shearing plots", description=__doc__.split("\n\n")[0])
     parser.add_argument("--prune", required=True, help="pruning run folder (save_folder)")
     parser.add_argument("--continue", dest="cont", help="continued-pretraining run folder")
     parser.add_argument("--out", required=True, help="where to write the PNG files")

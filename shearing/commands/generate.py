@@ -68,7 +68,7 @@ DEFAULT_PROMPT = "The three most useful things to know about pruning neural netw
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m shearing.generate --model DIR [--prompt TEXT] [--max-new-tokens N]`:
+    """`shearing generate --model DIR [--prompt TEXT] [--max-new-tokens N]`:
     print the model's shape and size and a greedy continuation of the prompt."""
     import argparse
     import time
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     from shearing.cli import run
     from shearing.models.hf_io import load_model, load_tokenizer
 
-    parser = argparse.ArgumentParser(prog="python -m shearing.generate", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="shearing generate", description=main.__doc__)
     parser.add_argument("--model", required=True, help="Hugging Face directory or .gguf file")
     parser.add_argument("--prompt", default=DEFAULT_PROMPT)
     parser.add_argument("--max-new-tokens", type=int, default=24)

@@ -1,16 +1,17 @@
 """Held-out loss per domain of any LLaMA-architecture model, and downstream accuracy.
 
-    python -m shearing.eval --model HF_DIR_OR_GGUF --data MDS_DIR [--split eval]
+    shearing eval --model HF_DIR_OR_GGUF --data MDS_DIR [--split eval]
         [--max-rows N] [--batch-size B] [--sparse-ffn] [--json OUT]
-    python -m shearing.eval --model HF_DIR --lm-eval TASKS [--lm-eval-limit N]
+    shearing eval --model HF_DIR --lm-eval TASKS [--lm-eval-limit N]
         [--lm-eval-fewshot K] [--json OUT]
 
 Prints, per domain, the token-weighted next-token cross-entropy and perplexity on the rows
 of `MDS_DIR/<split>/<domain>/` (a corpus written by data_prep/tokenize.py), then their
 average over domains (each domain counts once, as in Sheared-LLaMA's reports) and the
 token-weighted average. The source, pruned and continued models can be compared on the
-same rows. `--lm-eval` runs lm-evaluation-harness tasks on the model (`shearing.downstream`:
-the optional extra, and the offline task set the project ships); both can run at once.
+same rows. `--lm-eval` runs lm-evaluation-harness tasks on the model
+(`shearing.commands.downstream`: the optional extra, and the offline task set the project
+ships); both can run at once.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from shearing import downstream
 from shearing.cli import Stages, run
+from shearing.commands import downstream
+from shearing.commands.generate import stepwise_logits
 from shearing.data.mixture import open_domain, read_manifest
 from shearing.files import OutputError, check_separate, write_text_atomic
-from shearing.generate import stepwise_logits
 from shearing.models.decoder import MaskableDecoder
 from shearing.models.hf_io import load_model
 from shearing.objectives import next_token_loss
@@ -167,7 +168,7 @@ def check_json_output(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = model_data_parser("python -m shearing.eval", __doc__, data_required=False)
+    parser = model_data_parser("shearing eval", __doc__, data_required=False)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument(
         "--lm-eval",

@@ -1,6 +1,6 @@
 """One-shot structured pruning to a pruning config's target shape, with no training.
 
-    python -m shearing.oneshot --config yaml/prune_smollm2.yaml --method importance|random
+    shearing oneshot --config yaml/prune_smollm2.yaml --method importance|random
         --out HF_DIR [--data MDS_DIR] [--calibration-rows N] [--seed S] [--force]
         [key=value ...]
 
@@ -24,9 +24,9 @@ import sys
 from pathlib import Path
 
 from shearing.cli import Stages, run
+from shearing.commands.convert import export
 from shearing.config import KEYS as K
 from shearing.config import ConfigError, expand_path, load_config
-from shearing.convert import export
 from shearing.files import check_replaceable, check_separate
 from shearing.models.hf_io import load_model
 from shearing.pruning.importance import calibration_batches, importance_scores, random_scores
@@ -89,9 +89,7 @@ def oneshot(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m shearing.oneshot", description=__doc__.split("\n\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="shearing oneshot", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="a pruning config (yaml/prune_*.yaml)")
     parser.add_argument("--method", required=True, choices=METHODS)
     parser.add_argument("--out", required=True, help="output Hugging Face directory")

@@ -1,6 +1,6 @@
 """Downstream accuracy through lm-evaluation-harness (the optional extra `shearing[lm-eval]`).
 
-    python -m shearing.eval --model DIR --lm-eval shearing_pubmed_next,shearing_pubmed_title \\
+    shearing eval --model DIR --lm-eval shearing_pubmed_next,shearing_pubmed_title \\
         [--lm-eval-limit N] [--json out.json]
 
 Any task lm-eval knows can be named (`hellaswag`, `arc_easy`, ... where its data is at hand);
@@ -29,8 +29,7 @@ import random
 import re
 from pathlib import Path
 
-from shearing.assets import fetch_wheel_members
-from shearing.files import cache_dir, staged_output
+from shearing.files import cache_dir, fetch_wheel_members, staged_output
 
 TASKS = ("shearing_pubmed_next", "shearing_pubmed_title")
 TASK_FORMAT = 2

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import shearing.convert as convert
+import shearing.commands.convert as convert
 from shearing.models.hf_io import load_model
 from shearing.pruning.finalize import slice_model
 from tests.helpers import random_l0

@@ -1,6 +1,6 @@
 """Activation sparsity of a model's FFNs on held-out text (ReluLLaMA, ProSparse, dReLU).
 
-    python -m shearing.sparsity --model DIR --data MDS_DIR [--split eval] [--max-rows N]
+    shearing sparsity --model DIR --data MDS_DIR [--split eval] [--max-rows N]
         [--json OUT]
 
 Activation sparsity is the fraction of FFN units whose value is exactly zero for a token
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from shearing.cli import run
-from shearing.eval import check_json_output, evaluate, model_data_parser
+from shearing.commands.eval import check_json_output, evaluate, model_data_parser
 from shearing.files import write_text_atomic
 from shearing.models.decoder import MaskableDecoder
 from shearing.models.hf_io import load_model
@@ -74,7 +74,7 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = model_data_parser("python -m shearing.sparsity", __doc__)
+    parser = model_data_parser("shearing sparsity", __doc__)
     args = parser.parse_args(argv)
 
     def body() -> None:

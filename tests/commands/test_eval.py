@@ -1,4 +1,4 @@
-"""shearing.eval against transformers' own loss on the same rows."""
+"""shearing.commands.eval against transformers' own loss on the same rows."""
 
 import json
 import math
@@ -7,8 +7,8 @@ import numpy as np
 import torch
 import transformers
 
+from shearing.commands.eval import main
 from shearing.data.mixture import open_domain
-from shearing.eval import main
 
 
 def test_eval_equals_transformers_loss_per_domain(tiny_workspace, tmp_path, capsys):

@@ -22,9 +22,9 @@ import torch
 from composer.utils.parallelism import FSDPConfig
 
 from shearing.config import load_config
-from tests.fsdp_reference import STEP, TOKENS, build
+from tests.trainer.fsdp_reference import STEP, TOKENS, build
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 #: The recipes with an FSDP block, as loaded (their own or their base's).
 FSDP_YAMLS = sorted(
     p.name
@@ -84,7 +84,13 @@ def test_one_fsdp_step_on_cpu_equals_the_step_without_fsdp(teacher, ascent, tmp_
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
-    args += ["--master_port", str(port), "tests/fsdp_step.py", "yaml/prune_2.7b.yaml", str(out)]
+    args += [
+        "--master_port",
+        str(port),
+        "tests/trainer/fsdp_step.py",
+        "yaml/prune_2.7b.yaml",
+        str(out),
+    ]
     args += (["teacher"] if teacher else []) + (["ascent"] if ascent else [])
     result = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, _head_and_tail(result.stderr)

@@ -6,8 +6,8 @@ import pytest
 import torch
 import transformers
 
+from shearing.commands.sparsity import main
 from shearing.models.decoder import MLP, GatedActivation
-from shearing.sparsity import main
 from tests.helpers import WORKSPACE_VOCAB, tiny_hf_config, tiny_pair
 
 G = torch.tensor([-1.0, -0.005, 0.0, 0.005, 0.02, 2.0])

@@ -1,6 +1,6 @@
 """Composer checkpoint -> stock Hugging Face model (`scripts/convert_to_hf.sh`).
 
-    python -m shearing.convert CHECKPOINT OUT_DIR [--config CONFIG] [--dtype D] [--force]
+    shearing convert CHECKPOINT OUT_DIR [--config CONFIG] [--dtype D] [--force]
                                [--gguf f32|f16|bf16|q8_0]
 
 CHECKPOINT is a composer `*.pt` file or a run folder (then its latest checkpoint). For a

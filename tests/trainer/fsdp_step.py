@@ -1,6 +1,7 @@
 """One training step of a tiny pruning model under composer's FSDP wrapping, on CPU (gloo).
 
-Run by tests/test_fsdp.py as `torchrun --nproc_per_node 2 tests/fsdp_step.py CONFIG OUT [teacher]`:
+Run by tests/trainer/test_fsdp.py as
+`torchrun --nproc_per_node 2 tests/trainer/fsdp_step.py CONFIG OUT [teacher]`:
 composer's own `prepare_fsdp_module` wraps the model with the `fsdp_config` of CONFIG (a
 real-scale yaml); composer asks for a CUDA device id there, so this process alone
 answers the CPU for it. Rank 0 writes the structure, the loss and the full parameters after
@@ -28,7 +29,7 @@ def main(config: str, out: str, teacher: bool = False, ascent: bool = False) -> 
     from shearing.config import load_config
     from shearing.models.decoder import DecoderLayer
     from shearing.trainer.callbacks import shard_teacher
-    from tests.fsdp_reference import TOKENS, build, step
+    from tests.trainer.fsdp_reference import TOKENS, build, step
 
     dist.init_process_group("gloo")
     rank = dist.get_rank()

@@ -1,6 +1,6 @@
 import torch
 
-from shearing.generate import greedy_generate
+from shearing.commands.generate import greedy_generate
 from tests.helpers import tiny_pair
 
 
