@@ -21,7 +21,7 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import yaml
-from shearing.models.config import DecoderShape, export_problem
+from shearing.models.config import Act, DecoderShape, export_problem
 from shearing.pruning.modules import (
     INIT_LOG_ALPHA,
     INITS,
@@ -832,7 +832,7 @@ def _validate_sparsity(cfg: TrainConfig, source: DecoderShape, steps: Steps | No
         )
     final = act or source.hidden_act
     shift = cfg.threshold_shift
-    if shift is not None and final not in ("relu", "fatrelu"):
+    if shift is not None and final not in (Act.RELU, Act.FATRELU):
         raise ConfigError(f"threshold_shift needs a relu or fatrelu model, not {final!r}")
     at = steps.threshold_shift if steps is not None else None
     in_run = steps is None or (at is not None and 0 <= at < steps.total)

@@ -31,7 +31,7 @@ from shearing.config import (
 )
 from shearing.data.dynamic import last_proportions
 from shearing.data.mixture import read_manifest, read_position
-from shearing.models.config import DecoderShape
+from shearing.models.config import Act, DecoderShape
 from shearing.models.hf_io import read_hf_config
 from shearing.pruning.l0 import L0Module
 from shearing.pruning.modules import MODULE_KEYS, resolve_modules
@@ -207,7 +207,7 @@ def resolve(cfg: TrainConfig, *, with_data: bool = True, world_size: int = 1) ->
         trained["hidden_act"] = m.activation
     target, steps = validate(cfg, original, data.seq_len if data else None, training=with_data)
     if shift is not None:  # the run ends with FATReLU(threshold); ReLU before the shift
-        trained |= {"hidden_act": "fatrelu", "fatrelu_threshold": shift.threshold}
+        trained |= {"hidden_act": Act.FATRELU.value, "fatrelu_threshold": shift.threshold}
     source = original.replace(**trained)
     if data is not None and data.vocab_size > source.vocab_size:
         raise ConfigError(

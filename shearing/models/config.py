@@ -15,20 +15,33 @@ import copy
 import dataclasses
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from shearing.models.families import FAMILIES, Family, family_of
 
-#: FFN activations. `silu` is SwiGLU (Llama, Qwen, ...), `gelu_pytorch_tanh` GeGLU (Gemma);
-#: the others are the activation-sparsity variants: `relu` (ReluLLaMA), `fatrelu`
-#: (ProSparse's thresholded ReLU), `drelu` (Bamboo).
-SUPPORTED_ACTIVATIONS = ("silu", "gelu_pytorch_tanh", "gelu", "relu", "fatrelu", "drelu")
+
+class Act(StrEnum):
+    """FFN activations, as `hidden_act` spells them. `silu` is SwiGLU (Llama, Qwen, ...),
+    `gelu_pytorch_tanh` GeGLU (Gemma); the others are the activation-sparsity variants:
+    `relu` (ReluLLaMA), `fatrelu` (ProSparse's thresholded ReLU), `drelu` (Bamboo). A
+    member equals its string, so configs and yaml keep plain strings."""
+
+    SILU = "silu"
+    GELU_TANH = "gelu_pytorch_tanh"
+    GELU = "gelu"
+    RELU = "relu"
+    FATRELU = "fatrelu"
+    DRELU = "drelu"
+
+
+SUPPORTED_ACTIVATIONS = tuple(a.value for a in Act)
 #: Activations a run can switch a model's FFN to (`model.activation`).
-ACTIVATION_REPLACEMENTS = ("silu", "relu", "fatrelu", "drelu")
+ACTIVATION_REPLACEMENTS = tuple(a.value for a in (Act.SILU, Act.RELU, Act.FATRELU, Act.DRELU))
 #: Activations stock `transformers` classes load (the others ship modeling_shearing.py).
-STOCK_ACTIVATIONS = ("silu", "gelu_pytorch_tanh", "gelu", "relu")
+STOCK_ACTIVATIONS = tuple(a.value for a in (Act.SILU, Act.GELU_TANH, Act.GELU, Act.RELU))
 #: Activations that are exactly zero on part of their input (sparse FFN decoding).
-RELU_FAMILY = ("relu", "fatrelu", "drelu")
+RELU_FAMILY = tuple(a.value for a in (Act.RELU, Act.FATRELU, Act.DRELU))
 #: RoPE types (`rope_parameters.rope_type`); `default` means no scaling.
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "proportional")
 #: RoPE base frequency where a config gives none (transformers' `default_theta`).
@@ -84,7 +97,7 @@ class DecoderShape:
     rms_norm_eps: float = 1e-6
     max_position_embeddings: int = 2048
     tie_word_embeddings: bool = False
-    hidden_act: str = "silu"
+    hidden_act: str = Act.SILU.value
     fatrelu_threshold: float = 0.01
     initializer_range: float = 0.02
     extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -278,7 +291,7 @@ class DecoderShape:
         kwargs = {k: extra[k] for k in known if extra.get(k) is not None}
         kwargs["model_type"] = model_type
         kwargs["num_key_value_heads"] = extra.get("num_key_value_heads") or heads
-        act = extra.get(family.activation_key) or extra.get("hidden_act") or "silu"
+        act = extra.get(family.activation_key) or extra.get("hidden_act") or Act.SILU.value
         return cls(
             head_dim=extra.get("head_dim") or extra["hidden_size"] // heads,
             hidden_act=act,

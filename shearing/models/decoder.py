@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from shearing.models import sparse_kernel
-from shearing.models.config import RELU_FAMILY, DecoderShape
+from shearing.models.config import RELU_FAMILY, Act, DecoderShape
 
 
 @dataclass
@@ -341,18 +341,18 @@ class GatedActivation(nn.Module):
 
     def gate(self, g: Tensor) -> Tensor:
         """The activation applied to the gate projection."""
-        if self.kind == "silu":
+        if self.kind == Act.SILU:
             return F.silu(g)
-        if self.kind == "gelu_pytorch_tanh":
+        if self.kind == Act.GELU_TANH:
             return F.gelu(g, approximate="tanh")
-        if self.kind == "gelu":
+        if self.kind == Act.GELU:
             return F.gelu(g)
-        if self.kind == "fatrelu":
+        if self.kind == Act.FATRELU:
             return g * (g >= self.threshold).to(g.dtype)
         return F.relu(g)  # relu, drelu
 
     def up(self, u: Tensor) -> Tensor:
-        return F.relu(u) if self.kind == "drelu" else u
+        return F.relu(u) if self.kind == Act.DRELU else u
 
     def forward(self, g: Tensor, u: Tensor) -> Tensor:
         return self.gate(g) * self.up(u)

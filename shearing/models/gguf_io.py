@@ -18,6 +18,7 @@ from torch import Tensor
 
 from shearing.cli import Stages, run
 from shearing.files import write_atomic
+from shearing.models.config import Act
 from shearing.models.gguf_read import CONTROL
 from shearing.models.hf_io import fused, load_model
 
@@ -43,7 +44,7 @@ class GGUFArch:
     #: The biases the architecture holds: "qkv", "o_proj", "FFN".
     biases: tuple[str, ...] = ()
     #: The one FFN activation the architecture runs (Gemma: tanh-approximated GELU).
-    activation: str = "silu"
+    activation: str = Act.SILU.value
     #: llama.cpp runs the file's sliding window on the layers the file marks (Gemma 2/3);
     #: otherwise it attends to every position.
     windows: bool = False
@@ -90,7 +91,7 @@ LLAMA_ARCH = GGUFArch(
     full_rope=("default", "llama3"),
     rope_freqs=True,
 )
-GEMMA_ARCH = dict(activation="gelu_pytorch_tanh", windows=True)
+GEMMA_ARCH = dict(activation=Act.GELU_TANH.value, windows=True)
 
 #: Families with a GGUF architecture here, by `model_type`; llama.cpp's converter writes
 #: mistral and internlm3 as `llama`. Architectures without `windows` attend to every

@@ -27,8 +27,9 @@ from pathlib import Path
 import torch
 
 from shearing.files import cache_dir
+from shearing.models.config import Act
 
-KINDS = {"relu": 0, "fatrelu": 1, "drelu": 2}
+KINDS = {Act.RELU.value: 0, Act.FATRELU.value: 1, Act.DRELU.value: 2}  # the C kernel's codes
 
 SOURCE = r"""
 #include <omp.h>

@@ -16,6 +16,7 @@ from composer.models import ComposerModel
 from torch import Tensor
 
 from shearing.data.metrics import DOMAIN_METRIC, EXPECTED_METRIC, DomainCrossEntropy
+from shearing.models.config import Act
 from shearing.models.decoder import MaskableDecoder, Masks
 from shearing.objectives import (
     ActivationRecorder,
@@ -72,10 +73,10 @@ class ShearingLM(ComposerModel):
         self.ce_weight = ce_weight
         self.l1_stages = None if l1_stages is None else [tuple(s) for s in l1_stages]
         # Activation statistics only where they mean something (L1 term, ReLU-family FFNs).
-        wanted = self.l1_stages is not None or model.shape.hidden_act != "silu"
+        wanted = self.l1_stages is not None or model.shape.hidden_act != Act.SILU
         self.recorder = ActivationRecorder(model) if wanted else None
         self.threshold_from_step = threshold_from_step
-        if threshold_from_step is not None and model.shape.hidden_act != "fatrelu":
+        if threshold_from_step is not None and model.shape.hidden_act != Act.FATRELU:
             raise ValueError("threshold_from_step needs a fatrelu model")
         self.last_activation_sparsity: Tensor | None = None
         self.set_step(0)
