@@ -15,12 +15,17 @@ import importlib.util
 import json
 import shutil
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+#: A maker of a file or folder a row needs: (its path, the row's context) -> None.
+Maker = Callable[[Path, dict], None]
 
 
 @dataclass(frozen=True)
@@ -31,8 +36,8 @@ class Row:
     what: str
     args: tuple[str, ...]
     error: str
-    #: Files to create first: relative path under {tmp} -> a builder name in `MAKERS`.
-    setup: tuple[tuple[str, str], ...] = ()
+    #: Files to make first: path under {tmp} -> its maker (a function below).
+    setup: dict[str, Maker] = field(default_factory=dict)
 
 
 def _train_main(argv):
@@ -53,10 +58,10 @@ COMMANDS = {
     "train.py": _train_main,
     "tokenize.py": _main("shearing.data.prep"),
     "convert_to_hf.sh": _main("shearing.commands.convert"),
-    "shearing.commands.eval": _main("shearing.commands.eval"),
-    "shearing.commands.sparsity": _main("shearing.commands.sparsity"),
-    "shearing.commands.generate": _main("shearing.commands.generate"),
-    "shearing.commands.oneshot": _main("shearing.commands.oneshot"),
+    "shearing eval": _main("shearing.commands.eval"),
+    "shearing sparsity": _main("shearing.commands.sparsity"),
+    "shearing generate": _main("shearing.commands.generate"),
+    "shearing oneshot": _main("shearing.commands.oneshot"),
 }
 
 #: The supported model types, as the refusal of another architecture lists them.
@@ -65,1007 +70,6 @@ FAMILY_LIST = (
     "granite, granite_swa, smollm3, gemma4_text"
 )
 TINY = ("yaml/tiny_prune.yaml", "model.path={model}", "data.path={data}")
-R = "error: model.l0_module"
-
-
-def T(what, extra, error, setup=(), base=TINY):
-    return Row("train.py", what, (*base, *extra), error, tuple(setup))
-
-
-TRAIN_ROWS = [
-    T(
-        "config file that does not exist",
-        (),
-        "error: config file 'yaml/nope.yaml' does not exist",
-        base=("yaml/nope.yaml",),
-    ),
-    T(
-        "config file that is not YAML",
-        (),
-        "error: config file '{tmp}/bad.yaml' is not valid YAML (while parsing a flow sequence)",
-        [("bad.yaml", "bad_yaml")],
-        base=("{tmp}/bad.yaml",),
-    ),
-    T(
-        "recipe whose base file does not exist",
-        (),
-        "error: base 'nope.yaml' named by {tmp}/recipe.yaml does not exist ({tmp}/nope.yaml)",
-        [("recipe.yaml", "recipe_missing_base")],
-        base=("{tmp}/recipe.yaml",),
-    ),
-    T("unknown top-level key", ("bogus=1",), "error: unknown config key 'bogus'"),
-    T(
-        "unknown nested key",
-        ("model.l0_module.bogus=1",),
-        "error: unknown config key 'model.l0_module.bogus'",
-    ),
-    T(
-        "composer logger that is not known",
-        ("loggers.weights_and_biases.project=p",),
-        "error: loggers.weights_and_biases is not known; use one of wandb, tensorboard, mlflow, "
-        "file, inmemory, in_memory_logger, comet_ml, neptune, slack, remote_uploader_downloader "
-        "or an import path package.module:Class",
-    ),
-    T(
-        "composer callback argument it does not take",
-        ("callbacks.lr_monitor.window=5",),
-        "error: callbacks.lr_monitor: got an unexpected keyword argument 'window'; its "
-        "arguments are none",
-    ),
-    T(
-        "composer section that is not a mapping",
-        ("callbacks=[lr_monitor]",),
-        "error: config key 'callbacks' must be a mapping, not ['lr_monitor']",
-    ),
-    T(
-        "load_path that is not a file",
-        ("load_path={tmp}/nope.pt",),
-        "error: load_path='{tmp}/nope.pt' is not a checkpoint file (a local path or an "
-        "object-store URI such as s3://bucket/ep1-ba100-rank0.pt)",
-    ),
-    T(
-        "python log level that is not a level",
-        ("python_log_level=loud",),
-        "error: python_log_level='loud' is not valid; use debug, info, warning, error, critical",
-    ),
-    T(
-        "save_overwrite with autoresume",
-        ("save_overwrite=true", "autoresume=true", "run_name=r", "save_folder={tmp}/run"),
-        "error: save_overwrite=true with autoresume=true: autoresume continues the run in "
-        "save_folder, save_overwrite replaces it; keep one",
-    ),
-    T(
-        "duration in a unit composer does not define",
-        ("model.l0_module.lagrangian_warmup_steps=3days",),
-        "error: model.l0_module.lagrangian_warmup_steps='3days' is not a duration; use N or Nba "
-        "(steps), Nsp, Ntok or X.Ydur",
-    ),
-    T(
-        "wrong type",
-        ("seed=abc",),
-        "error: config key 'seed': Value 'abc' of type 'str' could not be converted to Integer",
-    ),
-    T(
-        "required key left empty",
-        (),
-        "error: config key 'data.path' is required and has no value",
-        base=("yaml/tiny_prune.yaml", "model.path={model}"),
-    ),
-    T("zero steps", ("max_duration=0ba",), "error: max_duration=0ba must be at least 1 step"),
-    T("negative steps", ("max_duration=-2ba",), "error: max_duration=-2ba must be at least 1 step"),
-    T(
-        "epochs on an endless train set",
-        ("max_duration=1ep",),
-        "error: max_duration='1ep': epochs are not defined (training draws from an endless "
-        "mixture of domains); use N or Nba (steps), Nsp or Ntok",
-    ),
-    T(
-        "not a duration",
-        ("max_duration=soon",),
-        "error: max_duration='soon' is not a duration; use N or Nba (steps), Nsp or Ntok",
-    ),
-    T(
-        "no batch",
-        ("global_train_batch_size=0",),
-        "error: global_train_batch_size=0 must be positive",
-    ),
-    T(
-        "microbatch that does not divide the batch",
-        ("global_train_batch_size=3", "device_train_microbatch_size=2"),
-        "error: device_train_microbatch_size=2 must be a positive divisor of the per-device batch "
-        "3 (global_train_batch_size=3 over 1 process(es))",
-    ),
-    T(
-        "zero microbatch",
-        ("device_train_microbatch_size=0",),
-        "error: device_train_microbatch_size=0 must be a positive divisor of the per-device batch "
-        "4 (global_train_batch_size=4 over 1 process(es))",
-    ),
-    T(
-        "zero eval interval",
-        ("eval_interval=0ba",),
-        "error: eval_interval=0ba must be at least 1 step",
-    ),
-    T(
-        "eval interval in epochs",
-        ("eval_interval=1ep",),
-        "error: eval_interval='1ep': epochs are not defined (training draws from an endless "
-        "mixture of domains); use N or Nba (steps), Nsp, Ntok or X.Ydur",
-    ),
-    T(
-        "zero save interval",
-        ("save_interval=0ba",),
-        "error: save_interval=0ba must be at least 1 step",
-    ),
-    T(
-        "zero console interval",
-        ("console_log_interval=0ba",),
-        "error: console_log_interval=0ba must be at least 1 step",
-    ),
-    T(
-        "unknown precision",
-        ("precision=fp8",),
-        "error: precision='fp8' is not valid; use fp32, amp_bf16, amp_fp16",
-    ),
-    T(
-        "warmup longer than the run",
-        ("scheduler.t_warmup=999ba",),
-        "error: scheduler.t_warmup=999ba is longer than the run (300 steps)",
-    ),
-    T(
-        "negative warmup",
-        ("scheduler.t_warmup=-1ba",),
-        "error: scheduler.t_warmup=-1ba must not be negative",
-    ),
-    T(
-        "negative schedule start",
-        ("scheduler.t_start=-1ba",),
-        "error: scheduler.t_start=-1ba must not be negative",
-    ),
-    T(
-        "run begins after its schedule ends",
-        ("scheduler.t_start=100ba", "scheduler.t_max=100ba"),
-        "error: scheduler.t_max=100ba must be longer than scheduler.t_start (100 steps): the "
-        "run would begin after its schedule ended",
-    ),
-    T(
-        "warmup longer than a shared schedule",
-        ("scheduler.t_warmup=50ba", "scheduler.t_max=40ba"),
-        "error: scheduler.t_warmup=50ba is longer than its schedule (40 steps from the "
-        "schedule's start)",
-    ),
-    T(
-        "final lr factor above 1",
-        ("scheduler.alpha_f=2",),
-        "error: scheduler.alpha_f=2.0 is not valid; it must be in [0, 1]",
-    ),
-    T(
-        "negative lr",
-        ("optimizer.lr=-1",),
-        "error: optimizer.lr=-1.0 is not valid; it must be 0 or more",
-    ),
-    T(
-        "negative gate lr",
-        ("optimizer.l0_lr=-1",),
-        "error: optimizer.l0_lr=-1.0 is not valid; it must be 0 or more",
-    ),
-    T(
-        "zero multiplier ascent rate",
-        ("optimizer.lambda_ascent_lr=0",),
-        "error: optimizer.lambda_ascent_lr=0.0 is not valid; it must be positive, or null (AdamW)",
-    ),
-    T(
-        "multiplier ascent rate without pruning",
-        ("model.l0_module=null", "optimizer.lambda_ascent_lr=1"),
-        "error: optimizer.lambda_ascent_lr=1.0 needs model.l0_module (it steps a pruning run's "
-        "Lagrange multipliers); remove it here",
-    ),
-    T(
-        "one beta",
-        ("optimizer.betas=[0.9]",),
-        "error: optimizer.betas=[0.9] is not valid; it must be two values in [0, 1)",
-    ),
-    T(
-        "zero eps",
-        ("optimizer.eps=0",),
-        "error: optimizer.eps=0.0 is not valid; it must be positive",
-    ),
-    T(
-        "negative weight decay",
-        ("optimizer.weight_decay=-0.1",),
-        "error: optimizer.weight_decay=-0.1 is not valid; it must be 0 or more",
-    ),
-    T(
-        "zero eval batch",
-        ("device_eval_batch_size=0",),
-        "error: device_eval_batch_size=0 is not valid; it must be a positive integer",
-    ),
-    T(
-        "checkpoints to keep below -1",
-        ("save_num_checkpoints_to_keep=-3",),
-        "error: save_num_checkpoints_to_keep=-3 is not valid; it must be -1 (keep all) or more",
-    ),
-    T(
-        "zero gradient clip",
-        ("max_grad_norm=0",),
-        "error: max_grad_norm=0.0 is not valid; it must be positive, or null (no clipping)",
-    ),
-    T(
-        "source model that does not exist",
-        ("model.path={tmp}/nope",),
-        "error: model.path: model path '{tmp}/nope' is not a model: expected a Hugging Face "
-        "directory (config.json + safetensors or .bin weights) or a .gguf file",
-    ),
-    T(
-        "source config.json that is not JSON",
-        ("model.path={tmp}/badjson",),
-        "error: model.path: '{tmp}/badjson/config.json' is not valid JSON (Expecting value: line 1 "
-        "column 1 (char 0))",
-        [("badjson", "bad_config_json")],
-    ),
-    T(
-        "mixture-of-experts source",
-        ("model.path={tmp}/moe",),
-        "error: model.path: model_type='mixtral' is not supported (a mixture-of-experts model "
-        "(routed expert FFNs)); supported: " + FAMILY_LIST,
-        [("moe", "config_mixtral")],
-    ),
-    T(
-        "multimodal source",
-        ("model.path={tmp}/vlm",),
-        "error: model.path: model_type='gemma3' is not supported (a multimodal model (its text "
-        "decoder alone, e.g. gemma3_text, can be pruned)); supported: " + FAMILY_LIST,
-        [("vlm", "config_gemma3")],
-    ),
-    T(
-        "linear-attention source",
-        ("model.path={tmp}/hybrid",),
-        "error: model.path: model_type='qwen3_5' is not supported (a model with linear-attention "
-        "or state-space layers); supported: " + FAMILY_LIST,
-        [("hybrid", "config_qwen3_5")],
-    ),
-    T(
-        "truncated safetensors",
-        ("model.path={tmp}/trunc",),
-        "error: weights file '{tmp}/trunc/model.safetensors' is truncated or corrupt "
-        "(SafetensorError: Error while deserializing header: header too small)",
-        [("trunc", "truncated_safetensors")],
-    ),
-    T(
-        "corpus that does not exist",
-        ("data.path={tmp}/nope",),
-        "error: data.path '{tmp}/nope' has no manifest.json; tokenize a corpus with "
-        "data_prep/tokenize.py first",
-    ),
-    T(
-        "domain not in the corpus",
-        ("data.domains=[zeta]",),
-        "error: data.domains entry 'zeta' is not in the corpus; available: alpha, beta, gamma",
-    ),
-    T(
-        "proportions of the wrong length",
-        ("data.proportions=[0.5,0.5]",),
-        "error: data.proportions has 2 values for 3 domains",
-    ),
-    T(
-        "negative proportion",
-        ("data.proportions=[-0.2,0.6,0.6]",),
-        "error: data.proportions=[-0.2, 0.6, 0.6] has a negative value",
-    ),
-    T(
-        "proportions that do not sum to 1",
-        ("data.proportions=[0.2,0.2,0.2]",),
-        "error: data.proportions sum to 0.60000000, not 1",
-    ),
-    T(
-        "proportions and proportions_from",
-        ("data.proportions=[0.2,0.3,0.5]", "data.proportions_from={run}"),
-        "error: data.proportions and data.proportions_from are both set; keep one",
-    ),
-    T(
-        "proportions_from a folder with no history",
-        ("data.proportions_from={tmp}",),
-        "error: data.proportions_from '{tmp}' has no domain history",
-    ),
-    T(
-        "rows_from a folder with no position record",
-        ("data.rows_from={tmp}",),
-        "error: data.rows_from '{tmp}' has no data_position.json (a training run writes it "
-        "into its save_folder when it finishes)",
-    ),
-    T(
-        "rows_from a position record that is not one",
-        ("data.rows_from={tmp}/data_position.json",),
-        "error: data.rows_from '{tmp}/data_position.json': data_position.json is not a position "
-        "record this project wrote (row_seed, rows, train_rows)",
-        [("data_position.json", "text")],
-    ),
-    T(
-        "rows_from a run on another corpus",
-        ("data.rows_from={tmp}/other",),
-        "error: data.rows_from '{tmp}/other' read another corpus: domain 'alpha' had 7 "
-        "training rows there, {alpha_rows} in '{data}'",
-        [("other", "other_corpus_position")],
-    ),
-    T(
-        "rows_from a position record whose domains disagree",
-        ("data.rows_from={tmp}/partial",),
-        "error: data.rows_from '{tmp}/partial': data_position.json is not a position record "
-        "this project wrote (row_seed, rows, train_rows)",
-        [("partial", "partial_position")],
-    ),
-    T(
-        "reference losses of the wrong length",
-        ("data.reference_losses=[1.0,2.0]",),
-        "error: data.reference_losses has 2 values for 3 domains",
-    ),
-    T(
-        "non-positive reference loss",
-        ("data.reference_losses=[0.0,1.0,1.0]",),
-        "error: data.reference_losses=[0.0, 1.0, 1.0] must all be positive",
-    ),
-    T(
-        "updates without reference losses",
-        ("data.update_interval=150",),
-        "error: data.update_interval is set but data.reference_losses is not",
-    ),
-    T(
-        "updates between evaluations",
-        ("data.update_interval=100", "data.reference_losses=[1.0,1.0,1.0]"),
-        "error: data.update_interval=100 is not a multiple of eval_interval=150ba; updates need a "
-        "fresh evaluation",
-    ),
-    T(
-        "zero update interval",
-        ("data.update_interval=0",),
-        "error: data.update_interval=0 must be positive",
-    ),
-    T(
-        "unknown update type",
-        ("data.update_type=linear",),
-        "error: data.update_type='linear' is not valid; use exponential, constant",
-    ),
-    T(
-        "smoothing above 1",
-        ("data.update_interval=150", "data.reference_losses=[1.0,1.0,1.0]", "data.smoothing=2"),
-        "error: data.smoothing=2.0 must be in [0, 1]",
-    ),
-    T(
-        "negative workers",
-        ("data.num_workers=-1",),
-        "error: data.num_workers=-1 is not valid; it must be 0 or more",
-    ),
-    T(
-        "zero eval rows",
-        ("data.eval_max_rows=0",),
-        "error: data.eval_max_rows=0 is not valid; it must be positive, or null (all rows)",
-    ),
-    T("zero step size", ("data.eta=0",), "error: data.eta=0.0 is not valid; it must be positive"),
-    T(
-        "target larger than the source",
-        ("model.l0_module.target_model.num_hidden_layers=9",),
-        f"{R}.target_model.num_hidden_layers=9 is larger than the source's 3",
-    ),
-    T(
-        "target key that is not prunable",
-        ("model.l0_module.target_model.vocab_size=10",),
-        f"{R}.target_model.vocab_size is not a prunable dimension; valid: num_hidden_layers, "
-        "hidden_size, num_attention_heads, num_key_value_heads, intermediate_size",
-    ),
-    T(
-        "zero-sized target",
-        ("model.l0_module.target_model.hidden_size=0",),
-        f"{R}.target_model.hidden_size=0 must be a positive integer",
-    ),
-    T(
-        "heads not a multiple of kv heads",
-        (
-            "model.l0_module.target_model.num_attention_heads=3",
-            "model.l0_module.target_model.num_key_value_heads=2",
-        ),
-        f"{R}.target_model.num_attention_heads=3 is not a multiple of num_key_value_heads=2",
-    ),
-    T(
-        "target shape the exported config class refuses",
-        ("model.l0_module.target_model.hidden_size=23",),
-        f"{R}.target_model (num_hidden_layers=2, hidden_size=23, num_attention_heads=2, "
-        "num_key_value_heads=1, intermediate_size=32) cannot be exported: transformers' "
-        "LlamaConfig refuses it (The hidden size (23) is not a multiple of the number of "
-        "attention heads (2).)",
-    ),
-    T(
-        "target a module does not prune",
-        ("model.l0_module.pruning_modules=[layer]",),
-        f"{R}.target_model.hidden_size=24 differs from the source's 32 but 'hidden' is not in "
-        "model.l0_module.pruning_modules",
-    ),
-    T(
-        "unknown pruning module",
-        ("model.l0_module.pruning_modules=[bogus]",),
-        f"{R}.pruning_modules: pruning_modules entry 'bogus' is unknown; valid: layer, hidden, "
-        "head, kv_group, intermediate",
-    ),
-    T(
-        "unknown gate init",
-        ("model.l0_module.init=magic",),
-        f"{R}.init='magic' is not valid; use default, importance",
-    ),
-    T(
-        "pruned-unit logit without importance init",
-        ("model.l0_module.init_pruned_logit=-6",),
-        f"{R}.init_pruned_logit=-6 is not valid; it needs init: importance and a value below 4 "
-        "(or null)",
-    ),
-    T(
-        "kept-unit logit without importance init",
-        ("model.l0_module.init_kept_logit=8",),
-        f"{R}.init_kept_logit=8 is not valid; it needs init: importance and a value above -2 "
-        "(or null)",
-    ),
-    T(
-        "zero calibration rows",
-        ("model.l0_module.calibration_rows=0",),
-        f"{R}.calibration_rows=0 must be positive",
-    ),
-    T(
-        "negative Lagrangian warmup",
-        ("model.l0_module.lagrangian_warmup_steps=-1",),
-        f"{R}.lagrangian_warmup_steps=-1 must not be negative",
-    ),
-    T(
-        "Lagrangian warmup longer than the run",
-        ("model.l0_module.lagrangian_warmup_steps=999",),
-        f"{R}.lagrangian_warmup_steps=999 is longer than the run (max_duration=300ba, 300 steps)",
-    ),
-    T(
-        "unknown activation",
-        ("model.activation=gelu",),
-        "error: model.activation='gelu' is not supported; use silu, relu, fatrelu, drelu",
-    ),
-    T(
-        "negative FATReLU threshold",
-        ("model.fatrelu_threshold=-1",),
-        "error: model.fatrelu_threshold=-1.0 is not valid; it must be 0 or more",
-    ),
-    T(
-        "threshold shift on a SiLU model",
-        ("threshold_shift.step=5",),
-        "error: threshold_shift needs a relu or fatrelu model, not 'silu'",
-    ),
-    T(
-        "threshold shift after the run",
-        ("model.activation=relu", "threshold_shift.step=400"),
-        "error: threshold_shift needs 0 <= step < 300 (the run's steps) and threshold >= 0, got "
-        "step=400, threshold=0.01",
-    ),
-    T("empty L1 schedule", ("activation_l1.stages=[]",), "error: activation_l1.stages is empty"),
-    T(
-        "L1 stage of zero steps",
-        ("activation_l1.stages=[{{steps: 0, penalty: 0.1}}]",),
-        "error: activation_l1.stages[0] needs steps > 0 and penalty >= 0, got steps=0, penalty=0.1",
-    ),
-    T(
-        "zero distillation temperature",
-        ("distillation.temperature=0",),
-        "error: distillation needs alpha >= 0 and temperature > 0, got 1.0, 0.0",
-    ),
-    T(
-        "negative cross-entropy weight",
-        ("distillation.ce_weight=-1",),
-        "error: distillation.ce_weight=-1.0 is not valid; it must be 0 or more, and alpha and "
-        "ce_weight not both 0",
-    ),
-    T(
-        "distillation without any loss",
-        ("distillation.alpha=0", "distillation.ce_weight=0"),
-        "error: distillation.ce_weight=0.0 is not valid; it must be 0 or more, and alpha and "
-        "ce_weight not both 0",
-    ),
-    T(
-        "unknown teacher dtype",
-        ("distillation.teacher_dtype=int8",),
-        "error: distillation.teacher_dtype='int8' is not valid; use float32, bfloat16, float16",
-    ),
-    T(
-        "teacher folder without a model",
-        ("distillation.teacher_path={tmp}",),
-        "error: distillation.teacher_path: model path '{tmp}' is not a model: expected a Hugging "
-        "Face directory (config.json + safetensors or .bin weights) or a .gguf file",
-    ),
-    T(
-        "settle phase overlapping the target ramp",
-        ("model.l0_module.settle_steps=250",),
-        "error: model.l0_module.settle_steps=250 is not valid; it must be 0 or more and leave the "
-        "target ramp (lagrangian_warmup_steps=60) before it in the run's 300 steps",
-    ),
-    T(
-        "FSDP reentrant activation checkpointing while pruning",
-        ("fsdp_config={{activation_checkpointing: true}}",),
-        "error: fsdp_config.activation_checkpointing with model.l0_module needs "
-        "fsdp_config.activation_checkpointing_reentrant: false (the layers take the pruning "
-        "masks, which carry gradients)",
-    ),
-    T(
-        "autoresume without a run name",
-        ("save_folder={tmp}/r", "autoresume=true"),
-        "error: autoresume=true needs run_name: it finds the run to resume by both",
-    ),
-    T(
-        "autoresume without a save folder",
-        ("autoresume=true", "run_name=r"),
-        "error: autoresume=true needs save_folder: it finds the run to resume by both",
-    ),
-    T(
-        "save folder that is the source model",
-        ("save_folder={model}",),
-        "error: save_folder '{model}' is the input model.path '{model}'; write the output "
-        "somewhere else",
-    ),
-    T(
-        "save folder inside the corpus",
-        ("save_folder={data}/run",),
-        "error: save_folder '{data}/run' lies inside the input data.path '{data}'; write the "
-        "output somewhere else",
-    ),
-    T(
-        "save folder that is a file",
-        ("save_folder={tmp}/file.txt",),
-        "error: save_folder '{tmp}/file.txt' is a file, not a folder",
-        [("file.txt", "text")],
-    ),
-    T(
-        "save folder holding a finished run",
-        ("save_folder={run}",),
-        "error: save_folder '{run}' already holds a run (config.yaml, metrics.jsonl, "
-        "domain_history.jsonl, ...); pass autoresume=true to continue it, or choose a new folder",
-    ),
-    T(
-        "autoresume with another target",
-        (
-            "save_folder={run}",
-            "autoresume=true",
-            "run_name=r",
-            "model.l0_module.target_model.num_hidden_layers=1",
-        ),
-        "error: save_folder '{run}' holds a run of another model section (model.*); autoresume "
-        "continues only the same model and target",
-    ),
-    T(
-        "autoresume switching the multipliers' optimizer",
-        (
-            "save_folder={run}",
-            "autoresume=true",
-            "run_name=r",
-            "model.l0_module.lagrangian_warmup_steps=2",
-            "optimizer.lambda_ascent_lr=1",
-        ),
-        "error: optimizer.lambda_ascent_lr=1.0 but the run in save_folder '{run}' was started "
-        "with null; autoresume continues its optimizer state only with both null or both set "
-        "(a rate may change)",
-    ),
-    T(
-        "autoresume from a crafted checkpoint",
-        (
-            "save_folder={tmp}/evil_run",
-            "autoresume=true",
-            "run_name=r",
-            "model.l0_module.lagrangian_warmup_steps=2",
-        ),
-        "error: autoresume: {tmp}/evil_run/ep0-ba2-rank0.pt refused: it asks to build "
-        "io.open, which is not tensor data; loading it could run code (checkpoints of this "
-        "project hold only tensors and plain data)",
-        [("evil_run", "evil_run")],
-    ),
-]
-
-
-def K(what, extra, error, setup=()):
-    base = ("--input", "{corpus}", "--output", "{tmp}/out", "--tokenizer", "{tokenizer}")
-    return Row("tokenize.py", what, (*base, *extra), error, tuple(setup))
-
-
-def K2(what, args, error, setup=()):
-    return Row("tokenize.py", what, tuple(args), error, tuple(setup))
-
-
-TOKENIZE_ROWS = [
-    K2(
-        "input that does not exist",
-        ("--input", "{tmp}/nope", "--output", "{tmp}/out", "--tokenizer", "{tokenizer}"),
-        "error: --input '{tmp}/nope' is not a directory of domain folders",
-    ),
-    K2(
-        "output equal to input, with --force",
-        ("--input", "{corpus}", "--output", "{corpus}", "--tokenizer", "{tokenizer}", "--force"),
-        "error: --output '{corpus}' is the input "
-        "--input '{corpus}'; write the output somewhere else",
-    ),
-    K2(
-        "output inside the input",
-        ("--input", "{corpus}", "--output", "{corpus}/alpha/mds", "--tokenizer", "{tokenizer}"),
-        "error: --output '{corpus}/alpha/mds' lies inside the input "
-        "--input '{corpus}'; write the output somewhere else",
-    ),
-    K2(
-        "output holding the input, with --force",
-        ("--input", "{corpus}", "--output", "{root}", "--tokenizer", "{tokenizer}", "--force"),
-        "error: --output '{root}' holds the input "
-        "--input '{corpus}'; write the output somewhere else",
-    ),
-    K(
-        "output that is a file",
-        ("--output", "{tmp}/file.txt"),
-        "error: --output '{tmp}/file.txt' is a file, not a directory",
-        [("file.txt", "text")],
-    ),
-    K(
-        "output not empty",
-        ("--output", "{tmp}/full"),
-        "error: --output '{tmp}/full' is not empty; pass --force to replace it",
-        [("full", "full")],
-    ),
-    K("sequence length 1", ("--seq-len", "1"), "error: --seq-len 1 must be at least 2"),
-    K("negative eval rows", ("--eval-seqs", "-1"), "error: --eval-seqs -1 must be 0 or more"),
-    K("zero workers", ("--workers", "0"), "error: --workers 0 must be at least 1"),
-    K(
-        "domain not in the input",
-        ("--domains", "zeta"),
-        "error: domain 'zeta' has no folder in {corpus}; found: alpha, beta, gamma",
-    ),
-    K2(
-        "tokenizer that does not exist",
-        ("--input", "{corpus}", "--output", "{tmp}/out", "--tokenizer", "{tmp}/nope"),
-        "error: --tokenizer '{tmp}/nope' is neither a Hugging Face "
-        "tokenizer directory nor a SentencePiece .model file",
-    ),
-    K2(
-        "input with no domain folders",
-        ("--input", "{tmp}/empty", "--output", "{tmp}/out", "--tokenizer", "{tokenizer}"),
-        "error: --input '{tmp}/empty' has no domain folders",
-        [("empty", "empty_dir")],
-    ),
-    K2(
-        "domain folder with no text files",
-        ("--input", "{tmp}/c", "--output", "{tmp}/out", "--tokenizer", "{tokenizer}"),
-        "error: domain 'a' has no .jsonl/.jsonl.gz/.json.gz/.parquet files in {tmp}/c/a",
-        [("c/a/readme.txt", "text")],
-    ),
-    K2(
-        "bytes that are not UTF-8",
-        ("--input", "{tmp}/c", "--output", "{tmp}/out", "--tokenizer", "{tokenizer}"),
-        "error: {tmp}/c/a/x.jsonl: not UTF-8 text (byte 0xe9)",
-        [("c/a/x.jsonl", "latin1_jsonl")],
-    ),
-    K2(
-        ".jsonl.gz that is not gzip",
-        ("--input", "{tmp}/c", "--output", "{tmp}/out", "--tokenizer", "{tokenizer}"),
-        "error: {tmp}/c/a/x.jsonl.gz: not a complete gzip file (Not a gzipped file (b'{{\"'))",
-        [("c/a/x.jsonl.gz", "plain_as_gz")],
-    ),
-    K2(
-        "truncated .jsonl.gz",
-        ("--input", "{tmp}/c", "--output", "{tmp}/out", "--tokenizer", "{tokenizer}"),
-        "error: {tmp}/c/a/x.jsonl.gz: not a complete gzip file "
-        "(Compressed file ended before the end-of-stream marker was reached)",
-        [("c/a/x.jsonl.gz", "truncated_gz")],
-    ),
-    K2(
-        "line that is not JSON",
-        ("--input", "{tmp}/c", "--output", "{tmp}/out", "--tokenizer", "{tokenizer}"),
-        "error: {tmp}/c/a/x.jsonl:1: not JSON (Expecting value)",
-        [("c/a/x.jsonl", "not_json")],
-    ),
-    K2(
-        "record without text",
-        ("--input", "{tmp}/c", "--output", "{tmp}/out", "--tokenizer", "{tokenizer}"),
-        "error: {tmp}/c/a/x.jsonl:1: record has no 'text' field",
-        [("c/a/x.jsonl", "no_text")],
-    ),
-    K(
-        "rows longer than the domain's text",
-        ("--seq-len", "100000"),
-        "error: domain 'alpha' has 11964 training tokens, fewer than one row of --seq-len 100000",
-    ),
-]
-
-
-def C(what, args, error, setup=()):
-    return Row("convert_to_hf.sh", what, tuple(args), error, tuple(setup))
-
-
-CONVERT_ROWS = [
-    C(
-        "checkpoint that does not exist",
-        ("{tmp}/nope", "{tmp}/out"),
-        "error: '{tmp}/nope' is not a composer checkpoint file or a run folder with one",
-    ),
-    C(
-        "output equal to the run folder, with --force",
-        ("{run}", "{run}", "--force"),
-        "error: OUT_DIR '{run}' is the input CHECKPOINT '{run}'; write the output somewhere else",
-    ),
-    C(
-        "output inside the run folder",
-        ("{run}", "{run}/hf"),
-        "error: OUT_DIR '{run}/hf' lies inside the input CHECKPOINT '{run}'; write the output "
-        "somewhere else",
-    ),
-    C(
-        "output equal to the source model, with --force",
-        ("{run}", "{model}", "--force"),
-        "error: OUT_DIR '{model}' is the input model.path of the run '{model}'; write the output "
-        "somewhere else",
-    ),
-    C(
-        "output that is a file",
-        ("{run}", "{tmp}/file.txt"),
-        "error: OUT_DIR '{tmp}/file.txt' is a file, not a directory",
-        [("file.txt", "text")],
-    ),
-    C(
-        "output not empty",
-        ("{run}", "{tmp}/full"),
-        "error: OUT_DIR '{tmp}/full' is not empty; pass --force to replace it",
-        [("full", "full")],
-    ),
-    C(
-        "checkpoint of random bytes",
-        ("{tmp}/r/ep0-ba2-rank0.pt", "{tmp}/out"),
-        "error: {tmp}/r/ep0-ba2-rank0.pt is not a complete torch checkpoint (no zip directory: an "
-        "interrupted write, or not a checkpoint)",
-        [("r", "random_checkpoint")],
-    ),
-    C(
-        "truncated checkpoint file",
-        ("{tmp}/t/ep0-ba2-rank0.pt", "{tmp}/out"),
-        "error: {tmp}/t/ep0-ba2-rank0.pt is not a complete torch checkpoint (no zip directory: an "
-        "interrupted write, or not a checkpoint)",
-        [("t", "truncated_checkpoint")],
-    ),
-    C(
-        "run folder whose only checkpoint is truncated",
-        ("{tmp}/t", "{tmp}/out"),
-        "error: '{tmp}/t' is not a composer checkpoint file or a run folder with one",
-        [("t", "truncated_checkpoint")],
-    ),
-    C(
-        "crafted checkpoint that runs code",
-        ("{tmp}/evil_run/ep0-ba2-rank0.pt", "{tmp}/out"),
-        "error: {tmp}/evil_run/ep0-ba2-rank0.pt refused: it asks to build io.open, which is "
-        "not tensor data; loading it could run code (checkpoints of this project hold only "
-        "tensors and plain data)",
-        [("evil_run", "evil_run")],
-    ),
-    C(
-        "torch file that is not a composer checkpoint",
-        ("{tmp}/w/ep0-ba2-rank0.pt", "{tmp}/out"),
-        "error: {tmp}/w/ep0-ba2-rank0.pt is not a composer checkpoint (no state.model)",
-        [("w", "weights_only_file")],
-    ),
-    C(
-        "checkpoint without a run config",
-        ("{tmp}/w/ep0-ba2-rank0.pt", "{tmp}/out"),
-        "error: no run config at {tmp}/w/config.yaml; pass --config",
-        [("w", "weights_only_file"), ("w/config.yaml", "remove")],
-    ),
-    C(
-        "--config that does not exist",
-        ("{run}", "{tmp}/out", "--config", "{tmp}/nope.yaml"),
-        "error: no run config at {tmp}/nope.yaml; pass --config",
-    ),
-    C(
-        "unknown --dtype",
-        ("{run}", "{tmp}/out", "--dtype", "int8"),
-        "scripts/convert_to_hf.sh: error: argument --dtype: invalid choice: 'int8' (choose from "
-        "'bfloat16', 'float16', 'float32')",
-    ),
-]
-
-
-def E(command, what, extra, error, setup=()):
-    base = ("--model", "{model}", "--data", "{data}")
-    return Row(command, what, (*base, *extra), error, tuple(setup))
-
-
-MODEL_ROWS = [
-    Row(
-        "shearing.commands.eval",
-        "neither a corpus nor downstream tasks",
-        ("--model", "{model}"),
-        "error: give --data (held-out loss on a tokenized corpus), --lm-eval TASKS "
-        "(downstream accuracy), or both",
-        (),
-    ),
-    E(
-        "shearing.commands.eval",
-        "downstream tasks on a GGUF file",
-        ("--model", "{tmp}/x.gguf", "--lm-eval", "shearing_pubmed_next"),
-        "error: --lm-eval needs a Hugging Face directory, not the GGUF file '{tmp}/x.gguf'",
-        [("x.gguf", "bad_gguf")],
-    ),
-    E(
-        "shearing.commands.eval",
-        "zero downstream items",
-        ("--lm-eval", "shearing_pubmed_next", "--lm-eval-limit", "0"),
-        "error: --lm-eval-limit 0 must be positive",
-    ),
-    E(
-        "shearing.commands.eval",
-        "model that does not exist",
-        ("--model", "{tmp}/nope"),
-        "error: model path '{tmp}/nope' is not a model: expected a Hugging Face directory "
-        "(config.json + safetensors or .bin weights) or a .gguf file",
-    ),
-    E(
-        "shearing.commands.eval",
-        "truncated safetensors",
-        ("--model", "{tmp}/trunc"),
-        "error: weights file '{tmp}/trunc/model.safetensors' is truncated or corrupt "
-        "(SafetensorError: Error while deserializing header: header too small)",
-        [("trunc", "truncated_safetensors")],
-    ),
-    E(
-        "shearing.commands.eval",
-        "corrupt GGUF",
-        ("--model", "{tmp}/x.gguf"),
-        "error: GGUF file '{tmp}/x.gguf' is truncated or corrupt (ValueError)",
-        [("x.gguf", "bad_gguf")],
-    ),
-    E(
-        "shearing.commands.eval",
-        "corpus that does not exist",
-        ("--data", "{tmp}/nope"),
-        "error: data.path '{tmp}/nope' has no manifest.json; tokenize a corpus with "
-        "data_prep/tokenize.py first",
-    ),
-    E(
-        "shearing.commands.eval",
-        "zero rows",
-        ("--max-rows", "0"),
-        "error: --max-rows 0 must be positive (omit it for all rows)",
-    ),
-    E(
-        "shearing.commands.eval",
-        "negative rows",
-        ("--max-rows", "-1"),
-        "error: --max-rows -1 must be positive (omit it for all rows)",
-    ),
-    E(
-        "shearing.commands.eval",
-        "zero batch",
-        ("--batch-size", "0"),
-        "error: --batch-size 0 must be positive",
-    ),
-    E(
-        "shearing.commands.eval",
-        "corpus with no eval rows",
-        ("--data", "{tmp}/noeval"),
-        "error: --data '{tmp}/noeval' has no eval rows to evaluate on",
-        [("noeval", "no_eval_corpus")],
-    ),
-    E(
-        "shearing.commands.eval",
-        "--json that is a folder",
-        ("--json", "{tmp}"),
-        "error: --json '{tmp}' is a directory; give a file name",
-    ),
-    E(
-        "shearing.commands.eval",
-        "--json inside the model",
-        ("--json", "{model}/eval.json"),
-        "error: --json '{model}/eval.json' lies inside the input --model '{model}'; write the "
-        "output somewhere else",
-    ),
-    E(
-        "shearing.commands.eval",
-        "--json under a file",
-        ("--json", "{tmp}/file.txt/eval.json"),
-        "error: --json '{tmp}/file.txt/eval.json': '{tmp}/file.txt' is a file, not a folder",
-        [("file.txt", "text")],
-    ),
-    E(
-        "shearing.commands.eval",
-        "sparse decoding of a SiLU model",
-        ("--sparse-ffn",),
-        "error: sparse FFN decoding needs a ReLU-family hidden_act, not silu",
-    ),
-    E(
-        "shearing.commands.eval",
-        "unknown split",
-        ("--split", "test"),
-        "shearing eval: error: argument --split: invalid choice: 'test' (choose from "
-        "'eval', 'train')",
-    ),
-    E(
-        "shearing.commands.sparsity",
-        "zero rows",
-        ("--max-rows", "0"),
-        "error: --max-rows 0 must be positive (omit it for all rows)",
-    ),
-    E(
-        "shearing.commands.sparsity",
-        "model that does not exist",
-        ("--model", "{tmp}/nope"),
-        "error: model path '{tmp}/nope' is not a model: expected a Hugging Face directory "
-        "(config.json + safetensors or .bin weights) or a .gguf file",
-    ),
-    Row(
-        "shearing.commands.generate",
-        "negative token count",
-        ("--model", "{model}", "--max-new-tokens", "-3"),
-        "error: --max-new-tokens -3 must be 0 or more",
-    ),
-    Row(
-        "shearing.commands.generate",
-        "model that does not exist",
-        ("--model", "{tmp}/nope"),
-        "error: model path '{tmp}/nope' is not a model: expected a Hugging Face directory "
-        "(config.json + safetensors or .bin weights) or a .gguf file",
-    ),
-    Row(
-        "shearing.commands.generate",
-        "model without a tokenizer",
-        ("--model", "{model}"),
-        "error: model path '{model}' has no tokenizer (tokenizer.json, tokenizer.model or "
-        "vocab.json)",
-    ),
-]
-
-
-def S(what, extra, error, setup=(), config="yaml/tiny_prune.yaml"):
-    base = ("--config", config, "--method", "random", "--out", "{tmp}/out")
-    return Row(
-        "shearing.commands.oneshot",
-        what,
-        (*base, *extra, "model.path={model}", "data.path={data}"),
-        error,
-        tuple(setup),
-    )
-
-
-ONESHOT_ROWS = [
-    S(
-        "output equal to the source model, with --force",
-        ("--out", "{model}", "--force"),
-        "error: --out '{model}' is the input model.path '{model}'; write the output somewhere else",
-    ),
-    S(
-        "output not empty",
-        ("--out", "{tmp}/full"),
-        "error: --out '{tmp}/full' is not empty; pass --force to replace it",
-        [("full", "full")],
-    ),
-    S(
-        "output that is a file",
-        ("--out", "{tmp}/file.txt"),
-        "error: --out '{tmp}/file.txt' is a file, not a directory",
-        [("file.txt", "text")],
-    ),
-    S(
-        "zero calibration rows",
-        ("--calibration-rows", "0"),
-        "error: --calibration-rows 0 must be positive",
-    ),
-    S(
-        "config without a target",
-        (),
-        "error: yaml/continue_smollm2.yaml has no model.l0_module, so no target shape to prune to",
-        config="yaml/continue_smollm2.yaml",
-    ),
-    S(
-        "target larger than the source",
-        ("model.l0_module.target_model.hidden_size=64",),
-        "error: model.l0_module.target_model.hidden_size=64 is larger than the source's 32",
-    ),
-    S(
-        "unknown method",
-        ("--method", "magnitude"),
-        "shearing oneshot: error: argument "
-        "--method: invalid choice: 'magnitude' (choose from 'importance', 'random')",
-    ),
-]
-
-ROWS = TRAIN_ROWS + TOKENIZE_ROWS + CONVERT_ROWS + MODEL_ROWS + ONESHOT_ROWS
 
 
 # --- files the rows need -------------------------------------------------------------
@@ -1216,36 +220,1235 @@ def no_eval_corpus(path: Path, ctx: dict) -> None:
     assert tokenize_main([*args, str(ctx["tokenizer"]), "--seq-len", "32", "--eval-seqs", "0"]) == 0
 
 
-#: The files a row's `setup` names: maker name -> function(path, context); `config_<type>`
-#: makes a config.json of that model_type (`config_of`).
-MAKERS = {
-    "text": text,
-    "recipe_missing_base": recipe_missing_base,
-    "bad_yaml": bad_yaml,
-    "full": full,
-    "empty_dir": empty_dir,
-    "bad_config_json": bad_config_json,
-    "truncated_safetensors": truncated_safetensors,
-    "latin1_jsonl": latin1_jsonl,
-    "plain_as_gz": plain_as_gz,
-    "truncated_gz": truncated_gz,
-    "not_json": not_json,
-    "no_text": no_text,
-    "random_checkpoint": random_checkpoint,
-    "truncated_checkpoint": truncated_checkpoint,
-    "evil_run": evil_run,
-    "weights_only_file": weights_only_file,
-    "other_corpus_position": other_corpus_position,
-    "partial_position": partial_position,
-    "remove": remove,
-    "bad_gguf": bad_gguf,
-    "no_eval_corpus": no_eval_corpus,
-}
+# --- the tables: one per command, each row a call with named fields ---------------------
+#: Each command's own arguments, before a row's `args` (a row may replace them: `base=`).
+TOKENIZE_BASE = ("--input", "{corpus}", "--output", "{tmp}/out", "--tokenizer", "{tokenizer}")
+MODEL_BASE = ("--model", "{model}", "--data", "{data}")
 
 
-def _make(kind: str, path: Path, ctx: dict) -> None:
-    make = config_of(kind.removeprefix("config_")) if kind.startswith("config_") else MAKERS[kind]
-    make(path, ctx)
+def _row(command: str, base: tuple, what: str, args: tuple, error: str, setup) -> Row:
+    return Row(command, what, (*base, *args), error, dict(setup or {}))
+
+
+def train(*, what: str, error: str, args: tuple = (), setup=None, base: tuple = TINY) -> Row:
+    return _row("train.py", base, what, args, error, setup)
+
+
+def tokenize(*, what, error, args=(), setup=None, base=TOKENIZE_BASE) -> Row:
+    return _row("tokenize.py", base, what, args, error, setup)
+
+
+def convert(*, what, error, args=(), setup=None) -> Row:
+    return _row("convert_to_hf.sh", (), what, args, error, setup)
+
+
+def evaluate(*, what, error, args=(), setup=None, base=MODEL_BASE) -> Row:
+    return _row("shearing eval", base, what, args, error, setup)
+
+
+def sparsity(*, what, error, args=(), setup=None, base=MODEL_BASE) -> Row:
+    return _row("shearing sparsity", base, what, args, error, setup)
+
+
+def generate(*, what, error, args=(), setup=None, base=MODEL_BASE) -> Row:
+    return _row("shearing generate", base, what, args, error, setup)
+
+
+def oneshot(*, what, error, args=(), setup=None, config="yaml/tiny_prune.yaml") -> Row:
+    base = ("--config", config, "--method", "random", "--out", "{tmp}/out")
+    return _row("shearing oneshot", base, what, (*args, "model.path={model}", "data.path={data}"),
+                error, setup)  # fmt: skip
+
+
+TRAIN_ROWS = [
+    train(
+        what="config file that does not exist",
+        base=("yaml/nope.yaml",),
+        error="error: config file 'yaml/nope.yaml' does not exist",
+    ),
+    train(
+        what="config file that is not YAML",
+        base=("{tmp}/bad.yaml",),
+        setup={"bad.yaml": bad_yaml},
+        error=(
+            "error: config file '{tmp}/bad.yaml' is not valid YAML (while parsing a flow sequence)"
+        ),
+    ),
+    train(
+        what="recipe whose base file does not exist",
+        base=("{tmp}/recipe.yaml",),
+        setup={"recipe.yaml": recipe_missing_base},
+        error="error: base 'nope.yaml' named by {tmp}/recipe.yaml does not exist ({tmp}/nope.yaml)",
+    ),
+    train(
+        what="unknown top-level key",
+        args=("bogus=1",),
+        error="error: unknown config key 'bogus'",
+    ),
+    train(
+        what="unknown nested key",
+        args=("model.l0_module.bogus=1",),
+        error="error: unknown config key 'model.l0_module.bogus'",
+    ),
+    train(
+        what="composer logger that is not known",
+        args=("loggers.weights_and_biases.project=p",),
+        error=(
+            "error: loggers.weights_and_biases is not known; use one of wandb, tensorboard, "
+            "mlflow, file, inmemory, in_memory_logger, comet_ml, neptune, slack, "
+            "remote_uploader_downloader or an import path package.module:Class"
+        ),
+    ),
+    train(
+        what="composer callback argument it does not take",
+        args=("callbacks.lr_monitor.window=5",),
+        error=(
+            "error: callbacks.lr_monitor: got an unexpected keyword argument 'window'; its "
+            "arguments are none"
+        ),
+    ),
+    train(
+        what="composer section that is not a mapping",
+        args=("callbacks=[lr_monitor]",),
+        error="error: config key 'callbacks' must be a mapping, not ['lr_monitor']",
+    ),
+    train(
+        what="load_path that is not a file",
+        args=("load_path={tmp}/nope.pt",),
+        error=(
+            "error: load_path='{tmp}/nope.pt' is not a checkpoint file (a local path or an "
+            "object-store URI such as s3://bucket/ep1-ba100-rank0.pt)"
+        ),
+    ),
+    train(
+        what="python log level that is not a level",
+        args=("python_log_level=loud",),
+        error=(
+            "error: python_log_level='loud' is not valid; use debug, info, warning, error, critical"
+        ),
+    ),
+    train(
+        what="save_overwrite with autoresume",
+        args=("save_overwrite=true", "autoresume=true", "run_name=r", "save_folder={tmp}/run"),
+        error=(
+            "error: save_overwrite=true with autoresume=true: autoresume continues the run in "
+            "save_folder, save_overwrite replaces it; keep one"
+        ),
+    ),
+    train(
+        what="duration in a unit composer does not define",
+        args=("model.l0_module.lagrangian_warmup_steps=3days",),
+        error=(
+            "error: model.l0_module.lagrangian_warmup_steps='3days' is not a duration; use N or "
+            "Nba (steps), Nsp, Ntok or X.Ydur"
+        ),
+    ),
+    train(
+        what="wrong type",
+        args=("seed=abc",),
+        error=(
+            "error: config key 'seed': Value 'abc' of type 'str' could not be converted to Integer"
+        ),
+    ),
+    train(
+        what="required key left empty",
+        base=("yaml/tiny_prune.yaml", "model.path={model}"),
+        error="error: config key 'data.path' is required and has no value",
+    ),
+    train(
+        what="zero steps",
+        args=("max_duration=0ba",),
+        error="error: max_duration=0ba must be at least 1 step",
+    ),
+    train(
+        what="negative steps",
+        args=("max_duration=-2ba",),
+        error="error: max_duration=-2ba must be at least 1 step",
+    ),
+    train(
+        what="epochs on an endless train set",
+        args=("max_duration=1ep",),
+        error=(
+            "error: max_duration='1ep': epochs are not defined (training draws from an endless "
+            "mixture of domains); use N or Nba (steps), Nsp or Ntok"
+        ),
+    ),
+    train(
+        what="not a duration",
+        args=("max_duration=soon",),
+        error="error: max_duration='soon' is not a duration; use N or Nba (steps), Nsp or Ntok",
+    ),
+    train(
+        what="no batch",
+        args=("global_train_batch_size=0",),
+        error="error: global_train_batch_size=0 must be positive",
+    ),
+    train(
+        what="microbatch that does not divide the batch",
+        args=("global_train_batch_size=3", "device_train_microbatch_size=2"),
+        error=(
+            "error: device_train_microbatch_size=2 must be a positive divisor of the per-device "
+            "batch 3 (global_train_batch_size=3 over 1 process(es))"
+        ),
+    ),
+    train(
+        what="zero microbatch",
+        args=("device_train_microbatch_size=0",),
+        error=(
+            "error: device_train_microbatch_size=0 must be a positive divisor of the per-device "
+            "batch 4 (global_train_batch_size=4 over 1 process(es))"
+        ),
+    ),
+    train(
+        what="zero eval interval",
+        args=("eval_interval=0ba",),
+        error="error: eval_interval=0ba must be at least 1 step",
+    ),
+    train(
+        what="eval interval in epochs",
+        args=("eval_interval=1ep",),
+        error=(
+            "error: eval_interval='1ep': epochs are not defined (training draws from an endless "
+            "mixture of domains); use N or Nba (steps), Nsp, Ntok or X.Ydur"
+        ),
+    ),
+    train(
+        what="zero save interval",
+        args=("save_interval=0ba",),
+        error="error: save_interval=0ba must be at least 1 step",
+    ),
+    train(
+        what="zero console interval",
+        args=("console_log_interval=0ba",),
+        error="error: console_log_interval=0ba must be at least 1 step",
+    ),
+    train(
+        what="unknown precision",
+        args=("precision=fp8",),
+        error="error: precision='fp8' is not valid; use fp32, amp_bf16, amp_fp16",
+    ),
+    train(
+        what="warmup longer than the run",
+        args=("scheduler.t_warmup=999ba",),
+        error="error: scheduler.t_warmup=999ba is longer than the run (300 steps)",
+    ),
+    train(
+        what="negative warmup",
+        args=("scheduler.t_warmup=-1ba",),
+        error="error: scheduler.t_warmup=-1ba must not be negative",
+    ),
+    train(
+        what="negative schedule start",
+        args=("scheduler.t_start=-1ba",),
+        error="error: scheduler.t_start=-1ba must not be negative",
+    ),
+    train(
+        what="run begins after its schedule ends",
+        args=("scheduler.t_start=100ba", "scheduler.t_max=100ba"),
+        error=(
+            "error: scheduler.t_max=100ba must be longer than scheduler.t_start (100 steps): the "
+            "run would begin after its schedule ended"
+        ),
+    ),
+    train(
+        what="warmup longer than a shared schedule",
+        args=("scheduler.t_warmup=50ba", "scheduler.t_max=40ba"),
+        error=(
+            "error: scheduler.t_warmup=50ba is longer than its schedule (40 steps from the "
+            "schedule's start)"
+        ),
+    ),
+    train(
+        what="final lr factor above 1",
+        args=("scheduler.alpha_f=2",),
+        error="error: scheduler.alpha_f=2.0 is not valid; it must be in [0, 1]",
+    ),
+    train(
+        what="negative lr",
+        args=("optimizer.lr=-1",),
+        error="error: optimizer.lr=-1.0 is not valid; it must be 0 or more",
+    ),
+    train(
+        what="negative gate lr",
+        args=("optimizer.l0_lr=-1",),
+        error="error: optimizer.l0_lr=-1.0 is not valid; it must be 0 or more",
+    ),
+    train(
+        what="zero multiplier ascent rate",
+        args=("optimizer.lambda_ascent_lr=0",),
+        error=(
+            "error: optimizer.lambda_ascent_lr=0.0 is not valid; it must be positive, or null "
+            "(AdamW)"
+        ),
+    ),
+    train(
+        what="multiplier ascent rate without pruning",
+        args=("model.l0_module=null", "optimizer.lambda_ascent_lr=1"),
+        error=(
+            "error: optimizer.lambda_ascent_lr=1.0 needs model.l0_module (it steps a pruning "
+            "run's Lagrange multipliers); remove it here"
+        ),
+    ),
+    train(
+        what="one beta",
+        args=("optimizer.betas=[0.9]",),
+        error="error: optimizer.betas=[0.9] is not valid; it must be two values in [0, 1)",
+    ),
+    train(
+        what="zero eps",
+        args=("optimizer.eps=0",),
+        error="error: optimizer.eps=0.0 is not valid; it must be positive",
+    ),
+    train(
+        what="negative weight decay",
+        args=("optimizer.weight_decay=-0.1",),
+        error="error: optimizer.weight_decay=-0.1 is not valid; it must be 0 or more",
+    ),
+    train(
+        what="zero eval batch",
+        args=("device_eval_batch_size=0",),
+        error="error: device_eval_batch_size=0 is not valid; it must be a positive integer",
+    ),
+    train(
+        what="checkpoints to keep below -1",
+        args=("save_num_checkpoints_to_keep=-3",),
+        error=(
+            "error: save_num_checkpoints_to_keep=-3 is not valid; it must be -1 (keep all) or more"
+        ),
+    ),
+    train(
+        what="zero gradient clip",
+        args=("max_grad_norm=0",),
+        error="error: max_grad_norm=0.0 is not valid; it must be positive, or null (no clipping)",
+    ),
+    train(
+        what="source model that does not exist",
+        args=("model.path={tmp}/nope",),
+        error=(
+            "error: model.path: model path '{tmp}/nope' is not a model: expected a Hugging Face "
+            "directory (config.json + safetensors or .bin weights) or a .gguf file"
+        ),
+    ),
+    train(
+        what="source config.json that is not JSON",
+        args=("model.path={tmp}/badjson",),
+        setup={"badjson": bad_config_json},
+        error=(
+            "error: model.path: '{tmp}/badjson/config.json' is not valid JSON (Expecting value: "
+            "line 1 column 1 (char 0))"
+        ),
+    ),
+    train(
+        what="mixture-of-experts source",
+        args=("model.path={tmp}/moe",),
+        setup={"moe": config_of("mixtral")},
+        error=(
+            "error: model.path: model_type='mixtral' is not supported (a mixture-of-experts model "
+            "(routed expert FFNs)); supported: " + FAMILY_LIST
+        ),
+    ),
+    train(
+        what="multimodal source",
+        args=("model.path={tmp}/vlm",),
+        setup={"vlm": config_of("gemma3")},
+        error=(
+            "error: model.path: model_type='gemma3' is not supported (a multimodal model (its "
+            "text decoder alone, e.g. gemma3_text, can be pruned)); supported: " + FAMILY_LIST
+        ),
+    ),
+    train(
+        what="linear-attention source",
+        args=("model.path={tmp}/hybrid",),
+        setup={"hybrid": config_of("qwen3_5")},
+        error=(
+            "error: model.path: model_type='qwen3_5' is not supported (a model with "
+            "linear-attention or state-space layers); supported: " + FAMILY_LIST
+        ),
+    ),
+    train(
+        what="truncated safetensors",
+        args=("model.path={tmp}/trunc",),
+        setup={"trunc": truncated_safetensors},
+        error=(
+            "error: weights file '{tmp}/trunc/model.safetensors' is truncated or corrupt "
+            "(SafetensorError: Error while deserializing header: header too small)"
+        ),
+    ),
+    train(
+        what="corpus that does not exist",
+        args=("data.path={tmp}/nope",),
+        error=(
+            "error: data.path '{tmp}/nope' has no manifest.json; tokenize a corpus with "
+            "data_prep/tokenize.py first"
+        ),
+    ),
+    train(
+        what="domain not in the corpus",
+        args=("data.domains=[zeta]",),
+        error=(
+            "error: data.domains entry 'zeta' is not in the corpus; available: alpha, beta, gamma"
+        ),
+    ),
+    train(
+        what="proportions of the wrong length",
+        args=("data.proportions=[0.5,0.5]",),
+        error="error: data.proportions has 2 values for 3 domains",
+    ),
+    train(
+        what="negative proportion",
+        args=("data.proportions=[-0.2,0.6,0.6]",),
+        error="error: data.proportions=[-0.2, 0.6, 0.6] has a negative value",
+    ),
+    train(
+        what="proportions that do not sum to 1",
+        args=("data.proportions=[0.2,0.2,0.2]",),
+        error="error: data.proportions sum to 0.60000000, not 1",
+    ),
+    train(
+        what="proportions and proportions_from",
+        args=("data.proportions=[0.2,0.3,0.5]", "data.proportions_from={run}"),
+        error="error: data.proportions and data.proportions_from are both set; keep one",
+    ),
+    train(
+        what="proportions_from a folder with no history",
+        args=("data.proportions_from={tmp}",),
+        error="error: data.proportions_from '{tmp}' has no domain history",
+    ),
+    train(
+        what="rows_from a folder with no position record",
+        args=("data.rows_from={tmp}",),
+        error=(
+            "error: data.rows_from '{tmp}' has no data_position.json (a training run writes it "
+            "into its save_folder when it finishes)"
+        ),
+    ),
+    train(
+        what="rows_from a position record that is not one",
+        args=("data.rows_from={tmp}/data_position.json",),
+        setup={"data_position.json": text},
+        error=(
+            "error: data.rows_from '{tmp}/data_position.json': data_position.json is not a "
+            "position record this project wrote (row_seed, rows, train_rows)"
+        ),
+    ),
+    train(
+        what="rows_from a run on another corpus",
+        args=("data.rows_from={tmp}/other",),
+        setup={"other": other_corpus_position},
+        error=(
+            "error: data.rows_from '{tmp}/other' read another corpus: domain 'alpha' had 7 "
+            "training rows there, {alpha_rows} in '{data}'"
+        ),
+    ),
+    train(
+        what="rows_from a position record whose domains disagree",
+        args=("data.rows_from={tmp}/partial",),
+        setup={"partial": partial_position},
+        error=(
+            "error: data.rows_from '{tmp}/partial': data_position.json is not a position record "
+            "this project wrote (row_seed, rows, train_rows)"
+        ),
+    ),
+    train(
+        what="reference losses of the wrong length",
+        args=("data.reference_losses=[1.0,2.0]",),
+        error="error: data.reference_losses has 2 values for 3 domains",
+    ),
+    train(
+        what="non-positive reference loss",
+        args=("data.reference_losses=[0.0,1.0,1.0]",),
+        error="error: data.reference_losses=[0.0, 1.0, 1.0] must all be positive",
+    ),
+    train(
+        what="updates without reference losses",
+        args=("data.update_interval=150",),
+        error="error: data.update_interval is set but data.reference_losses is not",
+    ),
+    train(
+        what="updates between evaluations",
+        args=("data.update_interval=100", "data.reference_losses=[1.0,1.0,1.0]"),
+        error=(
+            "error: data.update_interval=100 is not a multiple of eval_interval=150ba; updates "
+            "need a fresh evaluation"
+        ),
+    ),
+    train(
+        what="zero update interval",
+        args=("data.update_interval=0",),
+        error="error: data.update_interval=0 must be positive",
+    ),
+    train(
+        what="unknown update type",
+        args=("data.update_type=linear",),
+        error="error: data.update_type='linear' is not valid; use exponential, constant",
+    ),
+    train(
+        what="smoothing above 1",
+        args=(
+            "data.update_interval=150",
+            "data.reference_losses=[1.0,1.0,1.0]",
+            "data.smoothing=2",
+        ),
+        error="error: data.smoothing=2.0 must be in [0, 1]",
+    ),
+    train(
+        what="negative workers",
+        args=("data.num_workers=-1",),
+        error="error: data.num_workers=-1 is not valid; it must be 0 or more",
+    ),
+    train(
+        what="zero eval rows",
+        args=("data.eval_max_rows=0",),
+        error="error: data.eval_max_rows=0 is not valid; it must be positive, or null (all rows)",
+    ),
+    train(
+        what="zero step size",
+        args=("data.eta=0",),
+        error="error: data.eta=0.0 is not valid; it must be positive",
+    ),
+    train(
+        what="target larger than the source",
+        args=("model.l0_module.target_model.num_hidden_layers=9",),
+        error=(
+            "error: model.l0_module.target_model.num_hidden_layers=9 is larger than the source's 3"
+        ),
+    ),
+    train(
+        what="target key that is not prunable",
+        args=("model.l0_module.target_model.vocab_size=10",),
+        error=(
+            "error: model.l0_module.target_model.vocab_size is not a prunable dimension; valid: "
+            "num_hidden_layers, hidden_size, num_attention_heads, num_key_value_heads, "
+            "intermediate_size"
+        ),
+    ),
+    train(
+        what="zero-sized target",
+        args=("model.l0_module.target_model.hidden_size=0",),
+        error="error: model.l0_module.target_model.hidden_size=0 must be a positive integer",
+    ),
+    train(
+        what="heads not a multiple of kv heads",
+        args=(
+            "model.l0_module.target_model.num_attention_heads=3",
+            "model.l0_module.target_model.num_key_value_heads=2",
+        ),
+        error=(
+            "error: model.l0_module.target_model.num_attention_heads=3 is not a multiple of "
+            "num_key_value_heads=2"
+        ),
+    ),
+    train(
+        what="target shape the exported config class refuses",
+        args=("model.l0_module.target_model.hidden_size=23",),
+        error=(
+            "error: model.l0_module.target_model (num_hidden_layers=2, hidden_size=23, "
+            "num_attention_heads=2, num_key_value_heads=1, intermediate_size=32) cannot be "
+            "exported: transformers' LlamaConfig refuses it (The hidden size (23) is not a "
+            "multiple of the number of attention heads (2).)"
+        ),
+    ),
+    train(
+        what="target a module does not prune",
+        args=("model.l0_module.pruning_modules=[layer]",),
+        error=(
+            "error: model.l0_module.target_model.hidden_size=24 differs from the source's 32 but "
+            "'hidden' is not in model.l0_module.pruning_modules"
+        ),
+    ),
+    train(
+        what="unknown pruning module",
+        args=("model.l0_module.pruning_modules=[bogus]",),
+        error=(
+            "error: model.l0_module.pruning_modules: pruning_modules entry 'bogus' is unknown; "
+            "valid: layer, hidden, head, kv_group, intermediate"
+        ),
+    ),
+    train(
+        what="unknown gate init",
+        args=("model.l0_module.init=magic",),
+        error="error: model.l0_module.init='magic' is not valid; use default, importance",
+    ),
+    train(
+        what="pruned-unit logit without importance init",
+        args=("model.l0_module.init_pruned_logit=-6",),
+        error=(
+            "error: model.l0_module.init_pruned_logit=-6 is not valid; it needs init: importance "
+            "and a value below 4 (or null)"
+        ),
+    ),
+    train(
+        what="kept-unit logit without importance init",
+        args=("model.l0_module.init_kept_logit=8",),
+        error=(
+            "error: model.l0_module.init_kept_logit=8 is not valid; it needs init: importance and "
+            "a value above -2 (or null)"
+        ),
+    ),
+    train(
+        what="zero calibration rows",
+        args=("model.l0_module.calibration_rows=0",),
+        error="error: model.l0_module.calibration_rows=0 must be positive",
+    ),
+    train(
+        what="negative Lagrangian warmup",
+        args=("model.l0_module.lagrangian_warmup_steps=-1",),
+        error="error: model.l0_module.lagrangian_warmup_steps=-1 must not be negative",
+    ),
+    train(
+        what="Lagrangian warmup longer than the run",
+        args=("model.l0_module.lagrangian_warmup_steps=999",),
+        error=(
+            "error: model.l0_module.lagrangian_warmup_steps=999 is longer than the run "
+            "(max_duration=300ba, 300 steps)"
+        ),
+    ),
+    train(
+        what="unknown activation",
+        args=("model.activation=gelu",),
+        error="error: model.activation='gelu' is not supported; use silu, relu, fatrelu, drelu",
+    ),
+    train(
+        what="negative FATReLU threshold",
+        args=("model.fatrelu_threshold=-1",),
+        error="error: model.fatrelu_threshold=-1.0 is not valid; it must be 0 or more",
+    ),
+    train(
+        what="threshold shift on a SiLU model",
+        args=("threshold_shift.step=5",),
+        error="error: threshold_shift needs a relu or fatrelu model, not 'silu'",
+    ),
+    train(
+        what="threshold shift after the run",
+        args=("model.activation=relu", "threshold_shift.step=400"),
+        error=(
+            "error: threshold_shift needs 0 <= step < 300 (the run's steps) and threshold >= 0, "
+            "got step=400, threshold=0.01"
+        ),
+    ),
+    train(
+        what="empty L1 schedule",
+        args=("activation_l1.stages=[]",),
+        error="error: activation_l1.stages is empty",
+    ),
+    train(
+        what="L1 stage of zero steps",
+        args=("activation_l1.stages=[{{steps: 0, penalty: 0.1}}]",),
+        error=(
+            "error: activation_l1.stages[0] needs steps > 0 and penalty >= 0, got steps=0, "
+            "penalty=0.1"
+        ),
+    ),
+    train(
+        what="zero distillation temperature",
+        args=("distillation.temperature=0",),
+        error="error: distillation needs alpha >= 0 and temperature > 0, got 1.0, 0.0",
+    ),
+    train(
+        what="negative cross-entropy weight",
+        args=("distillation.ce_weight=-1",),
+        error=(
+            "error: distillation.ce_weight=-1.0 is not valid; it must be 0 or more, and alpha and "
+            "ce_weight not both 0"
+        ),
+    ),
+    train(
+        what="distillation without any loss",
+        args=("distillation.alpha=0", "distillation.ce_weight=0"),
+        error=(
+            "error: distillation.ce_weight=0.0 is not valid; it must be 0 or more, and alpha and "
+            "ce_weight not both 0"
+        ),
+    ),
+    train(
+        what="unknown teacher dtype",
+        args=("distillation.teacher_dtype=int8",),
+        error=(
+            "error: distillation.teacher_dtype='int8' is not valid; use float32, bfloat16, float16"
+        ),
+    ),
+    train(
+        what="teacher folder without a model",
+        args=("distillation.teacher_path={tmp}",),
+        error=(
+            "error: distillation.teacher_path: model path '{tmp}' is not a model: expected a "
+            "Hugging Face directory (config.json + safetensors or .bin weights) or a .gguf file"
+        ),
+    ),
+    train(
+        what="settle phase overlapping the target ramp",
+        args=("model.l0_module.settle_steps=250",),
+        error=(
+            "error: model.l0_module.settle_steps=250 is not valid; it must be 0 or more and leave "
+            "the target ramp (lagrangian_warmup_steps=60) before it in the run's 300 steps"
+        ),
+    ),
+    train(
+        what="FSDP reentrant activation checkpointing while pruning",
+        args=("fsdp_config={{activation_checkpointing: true}}",),
+        error=(
+            "error: fsdp_config.activation_checkpointing with model.l0_module needs "
+            "fsdp_config.activation_checkpointing_reentrant: false (the layers take the pruning "
+            "masks, which carry gradients)"
+        ),
+    ),
+    train(
+        what="autoresume without a run name",
+        args=("save_folder={tmp}/r", "autoresume=true"),
+        error="error: autoresume=true needs run_name: it finds the run to resume by both",
+    ),
+    train(
+        what="autoresume without a save folder",
+        args=("autoresume=true", "run_name=r"),
+        error="error: autoresume=true needs save_folder: it finds the run to resume by both",
+    ),
+    train(
+        what="save folder that is the source model",
+        args=("save_folder={model}",),
+        error=(
+            "error: save_folder '{model}' is the input model.path '{model}'; write the output "
+            "somewhere else"
+        ),
+    ),
+    train(
+        what="save folder inside the corpus",
+        args=("save_folder={data}/run",),
+        error=(
+            "error: save_folder '{data}/run' lies inside the input data.path '{data}'; write the "
+            "output somewhere else"
+        ),
+    ),
+    train(
+        what="save folder that is a file",
+        args=("save_folder={tmp}/file.txt",),
+        setup={"file.txt": text},
+        error="error: save_folder '{tmp}/file.txt' is a file, not a folder",
+    ),
+    train(
+        what="save folder holding a finished run",
+        args=("save_folder={run}",),
+        error=(
+            "error: save_folder '{run}' already holds a run (config.yaml, metrics.jsonl, "
+            "domain_history.jsonl, ...); pass autoresume=true to continue it, or choose a new "
+            "folder"
+        ),
+    ),
+    train(
+        what="autoresume with another target",
+        args=(
+            "save_folder={run}",
+            "autoresume=true",
+            "run_name=r",
+            "model.l0_module.target_model.num_hidden_layers=1",
+        ),
+        error=(
+            "error: save_folder '{run}' holds a run of another model section (model.*); "
+            "autoresume continues only the same model and target"
+        ),
+    ),
+    train(
+        what="autoresume switching the multipliers' optimizer",
+        args=(
+            "save_folder={run}",
+            "autoresume=true",
+            "run_name=r",
+            "model.l0_module.lagrangian_warmup_steps=2",
+            "optimizer.lambda_ascent_lr=1",
+        ),
+        error=(
+            "error: optimizer.lambda_ascent_lr=1.0 but the run in save_folder '{run}' was started "
+            "with null; autoresume continues its optimizer state only with both null or both set "
+            "(a rate may change)"
+        ),
+    ),
+    train(
+        what="autoresume from a crafted checkpoint",
+        args=(
+            "save_folder={tmp}/evil_run",
+            "autoresume=true",
+            "run_name=r",
+            "model.l0_module.lagrangian_warmup_steps=2",
+        ),
+        setup={"evil_run": evil_run},
+        error=(
+            "error: autoresume: {tmp}/evil_run/ep0-ba2-rank0.pt refused: it asks to build "
+            "io.open, which is not tensor data; loading it could run code (checkpoints of this "
+            "project hold only tensors and plain data)"
+        ),
+    ),
+]
+
+
+TOKENIZE_ROWS = [
+    tokenize(
+        what="input that does not exist",
+        base=(),
+        args=("--input", "{tmp}/nope", "--output", "{tmp}/out", "--tokenizer", "{tokenizer}"),
+        error="error: --input '{tmp}/nope' is not a directory of domain folders",
+    ),
+    tokenize(
+        what="output equal to input, with --force",
+        base=(),
+        args=(
+            "--input",
+            "{corpus}",
+            "--output",
+            "{corpus}",
+            "--tokenizer",
+            "{tokenizer}",
+            "--force",
+        ),
+        error=(
+            "error: --output '{corpus}' is the input --input '{corpus}'; write the output "
+            "somewhere else"
+        ),
+    ),
+    tokenize(
+        what="output inside the input",
+        base=(),
+        args=(
+            "--input",
+            "{corpus}",
+            "--output",
+            "{corpus}/alpha/mds",
+            "--tokenizer",
+            "{tokenizer}",
+        ),
+        error=(
+            "error: --output '{corpus}/alpha/mds' lies inside the input --input '{corpus}'; write "
+            "the output somewhere else"
+        ),
+    ),
+    tokenize(
+        what="output holding the input, with --force",
+        base=(),
+        args=("--input", "{corpus}", "--output", "{root}", "--tokenizer", "{tokenizer}", "--force"),
+        error=(
+            "error: --output '{root}' holds the input --input '{corpus}'; write the output "
+            "somewhere else"
+        ),
+    ),
+    tokenize(
+        what="output that is a file",
+        args=("--output", "{tmp}/file.txt"),
+        setup={"file.txt": text},
+        error="error: --output '{tmp}/file.txt' is a file, not a directory",
+    ),
+    tokenize(
+        what="output not empty",
+        args=("--output", "{tmp}/full"),
+        setup={"full": full},
+        error="error: --output '{tmp}/full' is not empty; pass --force to replace it",
+    ),
+    tokenize(
+        what="sequence length 1",
+        args=("--seq-len", "1"),
+        error="error: --seq-len 1 must be at least 2",
+    ),
+    tokenize(
+        what="negative eval rows",
+        args=("--eval-seqs", "-1"),
+        error="error: --eval-seqs -1 must be 0 or more",
+    ),
+    tokenize(
+        what="zero workers",
+        args=("--workers", "0"),
+        error="error: --workers 0 must be at least 1",
+    ),
+    tokenize(
+        what="domain not in the input",
+        args=("--domains", "zeta"),
+        error="error: domain 'zeta' has no folder in {corpus}; found: alpha, beta, gamma",
+    ),
+    tokenize(
+        what="tokenizer that does not exist",
+        base=(),
+        args=("--input", "{corpus}", "--output", "{tmp}/out", "--tokenizer", "{tmp}/nope"),
+        error=(
+            "error: --tokenizer '{tmp}/nope' is neither a Hugging Face tokenizer directory nor a "
+            "SentencePiece .model file"
+        ),
+    ),
+    tokenize(
+        what="input with no domain folders",
+        base=(),
+        args=("--input", "{tmp}/empty", "--output", "{tmp}/out", "--tokenizer", "{tokenizer}"),
+        setup={"empty": empty_dir},
+        error="error: --input '{tmp}/empty' has no domain folders",
+    ),
+    tokenize(
+        what="domain folder with no text files",
+        base=(),
+        args=("--input", "{tmp}/c", "--output", "{tmp}/out", "--tokenizer", "{tokenizer}"),
+        setup={"c/a/readme.txt": text},
+        error="error: domain 'a' has no .jsonl/.jsonl.gz/.json.gz/.parquet files in {tmp}/c/a",
+    ),
+    tokenize(
+        what="bytes that are not UTF-8",
+        base=(),
+        args=("--input", "{tmp}/c", "--output", "{tmp}/out", "--tokenizer", "{tokenizer}"),
+        setup={"c/a/x.jsonl": latin1_jsonl},
+        error="error: {tmp}/c/a/x.jsonl: not UTF-8 text (byte 0xe9)",
+    ),
+    tokenize(
+        what=".jsonl.gz that is not gzip",
+        base=(),
+        args=("--input", "{tmp}/c", "--output", "{tmp}/out", "--tokenizer", "{tokenizer}"),
+        setup={"c/a/x.jsonl.gz": plain_as_gz},
+        error=(
+            "error: {tmp}/c/a/x.jsonl.gz: not a complete gzip file (Not a gzipped file (b'{{\"'))"
+        ),
+    ),
+    tokenize(
+        what="truncated .jsonl.gz",
+        base=(),
+        args=("--input", "{tmp}/c", "--output", "{tmp}/out", "--tokenizer", "{tokenizer}"),
+        setup={"c/a/x.jsonl.gz": truncated_gz},
+        error=(
+            "error: {tmp}/c/a/x.jsonl.gz: not a complete gzip file (Compressed file ended before "
+            "the end-of-stream marker was reached)"
+        ),
+    ),
+    tokenize(
+        what="line that is not JSON",
+        base=(),
+        args=("--input", "{tmp}/c", "--output", "{tmp}/out", "--tokenizer", "{tokenizer}"),
+        setup={"c/a/x.jsonl": not_json},
+        error="error: {tmp}/c/a/x.jsonl:1: not JSON (Expecting value)",
+    ),
+    tokenize(
+        what="record without text",
+        base=(),
+        args=("--input", "{tmp}/c", "--output", "{tmp}/out", "--tokenizer", "{tokenizer}"),
+        setup={"c/a/x.jsonl": no_text},
+        error="error: {tmp}/c/a/x.jsonl:1: record has no 'text' field",
+    ),
+    tokenize(
+        what="rows longer than the domain's text",
+        args=("--seq-len", "100000"),
+        error=(
+            "error: domain 'alpha' has 11964 training tokens, fewer than one row of --seq-len "
+            "100000"
+        ),
+    ),
+]
+
+
+CONVERT_ROWS = [
+    convert(
+        what="checkpoint that does not exist",
+        args=("{tmp}/nope", "{tmp}/out"),
+        error="error: '{tmp}/nope' is not a composer checkpoint file or a run folder with one",
+    ),
+    convert(
+        what="output equal to the run folder, with --force",
+        args=("{run}", "{run}", "--force"),
+        error=(
+            "error: OUT_DIR '{run}' is the input CHECKPOINT '{run}'; write the output somewhere "
+            "else"
+        ),
+    ),
+    convert(
+        what="output inside the run folder",
+        args=("{run}", "{run}/hf"),
+        error=(
+            "error: OUT_DIR '{run}/hf' lies inside the input CHECKPOINT '{run}'; write the output "
+            "somewhere else"
+        ),
+    ),
+    convert(
+        what="output equal to the source model, with --force",
+        args=("{run}", "{model}", "--force"),
+        error=(
+            "error: OUT_DIR '{model}' is the input model.path of the run '{model}'; write the "
+            "output somewhere else"
+        ),
+    ),
+    convert(
+        what="output that is a file",
+        args=("{run}", "{tmp}/file.txt"),
+        setup={"file.txt": text},
+        error="error: OUT_DIR '{tmp}/file.txt' is a file, not a directory",
+    ),
+    convert(
+        what="output not empty",
+        args=("{run}", "{tmp}/full"),
+        setup={"full": full},
+        error="error: OUT_DIR '{tmp}/full' is not empty; pass --force to replace it",
+    ),
+    convert(
+        what="checkpoint of random bytes",
+        args=("{tmp}/r/ep0-ba2-rank0.pt", "{tmp}/out"),
+        setup={"r": random_checkpoint},
+        error=(
+            "error: {tmp}/r/ep0-ba2-rank0.pt is not a complete torch checkpoint (no zip "
+            "directory: an interrupted write, or not a checkpoint)"
+        ),
+    ),
+    convert(
+        what="truncated checkpoint file",
+        args=("{tmp}/t/ep0-ba2-rank0.pt", "{tmp}/out"),
+        setup={"t": truncated_checkpoint},
+        error=(
+            "error: {tmp}/t/ep0-ba2-rank0.pt is not a complete torch checkpoint (no zip "
+            "directory: an interrupted write, or not a checkpoint)"
+        ),
+    ),
+    convert(
+        what="run folder whose only checkpoint is truncated",
+        args=("{tmp}/t", "{tmp}/out"),
+        setup={"t": truncated_checkpoint},
+        error="error: '{tmp}/t' is not a composer checkpoint file or a run folder with one",
+    ),
+    convert(
+        what="crafted checkpoint that runs code",
+        args=("{tmp}/evil_run/ep0-ba2-rank0.pt", "{tmp}/out"),
+        setup={"evil_run": evil_run},
+        error=(
+            "error: {tmp}/evil_run/ep0-ba2-rank0.pt refused: it asks to build io.open, which is "
+            "not tensor data; loading it could run code (checkpoints of this project hold only "
+            "tensors and plain data)"
+        ),
+    ),
+    convert(
+        what="torch file that is not a composer checkpoint",
+        args=("{tmp}/w/ep0-ba2-rank0.pt", "{tmp}/out"),
+        setup={"w": weights_only_file},
+        error="error: {tmp}/w/ep0-ba2-rank0.pt is not a composer checkpoint (no state.model)",
+    ),
+    convert(
+        what="checkpoint without a run config",
+        args=("{tmp}/w/ep0-ba2-rank0.pt", "{tmp}/out"),
+        setup={"w": weights_only_file, "w/config.yaml": remove},
+        error="error: no run config at {tmp}/w/config.yaml; pass --config",
+    ),
+    convert(
+        what="--config that does not exist",
+        args=("{run}", "{tmp}/out", "--config", "{tmp}/nope.yaml"),
+        error="error: no run config at {tmp}/nope.yaml; pass --config",
+    ),
+    convert(
+        what="unknown --dtype",
+        args=("{run}", "{tmp}/out", "--dtype", "int8"),
+        error=(
+            "scripts/convert_to_hf.sh: error: argument --dtype: invalid choice: 'int8' (choose "
+            "from 'bfloat16', 'float16', 'float32')"
+        ),
+    ),
+]
+
+
+EVAL_ROWS = [
+    evaluate(
+        what="neither a corpus nor downstream tasks",
+        base=(),
+        args=("--model", "{model}"),
+        error=(
+            "error: give --data (held-out loss on a tokenized corpus), --lm-eval TASKS "
+            "(downstream accuracy), or both"
+        ),
+    ),
+    evaluate(
+        what="downstream tasks on a GGUF file",
+        args=("--model", "{tmp}/x.gguf", "--lm-eval", "shearing_pubmed_next"),
+        setup={"x.gguf": bad_gguf},
+        error="error: --lm-eval needs a Hugging Face directory, not the GGUF file '{tmp}/x.gguf'",
+    ),
+    evaluate(
+        what="zero downstream items",
+        args=("--lm-eval", "shearing_pubmed_next", "--lm-eval-limit", "0"),
+        error="error: --lm-eval-limit 0 must be positive",
+    ),
+    evaluate(
+        what="model that does not exist",
+        args=("--model", "{tmp}/nope"),
+        error=(
+            "error: model path '{tmp}/nope' is not a model: expected a Hugging Face directory "
+            "(config.json + safetensors or .bin weights) or a .gguf file"
+        ),
+    ),
+    evaluate(
+        what="truncated safetensors",
+        args=("--model", "{tmp}/trunc"),
+        setup={"trunc": truncated_safetensors},
+        error=(
+            "error: weights file '{tmp}/trunc/model.safetensors' is truncated or corrupt "
+            "(SafetensorError: Error while deserializing header: header too small)"
+        ),
+    ),
+    evaluate(
+        what="corrupt GGUF",
+        args=("--model", "{tmp}/x.gguf"),
+        setup={"x.gguf": bad_gguf},
+        error="error: GGUF file '{tmp}/x.gguf' is truncated or corrupt (ValueError)",
+    ),
+    evaluate(
+        what="corpus that does not exist",
+        args=("--data", "{tmp}/nope"),
+        error=(
+            "error: data.path '{tmp}/nope' has no manifest.json; tokenize a corpus with "
+            "data_prep/tokenize.py first"
+        ),
+    ),
+    evaluate(
+        what="zero rows",
+        args=("--max-rows", "0"),
+        error="error: --max-rows 0 must be positive (omit it for all rows)",
+    ),
+    evaluate(
+        what="negative rows",
+        args=("--max-rows", "-1"),
+        error="error: --max-rows -1 must be positive (omit it for all rows)",
+    ),
+    evaluate(
+        what="zero batch",
+        args=("--batch-size", "0"),
+        error="error: --batch-size 0 must be positive",
+    ),
+    evaluate(
+        what="corpus with no eval rows",
+        args=("--data", "{tmp}/noeval"),
+        setup={"noeval": no_eval_corpus},
+        error="error: --data '{tmp}/noeval' has no eval rows to evaluate on",
+    ),
+    evaluate(
+        what="--json that is a folder",
+        args=("--json", "{tmp}"),
+        error="error: --json '{tmp}' is a directory; give a file name",
+    ),
+    evaluate(
+        what="--json inside the model",
+        args=("--json", "{model}/eval.json"),
+        error=(
+            "error: --json '{model}/eval.json' lies inside the input --model '{model}'; write the "
+            "output somewhere else"
+        ),
+    ),
+    evaluate(
+        what="--json under a file",
+        args=("--json", "{tmp}/file.txt/eval.json"),
+        setup={"file.txt": text},
+        error="error: --json '{tmp}/file.txt/eval.json': '{tmp}/file.txt' is a file, not a folder",
+    ),
+    evaluate(
+        what="sparse decoding of a SiLU model",
+        args=("--sparse-ffn",),
+        error="error: sparse FFN decoding needs a ReLU-family hidden_act, not silu",
+    ),
+    evaluate(
+        what="unknown split",
+        args=("--split", "test"),
+        error=(
+            "shearing eval: error: argument --split: invalid choice: 'test' (choose from 'eval', "
+            "'train')"
+        ),
+    ),
+]
+
+
+SPARSITY_ROWS = [
+    sparsity(
+        what="zero rows",
+        args=("--max-rows", "0"),
+        error="error: --max-rows 0 must be positive (omit it for all rows)",
+    ),
+    sparsity(
+        what="model that does not exist",
+        args=("--model", "{tmp}/nope"),
+        error=(
+            "error: model path '{tmp}/nope' is not a model: expected a Hugging Face directory "
+            "(config.json + safetensors or .bin weights) or a .gguf file"
+        ),
+    ),
+]
+
+
+GENERATE_ROWS = [
+    generate(
+        what="negative token count",
+        base=(),
+        args=("--model", "{model}", "--max-new-tokens", "-3"),
+        error="error: --max-new-tokens -3 must be 0 or more",
+    ),
+    generate(
+        what="model that does not exist",
+        base=(),
+        args=("--model", "{tmp}/nope"),
+        error=(
+            "error: model path '{tmp}/nope' is not a model: expected a Hugging Face directory "
+            "(config.json + safetensors or .bin weights) or a .gguf file"
+        ),
+    ),
+    generate(
+        what="model without a tokenizer",
+        base=(),
+        args=("--model", "{model}"),
+        error=(
+            "error: model path '{model}' has no tokenizer (tokenizer.json, tokenizer.model or "
+            "vocab.json)"
+        ),
+    ),
+]
+
+
+ONESHOT_ROWS = [
+    oneshot(
+        what="output equal to the source model, with --force",
+        args=("--out", "{model}", "--force"),
+        error=(
+            "error: --out '{model}' is the input model.path '{model}'; write the output somewhere "
+            "else"
+        ),
+    ),
+    oneshot(
+        what="output not empty",
+        args=("--out", "{tmp}/full"),
+        setup={"full": full},
+        error="error: --out '{tmp}/full' is not empty; pass --force to replace it",
+    ),
+    oneshot(
+        what="output that is a file",
+        args=("--out", "{tmp}/file.txt"),
+        setup={"file.txt": text},
+        error="error: --out '{tmp}/file.txt' is a file, not a directory",
+    ),
+    oneshot(
+        what="zero calibration rows",
+        args=("--calibration-rows", "0"),
+        error="error: --calibration-rows 0 must be positive",
+    ),
+    oneshot(
+        what="config without a target",
+        config="yaml/continue_smollm2.yaml",
+        error=(
+            "error: yaml/continue_smollm2.yaml has no model.l0_module, so no target shape to "
+            "prune to"
+        ),
+    ),
+    oneshot(
+        what="target larger than the source",
+        args=("model.l0_module.target_model.hidden_size=64",),
+        error="error: model.l0_module.target_model.hidden_size=64 is larger than the source's 32",
+    ),
+    oneshot(
+        what="unknown method",
+        args=("--method", "magnitude"),
+        error=(
+            "shearing oneshot: error: argument --method: invalid choice: 'magnitude' (choose from "
+            "'importance', 'random')"
+        ),
+    ),
+]
+
+ROWS = (
+    TRAIN_ROWS
+    + TOKENIZE_ROWS
+    + CONVERT_ROWS
+    + EVAL_ROWS
+    + SPARSITY_ROWS
+    + GENERATE_ROWS
+    + ONESHOT_ROWS
+)
 
 
 def snapshot(*roots: Path) -> dict:
@@ -1292,8 +1495,8 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(
         "corpus": ws["root"] / "corpus", "tokenizer": ws["tokenizer"], "run": finished_run,
         "tmp": tmp_path, "alpha_rows": alpha_rows,
     }  # fmt: skip
-    for rel, kind in row.setup:
-        _make(kind, tmp_path / rel, ctx)
+    for rel, make in row.setup.items():
+        make(tmp_path / rel, ctx)
     roots = (ws["root"], finished_run, tmp_path, REPO / "yaml")
     before = snapshot(*roots)
     capsys.readouterr()
