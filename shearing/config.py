@@ -21,16 +21,11 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import yaml
-from shearing.models.config import Act, DecoderShape, export_problem
 from shearing.pruning.modules import (
     INIT_LOG_ALPHA,
     INITS,
-    MODULE_KEYS,
     PRUNED_LOG_ALPHA,
-    TABLE,
-    resolve_modules,
 )
-from shearing.pruning.sizing import sized_target
 
 
 class ConfigError(ValueError):
@@ -562,167 +557,29 @@ def start_logits(l0: L0Config) -> tuple[float, float]:
     return kept, pruned
 
 
-def target_shape(source: DecoderShape, l0: L0Config) -> DecoderShape:
-    """The target shape: the source with `target_model` applied, validated against it.
-
-    Raises:
-        ConfigError: unknown target keys, a target larger than the source, heads not a
-            multiple of key/value heads, or a change no pruning module can make.
-    """
-    target_key = K.model.l0_module.target_model
-    for key in l0.target_model:
-        if key not in MODULE_KEYS.values():
-            raise ConfigError(
-                f"{target_key[key]} is not a prunable dimension; valid: "
-                f"{', '.join(MODULE_KEYS.values())}"
-            )
-    try:
-        modules = resolve_modules(source, l0.pruning_modules)
-    except ValueError as err:
-        raise ConfigError(f"{K.model.l0_module.pruning_modules}: {err}") from None
-    t = dict(l0.target_model)
-    if l0.target_params is not None:
-        try:
-            t = sized_target(
-                source, modules, t, l0.target_params, lambda s: export_problem(s) is None
-            )
-        except ValueError as err:
-            raise ConfigError(f"{K.model.l0_module.target_params} {err}") from None
-    if "num_key_value_heads" not in t:
-        mha = source.group_size == 1
-        t["num_key_value_heads"] = (
-            t.get("num_attention_heads", source.num_attention_heads)
-            if mha
-            else source.num_key_value_heads
-        )
-    for key, value in t.items():
-        src = getattr(source, key)
-        if not isinstance(value, int) or value <= 0:
-            raise ConfigError(f"{target_key[key]}={value!r} must be a positive integer")
-        if value > src:
-            raise ConfigError(f"{target_key[key]}={value} is larger than the source's {src}")
-    heads = t.get("num_attention_heads", source.num_attention_heads)
-    if heads % t["num_key_value_heads"]:
-        raise ConfigError(
-            f"{target_key['num_attention_heads']}={heads} is not a multiple of "
-            f"num_key_value_heads={t['num_key_value_heads']}"
-        )
-    target = source.replace(**t)
-    if source.group_size == 1 and target.group_size != 1:
-        raise ConfigError(
-            f"{target_key['num_key_value_heads']}={target.num_key_value_heads}: a multi-head "
-            f"source can only be pruned to a multi-head target (num_key_value_heads = "
-            f"num_attention_heads = {target.num_attention_heads})"
-        )
-    if source.family.fixed_layers and target.num_hidden_layers != source.num_hidden_layers:
-        raise ConfigError(
-            f"{target_key['num_hidden_layers']}={target.num_hidden_layers}: "
-            f"{source.model_type} keeps all {source.num_hidden_layers} layers (its config makes "
-            "the last layer full-attention, which a pruned last layer may not be); prune "
-            "width only"
-        )
-    for module in TABLE.values():
-        if module.changes(source, target) and module.name not in modules:
-            key = module.hf_key
-            name = "head" if module.name == "kv_group" and source.group_size == 1 else module.name
-            raise ConfigError(
-                f"{target_key[key]}={getattr(target, key)} differs from the source's "
-                f"{getattr(source, key)} but {name!r} is not in {K.model.l0_module.pruning_modules}"
-            )
-    problem = export_problem(target)
-    if problem is not None:
-        dims = ", ".join(f"{k}={getattr(target, k)}" for k in MODULE_KEYS.values())
-        raise ConfigError(f"{target_key} ({dims}) cannot be exported: {problem}")
-    return target
-
-
-def validate(
-    cfg: TrainConfig, source: DecoderShape, seq_len: int | None = None, *, training: bool = True
-) -> tuple[DecoderShape | None, Steps | None]:
-    """Check everything that can be checked before building; return the target shape and
-    every duration in steps (`steps_of`; None without `training`).
+def check(cfg: TrainConfig, *, training: bool = True) -> None:
+    """Every check that needs nothing but the config: names, signs and ranges, and keys
+    that need or exclude one another. The checks that need the source model, the corpus
+    (durations in tokens, the batch over processes) or the machine are the resolver's
+    (`shearing.run.resolve`); each key's check is in one of the two places.
 
     With `training` false only what shapes the model is checked (activation, pruning
-    target): what conversion and one-shot pruning need, without the corpus.
+    init, sparsity and distillation settings): what conversion and one-shot pruning read.
+
+    Raises:
+        ConfigError: one line naming the key and what is valid.
     """
-    steps = _validate_training(cfg, seq_len) if training else None
-    _validate_sparsity(cfg, source, steps)
-    if cfg.model.l0_module is None:
-        return None, steps
-    l0 = cfg.model.l0_module
-    if l0.init not in INITS:
-        raise ConfigError(
-            f"{K.model.l0_module.init}={l0.init!r} is not valid; use {', '.join(INITS)}"
-        )
-    kept, pruned = start_logits(l0)
-    if l0.init_pruned_logit is not None and not (l0.init == "importance" and pruned < kept - 1):
-        raise ConfigError(
-            f"{K.model.l0_module.init_pruned_logit}={pruned:g} is not valid; it needs "
-            f"init: importance and a value below {kept - 1:g} (or null)"
-        )
-    if l0.init_kept_logit is not None and not (l0.init == "importance" and kept > pruned + 1):
-        raise ConfigError(
-            f"{K.model.l0_module.init_kept_logit}={kept:g} is not valid; it needs "
-            f"init: importance and a value above {pruned + 1:g} (or null)"
-        )
-    if l0.calibration_rows <= 0:
-        raise ConfigError(
-            f"{K.model.l0_module.calibration_rows}={l0.calibration_rows} must be positive"
-        )
-    if steps is not None:
-        if steps.lagrangian_warmup < 0:
-            raise ConfigError(
-                f"{K.model.l0_module.lagrangian_warmup_steps}={l0.lagrangian_warmup_steps} "
-                "must not be negative"
-            )
-        if steps.lagrangian_warmup > steps.total:
-            raise ConfigError(
-                f"{K.model.l0_module.lagrangian_warmup_steps}={l0.lagrangian_warmup_steps} is "
-                f"longer than the run (max_duration={cfg.max_duration}, {steps.total} steps)"
-            )
-        if not 0 <= steps.settle <= steps.total - steps.lagrangian_warmup:
-            raise ConfigError(
-                f"{K.model.l0_module.settle_steps}={l0.settle_steps} is not valid; it must be 0 or "
-                f"more and leave the target ramp (lagrangian_warmup_steps="
-                f"{l0.lagrangian_warmup_steps}) before it in the run's {steps.total} steps"
-            )
-    return target_shape(source, l0), steps
+    if training:
+        _check_training(cfg)
+    _check_model(cfg)
 
 
-def _validate_training(cfg: TrainConfig, seq_len: int | None) -> Steps:
-    """The training keys: precision, batch, durations, intervals, dynamic loading, the
-    composer keys; every duration in steps."""
+def _check_training(cfg: TrainConfig) -> None:
+    """The training keys: precision, batch, the composer keys, numbers, dynamic loading."""
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"precision={cfg.precision!r} is not valid; use {', '.join(PRECISIONS)}")
-    if cfg.precision == "amp_fp16":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                "precision=amp_fp16 needs a GPU (composer's fp16 amp); on a CPU use fp32 or "
-                "amp_bf16"
-            )
     if cfg.global_train_batch_size <= 0:
         raise ConfigError(f"global_train_batch_size={cfg.global_train_batch_size} must be positive")
-    steps = steps_of(cfg, seq_len)
-    if steps.total <= 0:
-        raise ConfigError(f"max_duration={cfg.max_duration} must be at least 1 step")
-    if steps.warmup < 0:
-        raise ConfigError(f"{K.scheduler.t_warmup}={cfg.scheduler.t_warmup} must not be negative")
-    sch = cfg.scheduler
-    if steps.schedule_start < 0:
-        raise ConfigError(f"{K.scheduler.t_start}={sch.t_start} must not be negative")
-    if sch.t_max is not None and steps.schedule_length <= steps.schedule_start:
-        raise ConfigError(
-            f"{K.scheduler.t_max}={sch.t_max} must be longer than {K.scheduler.t_start} "
-            f"({steps.schedule_start} steps): the run would begin after its schedule ended"
-        )
-    if steps.warmup > steps.schedule_length:
-        if sch.t_max is None and steps.schedule_start == 0:
-            where = f"the run ({steps.total} steps)"
-        else:
-            where = f"its schedule ({steps.schedule_length} steps from the schedule's start)"
-        raise ConfigError(f"{K.scheduler.t_warmup}={sch.t_warmup} is longer than {where}")
     fsdp = cfg.fsdp_config or {}
     if (
         cfg.model.l0_module is not None
@@ -740,31 +597,28 @@ def _validate_training(cfg: TrainConfig, seq_len: int | None) -> Steps:
             f"{K.model.l0_module} (it steps a pruning run's Lagrange multipliers); remove it here"
         )
     if cfg.autoresume and (cfg.save_folder is None or cfg.run_name is None):
-        missing = "save_folder" if cfg.save_folder is None else "run_name"
+        missing = K.save_folder if cfg.save_folder is None else K.run_name
         raise ConfigError(f"autoresume=true needs {missing}: it finds the run to resume by both")
     if cfg.autoresume and cfg.save_overwrite:
         raise ConfigError(
             "save_overwrite=true with autoresume=true: autoresume continues the run in "
             "save_folder, save_overwrite replaces it; keep one"
         )
-    if cfg.load_path and "://" not in cfg.load_path and not expand_path(cfg.load_path).is_file():
-        raise ConfigError(
-            f"load_path={cfg.load_path!r} is not a checkpoint file (a local path or an "
-            "object-store URI such as s3://bucket/ep1-ba100-rank0.pt)"
-        )
     if cfg.python_log_level.lower() not in LOG_LEVELS:
         raise ConfigError(
             f"python_log_level={cfg.python_log_level!r} is not valid; use {', '.join(LOG_LEVELS)}"
         )
-    for key in ("eval_interval", "save_interval", "console_log_interval"):
-        if getattr(steps, key) <= 0:
-            raise ConfigError(f"{key}={getattr(cfg, key)} must be at least 1 step")
-    _validate_numbers(cfg)
-    _validate_dynamic(cfg, steps)
-    return steps
+    _check_numbers(cfg)
+    d = cfg.data
+    if d.update_type not in ("exponential", "constant"):
+        raise ConfigError(
+            f"{K.data.update_type}={d.update_type!r} is not valid; use exponential, constant"
+        )
+    if d.update_interval is not None and not 0 <= d.smoothing <= 1:
+        raise ConfigError(f"{K.data.smoothing}={d.smoothing} must be in [0, 1]")
 
 
-def _validate_numbers(cfg: TrainConfig) -> None:
+def _check_numbers(cfg: TrainConfig) -> None:
     """Signs and ranges of plain numbers; each error names the key and what is valid."""
     o, d = cfg.optimizer, cfg.data
     checks = [
@@ -800,28 +654,9 @@ def _validate_numbers(cfg: TrainConfig) -> None:
             raise ConfigError(f"{key}={value} is not valid; it must be {valid}")
 
 
-def _validate_dynamic(cfg: TrainConfig, steps: Steps) -> None:
-    d = cfg.data
-    if d.update_type not in ("exponential", "constant"):
-        raise ConfigError(
-            f"{K.data.update_type}={d.update_type!r} is not valid; use exponential, constant"
-        )
-    if steps.update_interval is None:
-        return
-    if steps.update_interval <= 0:
-        raise ConfigError(f"{K.data.update_interval}={d.update_interval} must be positive")
-    if d.update_type == "exponential" and d.reference_losses is None:
-        raise ConfigError(f"{K.data.update_interval} is set but {K.data.reference_losses} is not")
-    if steps.update_interval % steps.eval_interval:
-        raise ConfigError(
-            f"{K.data.update_interval}={d.update_interval} is not a multiple of "
-            f"eval_interval={cfg.eval_interval}; updates need a fresh evaluation"
-        )
-    if not 0 <= d.smoothing <= 1:
-        raise ConfigError(f"{K.data.smoothing}={d.smoothing} must be in [0, 1]")
-
-
-def _validate_sparsity(cfg: TrainConfig, source: DecoderShape, steps: Steps | None) -> None:
+def _check_model(cfg: TrainConfig) -> None:
+    """What shapes the model: the activation, the pruning init, sparsity and distillation
+    settings."""
     from shearing.models.config import ACTIVATION_REPLACEMENTS
 
     act = cfg.model.activation
@@ -830,28 +665,8 @@ def _validate_sparsity(cfg: TrainConfig, source: DecoderShape, steps: Steps | No
             f"{K.model.activation}={act!r} is not supported; use "
             f"{', '.join(ACTIVATION_REPLACEMENTS)}"
         )
-    final = act or source.hidden_act
-    shift = cfg.threshold_shift
-    if shift is not None and final not in (Act.RELU, Act.FATRELU):
-        raise ConfigError(f"threshold_shift needs a relu or fatrelu model, not {final!r}")
-    at = steps.threshold_shift if steps is not None else None
-    in_run = steps is None or (at is not None and 0 <= at < steps.total)
-    if shift is not None and not (in_run and shift.threshold >= 0):
-        raise ConfigError(
-            f"threshold_shift needs 0 <= step < {steps.total if steps else 'the run'} (the "
-            f"run's steps) and threshold >= 0, got step={shift.step}, "
-            f"threshold={shift.threshold}"
-        )
-    if cfg.activation_l1 is not None:
-        if not cfg.activation_l1.stages:
-            raise ConfigError(f"{K.activation_l1.stages} is empty")
-        for i, stage in enumerate(cfg.activation_l1.stages):
-            length = steps.l1_stages[i] if steps is not None else 1
-            if length <= 0 or stage.penalty < 0:
-                raise ConfigError(
-                    f"{K.activation_l1.stages}[{i}] needs steps > 0 and penalty >= 0, "
-                    f"got steps={stage.steps}, penalty={stage.penalty}"
-                )
+    if cfg.activation_l1 is not None and not cfg.activation_l1.stages:
+        raise ConfigError(f"{K.activation_l1.stages} is empty")
     d = cfg.distillation
     if d is not None and (d.alpha < 0 or d.temperature <= 0):
         raise ConfigError(
@@ -866,6 +681,28 @@ def _validate_sparsity(cfg: TrainConfig, source: DecoderShape, steps: Steps | No
         raise ConfigError(
             f"{K.distillation.teacher_dtype}={d.teacher_dtype!r} is not valid; use "
             f"{', '.join(TEACHER_DTYPES)}"
+        )
+    l0 = cfg.model.l0_module
+    if l0 is None:
+        return
+    if l0.init not in INITS:
+        raise ConfigError(
+            f"{K.model.l0_module.init}={l0.init!r} is not valid; use {', '.join(INITS)}"
+        )
+    kept, pruned = start_logits(l0)
+    if l0.init_pruned_logit is not None and not (l0.init == "importance" and pruned < kept - 1):
+        raise ConfigError(
+            f"{K.model.l0_module.init_pruned_logit}={pruned:g} is not valid; it needs "
+            f"init: importance and a value below {kept - 1:g} (or null)"
+        )
+    if l0.init_kept_logit is not None and not (l0.init == "importance" and kept > pruned + 1):
+        raise ConfigError(
+            f"{K.model.l0_module.init_kept_logit}={kept:g} is not valid; it needs "
+            f"init: importance and a value above {pruned + 1:g} (or null)"
+        )
+    if l0.calibration_rows <= 0:
+        raise ConfigError(
+            f"{K.model.l0_module.calibration_rows}={l0.calibration_rows} must be positive"
         )
 
 

@@ -24,17 +24,20 @@ from pathlib import Path
 from shearing.config import KEYS as K
 from shearing.config import (
     ConfigError,
+    L0Config,
     Steps,
     TrainConfig,
+    check,
     expand_path,
-    validate,
+    steps_of,
 )
 from shearing.data.dynamic import last_proportions
 from shearing.data.mixture import read_manifest, read_position
-from shearing.models.config import Act, DecoderShape
+from shearing.models.config import Act, DecoderShape, export_problem
 from shearing.models.hf_io import read_hf_config
 from shearing.pruning.l0 import L0Module
-from shearing.pruning.modules import MODULE_KEYS, resolve_modules
+from shearing.pruning.modules import MODULE_KEYS, TABLE, resolve_modules
+from shearing.pruning.sizing import sized_target
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +208,10 @@ def resolve(cfg: TrainConfig, *, with_data: bool = True, world_size: int = 1) ->
     trained = {"fatrelu_threshold": m.fatrelu_threshold}
     if m.activation is not None:
         trained["hidden_act"] = m.activation
-    target, steps = validate(cfg, original, data.seq_len if data else None, training=with_data)
+    check(cfg, training=with_data)
+    steps = _check_steps(cfg, data.seq_len) if with_data else None
+    _check_sparsity(cfg, original, steps)
+    target = None if m.l0_module is None else target_shape(original, m.l0_module)
     if shift is not None:  # the run ends with FATReLU(threshold); ReLU before the shift
         trained |= {"hidden_act": Act.FATRELU.value, "fatrelu_threshold": shift.threshold}
     source = original.replace(**trained)
@@ -226,6 +232,177 @@ def resolve(cfg: TrainConfig, *, with_data: bool = True, world_size: int = 1) ->
         cfg, model_path, source_config, source, target, modules, final, teacher_path, teacher,
         data, steps, world_size,
     )  # fmt: skip
+
+
+def _check_steps(cfg: TrainConfig, seq_len: int) -> Steps:
+    """Every duration in steps (durations in tokens need the corpus's row length), checked
+    against the run and each other; and the checks that need this machine or its files."""
+    if cfg.precision == "amp_fp16":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                "precision=amp_fp16 needs a GPU (composer's fp16 amp); on a CPU use fp32 or "
+                "amp_bf16"
+            )
+    if cfg.load_path and "://" not in cfg.load_path and not expand_path(cfg.load_path).is_file():
+        raise ConfigError(
+            f"{K.load_path}={cfg.load_path!r} is not a checkpoint file (a local path or an "
+            "object-store URI such as s3://bucket/ep1-ba100-rank0.pt)"
+        )
+    steps = steps_of(cfg, seq_len)
+    if steps.total <= 0:
+        raise ConfigError(f"{K.max_duration}={cfg.max_duration} must be at least 1 step")
+    sch = cfg.scheduler
+    if steps.warmup < 0:
+        raise ConfigError(f"{K.scheduler.t_warmup}={sch.t_warmup} must not be negative")
+    if steps.schedule_start < 0:
+        raise ConfigError(f"{K.scheduler.t_start}={sch.t_start} must not be negative")
+    if sch.t_max is not None and steps.schedule_length <= steps.schedule_start:
+        raise ConfigError(
+            f"{K.scheduler.t_max}={sch.t_max} must be longer than {K.scheduler.t_start} "
+            f"({steps.schedule_start} steps): the run would begin after its schedule ended"
+        )
+    if steps.warmup > steps.schedule_length:
+        if sch.t_max is None and steps.schedule_start == 0:
+            where = f"the run ({steps.total} steps)"
+        else:
+            where = f"its schedule ({steps.schedule_length} steps from the schedule's start)"
+        raise ConfigError(f"{K.scheduler.t_warmup}={sch.t_warmup} is longer than {where}")
+    for key in (K.eval_interval, K.save_interval, K.console_log_interval):
+        if getattr(steps, key) <= 0:
+            raise ConfigError(f"{key}={getattr(cfg, key)} must be at least 1 step")
+    d = cfg.data
+    if steps.update_interval is not None:
+        if steps.update_interval <= 0:
+            raise ConfigError(f"{K.data.update_interval}={d.update_interval} must be positive")
+        if d.update_type == "exponential" and d.reference_losses is None:
+            raise ConfigError(
+                f"{K.data.update_interval} is set but {K.data.reference_losses} is not"
+            )
+        if steps.update_interval % steps.eval_interval:
+            raise ConfigError(
+                f"{K.data.update_interval}={d.update_interval} is not a multiple of "
+                f"{K.eval_interval}={cfg.eval_interval}; updates need a fresh evaluation"
+            )
+    l0 = cfg.model.l0_module
+    if l0 is not None:
+        if steps.lagrangian_warmup < 0:
+            raise ConfigError(
+                f"{K.model.l0_module.lagrangian_warmup_steps}={l0.lagrangian_warmup_steps} "
+                "must not be negative"
+            )
+        if steps.lagrangian_warmup > steps.total:
+            raise ConfigError(
+                f"{K.model.l0_module.lagrangian_warmup_steps}={l0.lagrangian_warmup_steps} is "
+                f"longer than the run ({K.max_duration}={cfg.max_duration}, {steps.total} steps)"
+            )
+        if not 0 <= steps.settle <= steps.total - steps.lagrangian_warmup:
+            raise ConfigError(
+                f"{K.model.l0_module.settle_steps}={l0.settle_steps} is not valid; it must be 0 or "
+                f"more and leave the target ramp (lagrangian_warmup_steps="
+                f"{l0.lagrangian_warmup_steps}) before it in the run's {steps.total} steps"
+            )
+    return steps
+
+
+def _check_sparsity(cfg: TrainConfig, source: DecoderShape, steps: Steps | None) -> None:
+    """The threshold shift against the source's activation and the run's steps; the L1
+    stages' lengths (None `steps`: not training, the shift's step is not checked)."""
+    final = cfg.model.activation or source.hidden_act
+    shift = cfg.threshold_shift
+    if shift is not None and final not in (Act.RELU, Act.FATRELU):
+        raise ConfigError(f"threshold_shift needs a relu or fatrelu model, not {final!r}")
+    at = steps.threshold_shift if steps is not None else None
+    in_run = steps is None or (at is not None and 0 <= at < steps.total)
+    if shift is not None and not (in_run and shift.threshold >= 0):
+        raise ConfigError(
+            f"threshold_shift needs 0 <= step < {steps.total if steps else 'the run'} (the "
+            f"run's steps) and threshold >= 0, got step={shift.step}, "
+            f"threshold={shift.threshold}"
+        )
+    if cfg.activation_l1 is not None:
+        for i, stage in enumerate(cfg.activation_l1.stages):
+            length = steps.l1_stages[i] if steps is not None else 1
+            if length <= 0 or stage.penalty < 0:
+                raise ConfigError(
+                    f"{K.activation_l1.stages}[{i}] needs steps > 0 and penalty >= 0, "
+                    f"got steps={stage.steps}, penalty={stage.penalty}"
+                )
+
+
+def target_shape(source: DecoderShape, l0: L0Config) -> DecoderShape:
+    """The target shape: the source with `target_model` applied, validated against it.
+
+    Raises:
+        ConfigError: unknown target keys, a target larger than the source, heads not a
+            multiple of key/value heads, or a change no pruning module can make.
+    """
+    target_key = K.model.l0_module.target_model
+    for key in l0.target_model:
+        if key not in MODULE_KEYS.values():
+            raise ConfigError(
+                f"{target_key[key]} is not a prunable dimension; valid: "
+                f"{', '.join(MODULE_KEYS.values())}"
+            )
+    try:
+        modules = resolve_modules(source, l0.pruning_modules)
+    except ValueError as err:
+        raise ConfigError(f"{K.model.l0_module.pruning_modules}: {err}") from None
+    t = dict(l0.target_model)
+    if l0.target_params is not None:
+        try:
+            t = sized_target(
+                source, modules, t, l0.target_params, lambda s: export_problem(s) is None
+            )
+        except ValueError as err:
+            raise ConfigError(f"{K.model.l0_module.target_params} {err}") from None
+    if "num_key_value_heads" not in t:
+        mha = source.group_size == 1
+        t["num_key_value_heads"] = (
+            t.get("num_attention_heads", source.num_attention_heads)
+            if mha
+            else source.num_key_value_heads
+        )
+    for key, value in t.items():
+        src = getattr(source, key)
+        if not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{target_key[key]}={value!r} must be a positive integer")
+        if value > src:
+            raise ConfigError(f"{target_key[key]}={value} is larger than the source's {src}")
+    heads = t.get("num_attention_heads", source.num_attention_heads)
+    if heads % t["num_key_value_heads"]:
+        raise ConfigError(
+            f"{target_key['num_attention_heads']}={heads} is not a multiple of "
+            f"num_key_value_heads={t['num_key_value_heads']}"
+        )
+    target = source.replace(**t)
+    if source.group_size == 1 and target.group_size != 1:
+        raise ConfigError(
+            f"{target_key['num_key_value_heads']}={target.num_key_value_heads}: a multi-head "
+            f"source can only be pruned to a multi-head target (num_key_value_heads = "
+            f"num_attention_heads = {target.num_attention_heads})"
+        )
+    if source.family.fixed_layers and target.num_hidden_layers != source.num_hidden_layers:
+        raise ConfigError(
+            f"{target_key['num_hidden_layers']}={target.num_hidden_layers}: "
+            f"{source.model_type} keeps all {source.num_hidden_layers} layers (its config makes "
+            "the last layer full-attention, which a pruned last layer may not be); prune "
+            "width only"
+        )
+    for module in TABLE.values():
+        if module.changes(source, target) and module.name not in modules:
+            key = module.hf_key
+            name = "head" if module.name == "kv_group" and source.group_size == 1 else module.name
+            raise ConfigError(
+                f"{target_key[key]}={getattr(target, key)} differs from the source's "
+                f"{getattr(source, key)} but {name!r} is not in {K.model.l0_module.pruning_modules}"
+            )
+    problem = export_problem(target)
+    if problem is not None:
+        dims = ", ".join(f"{k}={getattr(target, k)}" for k in MODULE_KEYS.values())
+        raise ConfigError(f"{target_key} ({dims}) cannot be exported: {problem}")
+    return target
 
 
 def _teacher(

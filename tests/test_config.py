@@ -470,3 +470,24 @@ def test_key_paths_come_from_the_schema_and_every_one_the_package_names_exists()
         for part in dotted.split("."):
             key = getattr(key, part, None)
             assert key is not None, f"{where}: {root}.{dotted} is not a key of the schema"
+
+
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("precision=fp8", "precision='fp8' is not valid"),
+        ("optimizer.eps=0", r"optimizer.eps=0.0 is not valid"),
+        ("model.l0_module.init=bogus", "model.l0_module.init='bogus' is not valid"),
+        ("distillation.teacher_dtype=int8", "distillation.teacher_dtype='int8' is not valid"),
+    ],
+)
+def test_config_only_checks_need_no_model_and_no_corpus(override, match):
+    """`config.check` refuses what the config alone shows: no file is read (the paths do
+    not exist), and the same config with a good value passes it."""
+    from shearing.config import check
+
+    paths = ["model.path=/nonexistent/model", "data.path=/nonexistent/data"]
+    teacher = ["distillation.alpha=1.0"] if override.startswith("distillation") else []
+    with pytest.raises(ConfigError, match=match):
+        check(load_config("yaml/tiny_prune.yaml", [*paths, *teacher, override]))
+    check(load_config("yaml/tiny_prune.yaml", [*paths, *teacher]))

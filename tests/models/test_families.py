@@ -267,7 +267,8 @@ def test_gguf_export_of_another_family_is_one_line(model_type, tmp_path):
 
 
 def test_gemma4_layers_are_not_pruned_one_line():
-    from shearing.config import ConfigError, L0Config, target_shape
+    from shearing.config import ConfigError, L0Config
+    from shearing.run import target_shape
 
     shape = ours_of(reference("gemma4_text")).shape
     l0 = L0Config(target_model={"num_hidden_layers": 2, "hidden_size": 24})
