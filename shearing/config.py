@@ -21,6 +21,7 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import yaml
+from shearing.models.config import ACTIVATION_REPLACEMENTS
 from shearing.pruning.modules import (
     INIT_LOG_ALPHA,
     INITS,
@@ -657,8 +658,6 @@ def _check_numbers(cfg: TrainConfig) -> None:
 def _check_model(cfg: TrainConfig) -> None:
     """What shapes the model: the activation, the pruning init, sparsity and distillation
     settings."""
-    from shearing.models.config import ACTIVATION_REPLACEMENTS
-
     act = cfg.model.activation
     if act is not None and act not in ACTIVATION_REPLACEMENTS:
         raise ConfigError(
