@@ -562,7 +562,9 @@ def check(cfg: TrainConfig, *, training: bool = True) -> None:
     """Every check that needs nothing but the config: names, signs and ranges, and keys
     that need or exclude one another. The checks that need the source model, the corpus
     (durations in tokens, the batch over processes) or the machine are the resolver's
-    (`shearing.run.resolve`); each key's check is in one of the two places.
+    (`shearing.run.resolve`), and so are all the checks of a key that has one of those:
+    each key is checked in one place. (What a key must be against an earlier run in
+    `save_folder` is checked where that folder is read, `shearing.trainer.folder`.)
 
     With `training` false only what shapes the model is checked (activation, pruning
     init, sparsity and distillation settings): what conversion and one-shot pruning read.
@@ -576,11 +578,7 @@ def check(cfg: TrainConfig, *, training: bool = True) -> None:
 
 
 def _check_training(cfg: TrainConfig) -> None:
-    """The training keys: precision, batch, the composer keys, numbers, dynamic loading."""
-    if cfg.precision not in PRECISIONS:
-        raise ConfigError(f"precision={cfg.precision!r} is not valid; use {', '.join(PRECISIONS)}")
-    if cfg.global_train_batch_size <= 0:
-        raise ConfigError(f"global_train_batch_size={cfg.global_train_batch_size} must be positive")
+    """The training keys: the composer keys, numbers, dynamic loading."""
     fsdp = cfg.fsdp_config or {}
     if (
         cfg.model.l0_module is not None
@@ -599,15 +597,18 @@ def _check_training(cfg: TrainConfig) -> None:
         )
     if cfg.autoresume and (cfg.save_folder is None or cfg.run_name is None):
         missing = K.save_folder if cfg.save_folder is None else K.run_name
-        raise ConfigError(f"autoresume=true needs {missing}: it finds the run to resume by both")
+        raise ConfigError(
+            f"{K.autoresume}=true needs {missing}: it finds the run to resume by both"
+        )
     if cfg.autoresume and cfg.save_overwrite:
         raise ConfigError(
-            "save_overwrite=true with autoresume=true: autoresume continues the run in "
-            "save_folder, save_overwrite replaces it; keep one"
+            f"{K.save_overwrite}=true with {K.autoresume}=true: autoresume continues the run "
+            "in save_folder, save_overwrite replaces it; keep one"
         )
     if cfg.python_log_level.lower() not in LOG_LEVELS:
+        levels = ", ".join(LOG_LEVELS)
         raise ConfigError(
-            f"python_log_level={cfg.python_log_level!r} is not valid; use {', '.join(LOG_LEVELS)}"
+            f"{K.python_log_level}={cfg.python_log_level!r} is not valid; use {levels}"
         )
     _check_numbers(cfg)
     d = cfg.data
@@ -623,11 +624,11 @@ def _check_numbers(cfg: TrainConfig) -> None:
     """Signs and ranges of plain numbers; each error names the key and what is valid."""
     o, d = cfg.optimizer, cfg.data
     checks = [
-        ("device_eval_batch_size", cfg.device_eval_batch_size, cfg.device_eval_batch_size > 0,
+        (K.device_eval_batch_size, cfg.device_eval_batch_size, cfg.device_eval_batch_size > 0,
          "a positive integer"),
-        ("save_num_checkpoints_to_keep", cfg.save_num_checkpoints_to_keep,
+        (K.save_num_checkpoints_to_keep, cfg.save_num_checkpoints_to_keep,
          cfg.save_num_checkpoints_to_keep >= -1, "-1 (keep all) or more"),
-        ("max_grad_norm", cfg.max_grad_norm,
+        (K.max_grad_norm, cfg.max_grad_norm,
          cfg.max_grad_norm is None or cfg.max_grad_norm > 0, "positive, or null (no clipping)"),
         (K.optimizer.lr, o.lr, o.lr >= 0, "0 or more"),
         (K.optimizer.l0_lr, o.l0_lr, o.l0_lr >= 0, "0 or more"),
@@ -643,10 +644,10 @@ def _check_numbers(cfg: TrainConfig) -> None:
         (K.data.eval_max_rows, d.eval_max_rows, d.eval_max_rows is None or d.eval_max_rows > 0,
          "positive, or null (all rows)"),
         (K.data.eta, d.eta, d.eta > 0, "positive"),
-        ("eval_subset_num_batches", cfg.eval_subset_num_batches,
+        (K.eval_subset_num_batches, cfg.eval_subset_num_batches,
          cfg.eval_subset_num_batches == -1 or cfg.eval_subset_num_batches > 0,
          "-1 (all) or a positive number of batches"),
-        ("dist_timeout", cfg.dist_timeout, cfg.dist_timeout > 0, "positive (seconds)"),
+        (K.dist_timeout, cfg.dist_timeout, cfg.dist_timeout > 0, "positive (seconds)"),
         (K.model.fatrelu_threshold, cfg.model.fatrelu_threshold,
          cfg.model.fatrelu_threshold >= 0, "0 or more"),
     ]  # fmt: skip
@@ -664,8 +665,6 @@ def _check_model(cfg: TrainConfig) -> None:
             f"{K.model.activation}={act!r} is not supported; use "
             f"{', '.join(ACTIVATION_REPLACEMENTS)}"
         )
-    if cfg.activation_l1 is not None and not cfg.activation_l1.stages:
-        raise ConfigError(f"{K.activation_l1.stages} is empty")
     d = cfg.distillation
     if d is not None and (d.alpha < 0 or d.temperature <= 0):
         raise ConfigError(

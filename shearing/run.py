@@ -23,6 +23,7 @@ from pathlib import Path
 
 from shearing.config import KEYS as K
 from shearing.config import (
+    PRECISIONS,
     ConfigError,
     L0Config,
     Steps,
@@ -193,6 +194,7 @@ def resolve(cfg: TrainConfig, *, with_data: bool = True, world_size: int = 1) ->
     Raises:
         ConfigError: one line naming the key, before any weights load.
     """
+    check(cfg, training=with_data)  # what the config alone shows, before any file is read
     data = plan_data(cfg) if with_data else None
     model_path = expand_path(cfg.model.path)
     try:
@@ -208,7 +210,8 @@ def resolve(cfg: TrainConfig, *, with_data: bool = True, world_size: int = 1) ->
     trained = {"fatrelu_threshold": m.fatrelu_threshold}
     if m.activation is not None:
         trained["hidden_act"] = m.activation
-    check(cfg, training=with_data)
+    if with_data:
+        _check_batch(cfg, world_size)  # before the durations: tokens over batches of rows
     steps = _check_steps(cfg, data.seq_len) if with_data else None
     _check_sparsity(cfg, original, steps)
     target = None if m.l0_module is None else target_shape(original, m.l0_module)
@@ -220,8 +223,6 @@ def resolve(cfg: TrainConfig, *, with_data: bool = True, world_size: int = 1) ->
             f"{K.data.path} was tokenized with a vocabulary of {data.vocab_size}, larger than the "
             f"model's {source.vocab_size}"
         )
-    if with_data:
-        _check_batch(cfg, world_size)
     l0 = m.l0_module
     modules = resolve_modules(source, l0.pruning_modules) if l0 is not None else ()
     # the target with the trained activation; the run ends with it (or with the source)
@@ -237,12 +238,16 @@ def resolve(cfg: TrainConfig, *, with_data: bool = True, world_size: int = 1) ->
 def _check_steps(cfg: TrainConfig, seq_len: int) -> Steps:
     """Every duration in steps (durations in tokens need the corpus's row length), checked
     against the run and each other; and the checks that need this machine or its files."""
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(
+            f"{K.precision}={cfg.precision!r} is not valid; use {', '.join(PRECISIONS)}"
+        )
     if cfg.precision == "amp_fp16":
         import torch
 
         if not torch.cuda.is_available():
             raise ConfigError(
-                "precision=amp_fp16 needs a GPU (composer's fp16 amp); on a CPU use fp32 or "
+                f"{K.precision}=amp_fp16 needs a GPU (composer's fp16 amp); on a CPU use fp32 or "
                 "amp_bf16"
             )
     if cfg.load_path and "://" not in cfg.load_path and not expand_path(cfg.load_path).is_file():
@@ -322,6 +327,8 @@ def _check_sparsity(cfg: TrainConfig, source: DecoderShape, steps: Steps | None)
             f"threshold={shift.threshold}"
         )
     if cfg.activation_l1 is not None:
+        if not cfg.activation_l1.stages:
+            raise ConfigError(f"{K.activation_l1.stages} is empty")
         for i, stage in enumerate(cfg.activation_l1.stages):
             length = steps.l1_stages[i] if steps is not None else 1
             if length <= 0 or stage.penalty < 0:
@@ -450,17 +457,21 @@ def _dims(shape: DecoderShape) -> dict:
 
 
 def _check_batch(cfg: TrainConfig, world: int) -> None:
+    if cfg.global_train_batch_size <= 0:
+        raise ConfigError(
+            f"{K.global_train_batch_size}={cfg.global_train_batch_size} must be positive"
+        )
     if cfg.global_train_batch_size % world:
         raise ConfigError(
-            f"global_train_batch_size={cfg.global_train_batch_size} is not divisible by the "
+            f"{K.global_train_batch_size}={cfg.global_train_batch_size} is not divisible by the "
             f"{world} training processes"
         )
     micro = cfg.device_train_microbatch_size
     device_batch = cfg.global_train_batch_size // world
     if micro is not None and (micro <= 0 or device_batch % micro):
         raise ConfigError(
-            f"device_train_microbatch_size={micro} must be a positive divisor of the "
-            f"per-device batch {device_batch} (global_train_batch_size="
+            f"{K.device_train_microbatch_size}={micro} must be a positive divisor of the "
+            f"per-device batch {device_batch} ({K.global_train_batch_size}="
             f"{cfg.global_train_batch_size} over {world} process(es))"
         )
 

@@ -475,7 +475,7 @@ def test_key_paths_come_from_the_schema_and_every_one_the_package_names_exists()
 @pytest.mark.parametrize(
     "override,match",
     [
-        ("precision=fp8", "precision='fp8' is not valid"),
+        ("python_log_level=loud", "python_log_level='loud' is not valid"),
         ("optimizer.eps=0", r"optimizer.eps=0.0 is not valid"),
         ("model.l0_module.init=bogus", "model.l0_module.init='bogus' is not valid"),
         ("distillation.teacher_dtype=int8", "distillation.teacher_dtype='int8' is not valid"),

@@ -127,7 +127,7 @@ def prepare_save_folder(run: Run) -> Path | None:
     except OutputError as err:
         raise ConfigError(str(err)) from None
     if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"save_folder {str(folder)!r} is a file, not a folder")
+        raise ConfigError(f"{K.save_folder} {str(folder)!r} is a file, not a folder")
     if not folder.is_dir() or not any(folder.iterdir()):
         return folder
     held = [n for n in RUN_RECORDS if (folder / n).exists()]
@@ -139,18 +139,18 @@ def prepare_save_folder(run: Run) -> Path | None:
     if not cfg.autoresume:
         what = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "") if held else "files"
         raise ConfigError(
-            f"save_folder {str(folder)!r} already holds a run ({what}); pass autoresume=true "
-            "to continue it, or choose a new folder"
+            f"{K.save_folder} {str(folder)!r} already holds a run ({what}); pass "
+            f"{K.autoresume}=true to continue it, or choose a new folder"
         )
     previous = folder / "config.yaml"
     if previous.is_file():
         try:
             before = load_config(previous)
         except ConfigError as err:
-            raise ConfigError(f"save_folder's config.yaml cannot be read: {err}") from None
+            raise ConfigError(f"{K.save_folder}'s config.yaml cannot be read: {err}") from None
         if before.model != cfg.model:
             raise ConfigError(
-                f"save_folder {str(folder)!r} holds a run of another model section "
+                f"{K.save_folder} {str(folder)!r} holds a run of another model section "
                 "(model.*); autoresume continues only the same model and target"
             )
         was, now = before.optimizer.lambda_ascent_lr, cfg.optimizer.lambda_ascent_lr
@@ -164,5 +164,5 @@ def prepare_save_folder(run: Run) -> Path | None:
         try:
             prepare_resume(folder)
         except CheckpointError as err:
-            raise ConfigError(f"autoresume: {err}") from None
+            raise ConfigError(f"{K.autoresume}: {err}") from None
     return folder
