@@ -212,6 +212,7 @@ def resolve(cfg: TrainConfig, *, with_data: bool = True, world_size: int = 1) ->
         trained["hidden_act"] = m.activation
     if with_data:
         _check_batch(cfg, world_size)  # before the durations: tokens over batches of rows
+        _check_machine(cfg)
     steps = _check_steps(cfg, data.seq_len) if with_data else None
     _check_sparsity(cfg, original, steps)
     target = None if m.l0_module is None else target_shape(original, m.l0_module)
@@ -235,9 +236,8 @@ def resolve(cfg: TrainConfig, *, with_data: bool = True, world_size: int = 1) ->
     )  # fmt: skip
 
 
-def _check_steps(cfg: TrainConfig, seq_len: int) -> Steps:
-    """Every duration in steps (durations in tokens need the corpus's row length), checked
-    against the run and each other; and the checks that need this machine or its files."""
+def _check_machine(cfg: TrainConfig) -> None:
+    """What needs this machine or its files: the precision's device, `load_path`."""
     if cfg.precision not in PRECISIONS:
         raise ConfigError(
             f"{K.precision}={cfg.precision!r} is not valid; use {', '.join(PRECISIONS)}"
@@ -255,6 +255,11 @@ def _check_steps(cfg: TrainConfig, seq_len: int) -> Steps:
             f"{K.load_path}={cfg.load_path!r} is not a checkpoint file (a local path or an "
             "object-store URI such as s3://bucket/ep1-ba100-rank0.pt)"
         )
+
+
+def _check_steps(cfg: TrainConfig, seq_len: int) -> Steps:
+    """Every duration in steps (durations in tokens need the corpus's row length), checked
+    against the run and each other."""
     steps = steps_of(cfg, seq_len)
     if steps.total <= 0:
         raise ConfigError(f"{K.max_duration}={cfg.max_duration} must be at least 1 step")
