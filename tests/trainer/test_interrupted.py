@@ -1,11 +1,12 @@
 """Commands killed with SIGKILL: the old result or the complete new one, resume works, no
 leftovers grow.
 
-Staged outputs (tokenize, convert) are killed at the two points of `shearing.files` where a
-kill could matter, through its test hook: after the new result is staged, and between the
-two renames. Training is killed at random moments of a run that checkpoints every step,
-so kills land inside checkpoint writes too; a truncated checkpoint (what a kill during
-`torch.save` leaves) is also placed by hand where autoresume and convert meet it.
+Staged outputs are killed at the two points of `shearing.files.staged_output` where a kill
+could matter, through its test hook: after the new result is staged, and between the two
+renames (tokenize at both; convert, the same function, at the second). Training is killed
+at random moments of a run that checkpoints every step, so kills land inside checkpoint
+writes too; a truncated checkpoint (what a kill during `torch.save` leaves) is also placed
+by hand where autoresume and convert meet it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from shearing.files import KILL_POINT_ENV
@@ -82,23 +84,34 @@ def prune(ws, folder, *extra, **kwargs):
     return run(args, **kwargs)
 
 
-def test_convert_killed_keeps_the_old_model(tiny_workspace, tmp_path):
-    folder = tmp_path / "run"
-    assert prune(tiny_workspace, folder, "max_duration=4ba", "save_interval=2ba").returncode == 0
+#: The run both tests below start from: checkpoints at steps 2, 4 and 6.
+COMMON = ("max_duration=6ba", "save_interval=2ba", "eval_interval=2ba", "autoresume=true")
+
+
+@pytest.fixture(scope="module")
+def whole_run(tiny_workspace, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("interrupted") / "whole"
+    result = prune(tiny_workspace, folder, *COMMON)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder
+
+
+def test_convert_killed_keeps_the_old_model(whole_run, tmp_path):
+    """Killed between its two renames (the harder of `staged_output`'s two kill points; the
+    tokenize test above kills the same function at both)."""
     out = tmp_path / "hf"
     convert = ["bash", "scripts/convert_to_hf.sh"]
-    assert run([*convert, folder / "ep0-ba2-rank0.pt", out]).returncode == 0
+    assert run([*convert, whole_run / "ep0-ba2-rank0.pt", out]).returncode == 0
     old = (out / "model.safetensors").read_bytes()
-    for point in ("staged", "swapped"):
-        killed = run([*convert, folder, out, "--force"], kill_at=point)
-        assert killed.returncode == -signal.SIGKILL
-        assert not out.exists() or (out / "model.safetensors").read_bytes() == old
-        again = run([*convert, folder, out])  # restores and refuses: not empty
-        assert again.returncode == 2 and "is not empty" in again.stderr
-        assert (out / "model.safetensors").read_bytes() == old
-        assert hidden(tmp_path) == []
-    assert run([*convert, folder, out, "--force"]).returncode == 0
-    assert (out / "model.safetensors").read_bytes() != old  # step 4's weights
+    killed = run([*convert, whole_run, out, "--force"], kill_at="swapped")
+    assert killed.returncode == -signal.SIGKILL
+    assert not out.exists() or (out / "model.safetensors").read_bytes() == old
+    again = run([*convert, whole_run, out])  # restores and refuses: not empty
+    assert again.returncode == 2 and "is not empty" in again.stderr
+    assert (out / "model.safetensors").read_bytes() == old
+    assert hidden(tmp_path) == []
+    assert run([*convert, whole_run, out, "--force"]).returncode == 0
+    assert (out / "model.safetensors").read_bytes() != old  # step 6's weights
     assert hidden(tmp_path) == []
 
 
@@ -119,10 +132,10 @@ def assert_same_training_state(a: Path, b: Path) -> None:
     assert sa["dataset_state"] == sb["dataset_state"]
 
 
-def test_a_checkpoint_cut_short_is_skipped_by_autoresume_and_convert(tiny_workspace, tmp_path):
-    common = ("max_duration=6ba", "save_interval=2ba", "eval_interval=2ba", "autoresume=true")
-    whole = tmp_path / "whole"
-    assert prune(tiny_workspace, whole, *common).returncode == 0
+def test_a_checkpoint_cut_short_is_skipped_by_autoresume_and_convert(
+    tiny_workspace, whole_run, tmp_path
+):
+    common, whole = COMMON, whole_run
 
     # Killed while writing step 4's checkpoint: step 2's is whole, step 4's cut short.
     cut = tmp_path / "cut"
