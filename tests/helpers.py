@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import io
+import logging
+import os
+import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import torch
@@ -78,3 +83,24 @@ def script_module(name: str):
     if str(SCRIPTS) not in sys.path:
         sys.path.insert(0, str(SCRIPTS))
     return importlib.import_module(name)
+
+
+def train_here(argv: list[str]) -> subprocess.CompletedProcess:
+    """`python train.py ARGV` run in this process, for tests whose subject is the run and
+    not the process: composer's import (about 20 s on a 2-core CPU) is paid once a session
+    instead of once a run. Returns what the child process would: the exit code, stdout and
+    stderr (the run's log lines included: train.py sets up logging for each run)."""
+    from shearing.trainer.train import main
+
+    out, err = io.StringIO(), io.StringIO()
+    root, cwd = logging.getLogger(), os.getcwd()
+    handlers, level = root.handlers[:], root.level  # train.py configures logging anew
+    try:
+        os.chdir(Path(__file__).resolve().parent.parent)  # where train.py runs
+        with redirect_stdout(out), redirect_stderr(err):
+            code = main([str(a) for a in argv])
+    finally:
+        os.chdir(cwd)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    return subprocess.CompletedProcess(["train.py", *argv], code, out.getvalue(), err.getvalue())

@@ -33,7 +33,8 @@ def prepare(argv: list[str]) -> tuple[Run, Path | None, ShearingLM, dict]:
     cfg = load_config(argv[0], argv[1:])
     run = resolve(cfg, world_size=dist.get_world_size())
     level = cfg.python_log_level.upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s")
+    # force: a second run in one process (a notebook, a test) sets its own level too
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s", force=True)
     logging.getLogger("shearing").setLevel(level)
     parts = {k: build_parts(k, getattr(cfg, k)) for k in SECTIONS}
     save_folder = prepare_save_folder(run)

@@ -11,7 +11,7 @@ import pytest
 from shearing.config import ConfigError, load_config
 from shearing.run import resolve
 from shearing.trainer.folder import OVERWRITTEN, discard_overwritten, prepare_save_folder
-from tests.trainer.test_train import train
+from tests.trainer.test_train import train_in_process as train
 
 STEPS = 6
 

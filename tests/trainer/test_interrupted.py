@@ -25,6 +25,7 @@ import pytest
 import torch
 
 from shearing.files import KILL_POINT_ENV
+from tests.helpers import train_here
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -77,11 +78,13 @@ def test_tokenize_killed_keeps_the_old_shards_and_the_next_run_cleans_up(tiny_wo
     assert hidden(tmp_path) == []
 
 
-def prune(ws, folder, *extra, **kwargs):
-    args = [sys.executable, "train.py", "yaml/tiny_prune.yaml", f"model.path={ws['model']}"]
+def prune(ws, folder, *extra):
+    """A pruning run in this process (`tests.helpers.train_here`): the runs that are not
+    killed; the killed ones below are child processes."""
+    args = ["yaml/tiny_prune.yaml", f"model.path={ws['model']}"]
     args += [f"data.path={ws['data']}", f"save_folder={folder}", "run_name=r"]
     args += ["model.l0_module.lagrangian_warmup_steps=4", *extra]
-    return run(args, **kwargs)
+    return train_here(args)
 
 
 #: The run both tests below start from: checkpoints at steps 2, 4 and 6.

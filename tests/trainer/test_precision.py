@@ -6,7 +6,7 @@ import torch
 
 from shearing.trainer.model import ShearingLM
 from tests.helpers import tiny_pair
-from tests.trainer.test_train import train
+from tests.trainer.test_train import train_in_process as train
 
 
 def test_cpu_bf16_autocasts_the_forward_and_keeps_fp32_weights_and_loss():

@@ -15,6 +15,7 @@ import transformers
 import yaml as pyyaml
 from shearing.models.decoder import Masks
 from shearing.models.hf_io import load_model
+from tests.helpers import train_here
 
 REPO = Path(__file__).resolve().parents[2]
 TARGET = dict(
@@ -44,10 +45,16 @@ def train(ws, *overrides, **kwargs):
     return run([sys.executable, "train.py", "yaml/tiny_prune.yaml", *paths, *overrides], **kwargs)
 
 
+def train_in_process(ws, *overrides):
+    """The same run in this process (`tests.helpers.train_here`)."""
+    paths = [f"model.path={ws['model']}", f"data.path={ws['data']}"]
+    return train_here(["yaml/tiny_prune.yaml", *paths, *overrides])
+
+
 @pytest.fixture(scope="module")
 def pruning_run(tiny_workspace, tmp_path_factory):
     folder = tmp_path_factory.mktemp("run") / "prune"
-    result = train(tiny_workspace, f"save_folder={folder}")
+    result = train_in_process(tiny_workspace, f"save_folder={folder}")
     assert result.returncode == 0, result.stderr[-3000:]
     return folder
 
@@ -253,14 +260,14 @@ def test_autoresume_after_an_interruption_is_bit_for_bit(extra, tiny_workspace, 
         "data.num_workers=2",
     ]
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
-    assert run([sys.executable, "train.py", *common, f"save_folder={whole}"]).returncode == 0
+    assert train_here([*common, f"save_folder={whole}"]).returncode == 0
     # an interrupted run: only what it had written by step 10
     resumed.mkdir()
     (resumed / "ep0-ba10-rank0.pt").write_bytes((whole / "ep0-ba10-rank0.pt").read_bytes())
     (resumed / "latest-rank0.pt").symlink_to("ep0-ba10-rank0.pt")
     history = (whole / "domain_history.jsonl").read_text().splitlines()
     (resumed / "domain_history.jsonl").write_text("\n".join(history[:2]) + "\n")
-    result = run([sys.executable, "train.py", *common, f"save_folder={resumed}"])
+    result = train_here([*common, f"save_folder={resumed}"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Autoresuming training from checkpoint" in result.stderr
     a = torch.load(whole / "ep0-ba20-rank0.pt", map_location="cpu", weights_only=False)["state"]
@@ -282,7 +289,7 @@ SETTLE = ["max_duration=40ba", "eval_interval=10ba", "save_interval=10ba",
 @pytest.fixture(scope="module")
 def settle_run(tiny_workspace, tmp_path_factory):
     folder = tmp_path_factory.mktemp("settle") / "prune"
-    result = train(tiny_workspace, f"save_folder={folder}", *SETTLE)
+    result = train_in_process(tiny_workspace, f"save_folder={folder}", *SETTLE)
     assert result.returncode == 0, result.stderr[-3000:]
     return folder
 
