@@ -4,14 +4,13 @@ import json
 import math
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from shearing.objectives import distillation_loss, l1_penalty
-from tests.helpers import WORKSPACE_VOCAB, tiny_hf_config
+from tests.helpers import WORKSPACE_VOCAB, tiny_hf_config, train_here
 
 REPO = Path(__file__).resolve().parent.parent
 STAGES = [(10, 0.0), (20, 5e-3), (20, 5e-2), (10, 2e-1)]
@@ -45,16 +44,16 @@ def test_tiny_prosparse_run_increases_activation_sparsity(tiny_workspace, tmp_pa
     cfg = tiny_hf_config(vocab_size=WORKSPACE_VOCAB)
     transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "silu")
     folder = tmp_path / "run"
-    args = [sys.executable, "train.py", "yaml/prosparse_smollm2.yaml",
+    args = ["yaml/prosparse_smollm2.yaml",
             f"model.path={tmp_path / 'silu'}", f"data.path={tiny_workspace['data']}",
             f"save_folder={folder}", "global_train_batch_size=4", "optimizer.lr=3e-3",
             "activation_l1.stages=[{steps: 15, penalty: 0.0}, {steps: 15, penalty: 0.3}, "
             "{steps: 15, penalty: 3.0}]",
             "threshold_shift.step=45", "max_duration=55ba", "eval_interval=55ba",
             "save_interval=55ba", "scheduler.t_warmup=1ba", "progress_bar=false"]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True)
+    result = train_here(args)  # the run, not the process, is the subject: in this process
     assert result.returncode == 0, result.stderr[-3000:]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     records = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
     sparsity = {r["step"]: r["sparsity/train_activation"] for r in records
                 if "sparsity/train_activation" in r}  # fmt: skip
