@@ -6,6 +6,7 @@ import importlib
 import io
 import logging
 import os
+import socket
 import subprocess
 import sys
 from contextlib import redirect_stderr, redirect_stdout
@@ -104,3 +105,10 @@ def train_here(argv: list[str]) -> subprocess.CompletedProcess:
         root.handlers[:] = handlers
         root.setLevel(level)
     return subprocess.CompletedProcess(["train.py", *argv], code, out.getvalue(), err.getvalue())
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback address now, for a launcher's rendezvous."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

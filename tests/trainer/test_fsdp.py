@@ -12,7 +12,6 @@ What only a GPU shows (bf16 mixed precision, NCCL, memory per rank) is listed in
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 from composer.utils.parallelism import FSDPConfig
 
 from shearing.config import load_config
+from tests.helpers import free_port
 from tests.trainer.fsdp_reference import STEP, TOKENS, build
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,9 +81,7 @@ def test_one_fsdp_step_on_cpu_equals_the_step_without_fsdp(teacher, ascent, tmp_
     out = tmp_path / "fsdp.pt"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]
+    port = free_port()
     args += [
         "--master_port",
         str(port),

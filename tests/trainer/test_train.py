@@ -15,7 +15,7 @@ import transformers
 import yaml as pyyaml
 from shearing.models.decoder import Masks
 from shearing.models.hf_io import load_model
-from tests.helpers import train_here
+from tests.helpers import free_port, train_here
 
 REPO = Path(__file__).resolve().parents[2]
 TARGET = dict(
@@ -39,16 +39,20 @@ def run(args, **kwargs):
     return subprocess.run(args, cwd=REPO, capture_output=True, text=True, env=env, **kwargs)
 
 
+def tiny_args(ws, *overrides) -> list[str]:
+    """train.py's arguments for yaml/tiny_prune.yaml on the tiny workspace, with overrides."""
+    return ["yaml/tiny_prune.yaml", f"model.path={ws['model']}", f"data.path={ws['data']}",
+            *overrides]  # fmt: skip
+
+
 def train(ws, *overrides, **kwargs):
     """`python train.py yaml/tiny_prune.yaml` on the tiny workspace, with overrides."""
-    paths = [f"model.path={ws['model']}", f"data.path={ws['data']}"]
-    return run([sys.executable, "train.py", "yaml/tiny_prune.yaml", *paths, *overrides], **kwargs)
+    return run([sys.executable, "train.py", *tiny_args(ws, *overrides)], **kwargs)
 
 
 def train_in_process(ws, *overrides):
     """The same run in this process (`tests.helpers.train_here`)."""
-    paths = [f"model.path={ws['model']}", f"data.path={ws['data']}"]
-    return train_here(["yaml/tiny_prune.yaml", *paths, *overrides])
+    return train_here(tiny_args(ws, *overrides))
 
 
 @pytest.fixture(scope="module")
@@ -158,14 +162,6 @@ def test_bad_config_fails_before_building_with_one_line(tiny_workspace):
     ]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_nodes_on_one_shared_folder(tiny_workspace, tmp_path):
     """Two composer "nodes" on this machine (`--world_size 2 --nproc 1 --node_rank R`: each
     process is its node's local rank 0) share one save folder that holds an earlier run,
@@ -178,7 +174,7 @@ def test_two_nodes_on_one_shared_folder(tiny_workspace, tmp_path):
     (folder / "ep0-ba4-rank0.pt").write_text("the earlier run's checkpoint")
     (folder / "notes.txt").write_text("the user's")
     composer = Path(sys.executable).parent / "composer"
-    port = str(_free_port())
+    port = str(free_port())
     args = [
         "train.py",
         "yaml/tiny_prune.yaml",
