@@ -144,8 +144,22 @@ class ThresholdShiftConfig:
 
 @dataclass
 class DataConfig:
-    #: Corpus root written by data_prep/tokenize.py (manifest.json + MDS shards).
-    path: str = MISSING
+    #: Corpus root written by data_prep/tokenize.py (manifest.json + MDS shards), a folder
+    #: every training process reads in place. Set it, or `remote` with `local`.
+    path: str | None = None
+    #: A corpus in object storage, read through mosaicml-streaming: a URL its downloaders
+    #: take (s3://, gs://, oci://, azure://, hf://, ...) or a path on a shared filesystem.
+    #: Shards are fetched on first use into `local`; the manifest is read from here.
+    remote: str | None = None
+    #: Each node's cache folder of `remote` (a local disk; never one folder for two nodes).
+    local: str | None = None
+    #: Most bytes the cache may hold (an integer, or "500gb"; at least four shards): the
+    #: shards read least recently are evicted to stay below it. null = no limit.
+    cache_limit: int | str | None = None
+    #: Attempts at each download of a remote corpus's file (streaming's download_retry).
+    download_retry: int = 2
+    #: Seconds one download may take.
+    download_timeout: float = 60.0
     #: Domains to train on; null = every domain of the manifest.
     domains: list[str] | None = None
     #: Initial sampling proportions (same order as domains); null = the corpus' natural mix.
@@ -481,7 +495,10 @@ def parse_steps(value: int | str, key: str, cfg: TrainConfig, seq_len: int | Non
         return math.ceil(amount / cfg.global_train_batch_size)
     if unit == "tok":
         if not seq_len:
-            raise ConfigError(f"{key}={value!r}: a token duration needs the corpus ({K.data.path})")
+            raise ConfigError(
+                f"{key}={value!r}: a token duration needs the corpus ({K.data.path} or "
+                f"{K.data.remote})"
+            )
         return math.ceil(amount / (cfg.global_train_batch_size * seq_len))
     if unit == "dur" and key != "max_duration":
         return int(amount * parse_steps(cfg.max_duration, "max_duration", cfg, seq_len))
@@ -611,6 +628,7 @@ def _check_training(cfg: TrainConfig) -> None:
             f"{K.python_log_level}={cfg.python_log_level!r} is not valid; use {levels}"
         )
     _check_numbers(cfg)
+    _check_corpus(cfg)
     d = cfg.data
     if d.update_type not in ("exponential", "constant"):
         raise ConfigError(
@@ -618,6 +636,43 @@ def _check_training(cfg: TrainConfig) -> None:
         )
     if d.update_interval is not None and not 0 <= d.smoothing <= 1:
         raise ConfigError(f"{K.data.smoothing}={d.smoothing} must be in [0, 1]")
+
+
+def _check_corpus(cfg: TrainConfig) -> None:
+    """Where the corpus is: `data.path`, or `data.remote` with its cache `data.local`."""
+    d = cfg.data
+    if d.path is None and d.remote is None:
+        raise ConfigError(
+            f"the corpus is not set: give {K.data.path} (a local folder) or {K.data.remote} "
+            f"with {K.data.local} (object storage and this node's cache folder)"
+        )
+    if d.path is not None and d.remote is not None:
+        raise ConfigError(
+            f"{K.data.path} and {K.data.remote} are both set; a run reads one corpus: keep one"
+        )
+    if d.remote is not None and d.local is None:
+        raise ConfigError(
+            f"{K.data.remote}={d.remote!r} needs {K.data.local}: the folder on each node that "
+            "caches its shards"
+        )
+    for key in (K.data.local, K.data.cache_limit):
+        if d.remote is None and getattr(d, key.name) is not None:
+            raise ConfigError(
+                f"{key} is set without {K.data.remote}; it caches a remote corpus (a local "
+                f"{K.data.path} is read in place): remove it"
+            )
+    if d.cache_limit is not None:
+        size = parse_bytes(d.cache_limit)
+        if size is None or size <= 0:
+            raise ConfigError(
+                f"{K.data.cache_limit}={d.cache_limit!r} is not valid; give a positive size: "
+                'bytes, or a number with kb, mb, gb or tb ("500gb")'
+            )
+    if d.download_retry < 1 or d.download_timeout <= 0:
+        raise ConfigError(
+            f"{K.data.download_retry}={d.download_retry} and {K.data.download_timeout}="
+            f"{d.download_timeout} must be at least 1 attempt and a positive number of seconds"
+        )
 
 
 def _check_numbers(cfg: TrainConfig) -> None:
@@ -702,6 +757,23 @@ def _check_model(cfg: TrainConfig) -> None:
         raise ConfigError(
             f"{K.model.l0_module.calibration_rows}={l0.calibration_rows} must be positive"
         )
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(b|kb|mb|gb|tb|pb)?\s*$", re.I)
+_UNITS = {"b": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40, "pb": 1 << 50}
+
+
+def parse_bytes(value: int | str) -> int | None:
+    """A size in bytes: an integer, or a number with b, kb, mb, gb, tb, pb (1024-based, as
+    mosaicml-streaming reads `cache_limit`); None if `value` is neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    m = _SIZE.match(str(value))
+    if m is None:
+        return None
+    return int(float(m[1]) * _UNITS[(m[2] or "b").lower()])
 
 
 def expand_path(path: str) -> Path:

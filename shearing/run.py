@@ -32,8 +32,9 @@ from shearing.config import (
     expand_path,
     steps_of,
 )
+from shearing.data.corpus import Corpus
 from shearing.data.dynamic import last_proportions
-from shearing.data.mixture import read_manifest, read_position
+from shearing.data.mixture import read_position
 from shearing.models.config import Act, DecoderShape, export_problem
 from shearing.models.hf_io import read_hf_config
 from shearing.pruning.l0 import L0Module
@@ -74,7 +75,8 @@ def provenance(run: Run, **extra) -> dict:
 class DataPlan:
     """What the data section resolves to, checked against the corpus manifest."""
 
-    root: str
+    #: Where the corpus is: a local folder, or a remote prefix and this node's cache.
+    corpus: Corpus
     domains: list[str]
     proportions: list[float]
     reference_losses: list[float] | None
@@ -94,7 +96,8 @@ def plan_data(cfg: TrainConfig) -> DataPlan:
             that are negative or do not sum to 1, non-positive reference losses.
     """
     d = cfg.data
-    manifest = read_manifest(expand_path(d.path))
+    corpus = Corpus.of(d)
+    manifest = corpus.manifest()
     available = list(manifest["domains"])
     domains = list(d.domains) if d.domains is not None else available
     for name in domains:
@@ -137,11 +140,11 @@ def plan_data(cfg: TrainConfig) -> DataPlan:
     if d.rows_from is not None:
         try:
             where = expand_path(d.rows_from)
-            row_seed, row_start = read_position(where, domains, manifest, expand_path(d.path))
+            row_seed, row_start = read_position(where, domains, manifest, corpus.root)
         except ValueError as err:
             raise ConfigError(str(err)) from None
     return DataPlan(
-        str(expand_path(d.path)),
+        corpus,
         domains,
         proportions,
         refs,
@@ -221,8 +224,8 @@ def resolve(cfg: TrainConfig, *, with_data: bool = True, world_size: int = 1) ->
     source = original.replace(**trained)
     if data is not None and data.vocab_size > source.vocab_size:
         raise ConfigError(
-            f"{K.data.path} was tokenized with a vocabulary of {data.vocab_size}, larger than the "
-            f"model's {source.vocab_size}"
+            f"{data.corpus.key} was tokenized with a vocabulary of {data.vocab_size}, larger than "
+            f"the model's {source.vocab_size}"
         )
     l0 = m.l0_module
     modules = resolve_modules(source, l0.pruning_modules) if l0 is not None else ()

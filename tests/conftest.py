@@ -79,3 +79,28 @@ def tiny_workspace(tmp_path_factory):
         "data": root / "data",
         "tokenizer": root / "sp.model",
     }
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A real S3-compatible server on 127.0.0.1 (moto's server mode, `tests.s3`), set as
+    this process's S3 (`S3_ENDPOINT_URL`, dummy credentials) for the session."""
+    from tests.s3 import S3Server, environment
+
+    server = S3Server()
+    with environment(server.env()):
+        yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def remote_corpus(s3, tiny_workspace):
+    """The tiny workspace's corpus tokenized to s3://corpora/tiny with the same arguments
+    as its local copy (`tiny_workspace["data"]`)."""
+    from shearing.data.prep import main as tokenize_main
+
+    url = s3.bucket("corpora") + "/tiny"
+    args = ["--input", str(tiny_workspace["root"] / "corpus"), "--output", url]
+    args += ["--tokenizer", str(tiny_workspace["tokenizer"]), "--seq-len", "32", "--eval-seqs", "4"]
+    assert tokenize_main(args) == 0
+    return url

@@ -352,8 +352,56 @@ TRAIN_ROWS = [
     ),
     train(
         what="required key left empty",
+        base=("yaml/tiny_prune.yaml", "data.path={data}"),
+        error="error: config key 'model.path' is required and has no value",
+    ),
+    train(
+        what="no corpus",
         base=("yaml/tiny_prune.yaml", "model.path={model}"),
-        error="error: config key 'data.path' is required and has no value",
+        error=(
+            "error: the corpus is not set: give data.path (a local folder) or data.remote with "
+            "data.local (object storage and this node's cache folder)"
+        ),
+    ),
+    train(
+        what="two corpora",
+        args=("data.remote=s3://bucket/corpus", "data.local={tmp}/cache"),
+        error="error: data.path and data.remote are both set; a run reads one corpus: keep one",
+    ),
+    train(
+        what="remote corpus without a cache",
+        base=("yaml/tiny_prune.yaml", "model.path={model}"),
+        args=("data.remote=s3://bucket/corpus",),
+        error=(
+            "error: data.remote='s3://bucket/corpus' needs data.local: the folder on each node "
+            "that caches its shards"
+        ),
+    ),
+    train(
+        what="cache without a remote corpus",
+        args=("data.local={tmp}/cache",),
+        error=(
+            "error: data.local is set without data.remote; it caches a remote corpus (a local "
+            "data.path is read in place): remove it"
+        ),
+    ),
+    train(
+        what="cache limit not a size",
+        base=("yaml/tiny_prune.yaml", "model.path={model}"),
+        args=("data.remote=s3://bucket/corpus", "data.local={tmp}/cache", "data.cache_limit=lots"),
+        error=(
+            "error: data.cache_limit='lots' is not valid; give a positive size: bytes, or a "
+            'number with kb, mb, gb or tb ("500gb")'
+        ),
+    ),
+    train(
+        what="no download attempts",
+        base=("yaml/tiny_prune.yaml", "model.path={model}"),
+        args=("data.remote=s3://bucket/corpus", "data.local={tmp}/cache", "data.download_retry=0"),
+        error=(
+            "error: data.download_retry=0 and data.download_timeout=60.0 must be at least 1 "
+            "attempt and a positive number of seconds"
+        ),
     ),
     train(
         what="zero steps",

@@ -313,7 +313,7 @@ def test_importance_init_orders_the_gates_by_importance(tiny_workspace):
     )
     run = resolve(cfg)
     lm = build_model(run)
-    scores = importance_scores(lm.model, calibration_batches(run.data.root, 3))
+    scores = importance_scores(lm.model, calibration_batches(run.data.corpus, 3))
     for module, logits in lm.l0.log_alpha.items():
         n = logits.shape[-1]
         order = logits.detach().reshape(-1, n).argsort(-1)

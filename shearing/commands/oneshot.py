@@ -9,7 +9,8 @@ The baselines that targeted pruning is measured against. From the config's sourc
 row keeps its top-scoring units, with the same grouped-query structure as an L0 run:
 
 - `importance`: activation importance on the first `--calibration-rows` train rows of each
-  domain of `--data` (default: the config's `data.path`); see shearing.pruning.importance.
+  domain of `--data` (default: the config's corpus, `data.path` or `data.remote`); see
+  shearing.pruning.importance.
 - `random`: uniformly random scores from `--seed`.
 
 The output is a stock Hugging Face directory checked like `convert_to_hf.sh` output (the
@@ -26,7 +27,8 @@ from pathlib import Path
 from shearing.cli import Stages, run
 from shearing.commands.convert import export
 from shearing.config import KEYS as K
-from shearing.config import ConfigError, expand_path, load_config
+from shearing.config import ConfigError, TrainConfig, expand_path, load_config
+from shearing.data.corpus import Corpus
 from shearing.files import check_replaceable, check_separate
 from shearing.models.hf_io import load_model
 from shearing.pruning.importance import calibration_batches, importance_scores, random_scores
@@ -62,8 +64,9 @@ def oneshot(
     run = resolve(load_config(config, overrides), with_data=False)
     if run.target is None:
         raise ConfigError(f"{config} has no {K.model.l0_module}, so no target shape to prune to")
-    data_path = expand_path(str(data or run.cfg.data.path)) if method == "importance" else None
-    inputs = {"--config": config, K.model.path: run.model_path, "--data": data_path}
+    corpus = calibration_corpus(run.cfg, data) if method == "importance" else None
+    local = corpus.cache or corpus.root if corpus is not None else None
+    inputs = {"--config": config, K.model.path: run.model_path, "--data": local}
     check_separate(out, "--out", inputs)
     stage = Stages("oneshot")
     stage(target_line(run))
@@ -71,8 +74,8 @@ def oneshot(
     stage(f"loading {run.model_path}")
     model = load_model(run.model_path, shape=run.source)
     if method == "importance":
-        stage(f"scoring activation importance on {calibration_rows} rows per domain of {data_path}")
-        scores = importance_scores(model, calibration_batches(data_path, calibration_rows))
+        stage(f"scoring activation importance on {calibration_rows} rows per domain of {corpus}")
+        scores = importance_scores(model, calibration_batches(corpus, calibration_rows))
     else:
         scores = random_scores(model, seed)
     l0.init_from_scores(scores)
@@ -86,6 +89,24 @@ def oneshot(
     )  # fmt: skip
     stage("done")
     return out
+
+
+def calibration_corpus(cfg: TrainConfig, data: str | Path | None) -> Corpus:
+    """`--data` (a local corpus folder), else the config's corpus (`data.path`, or
+    `data.remote` cached in `data.local`).
+
+    Raises:
+        ConfigError: neither names a corpus.
+    """
+    if data is not None:
+        return Corpus(str(expand_path(str(data))))
+    d = cfg.data
+    if d.path is None and (d.remote is None or d.local is None):
+        raise ConfigError(
+            f"--method importance needs a calibration corpus: --data, or {K.data.path} (or "
+            f"{K.data.remote} with {K.data.local}) in the config"
+        )
+    return Corpus.of(d)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,8 @@
 
 The layout is the one `data_prep/tokenize.py` writes: `ROOT/manifest.json` and MDS shards
 in `ROOT/<split>/<domain>/` with columns `tokens` (a packed row of token ids) and `domain`.
-Every domain is read by index through streaming's MDS shard readers.
+Every domain is read by index, from a local folder or through a node's cache of a remote
+corpus (`shearing.data.corpus`); the sampling below does not depend on which.
 
 Sampling (Sheared-LLaMA's dynamic batch loading, arXiv 2310.06694, section 2.2):
 - Global sample index i = step * global_batch + rank * device_batch + j. Its domain is
@@ -31,10 +32,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from streaming.base.format import reader_from_json
 from torch.utils.data import IterableDataset, get_worker_info
 
 from shearing.config import KEYS as K
+from shearing.data.corpus import Corpus, Rows
 
 log = logging.getLogger(__name__)
 
@@ -55,19 +56,19 @@ def uniform_hash(seed: int, index: np.ndarray) -> np.ndarray:
     return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-def read_manifest(root: str | Path) -> dict:
-    """The `manifest.json` of a tokenized corpus.
+def as_corpus(where: str | Path | Corpus) -> Corpus:
+    """A `Corpus`, from a corpus or a local corpus folder."""
+    return where if isinstance(where, Corpus) else Corpus(str(Path(where).expanduser()))
+
+
+def read_manifest(where: str | Path | Corpus) -> dict:
+    """The `manifest.json` of a tokenized corpus (`Corpus.manifest`).
 
     Raises:
-        ValueError: `root` has no manifest (not a corpus written by data_prep/tokenize.py).
+        ConfigError: no manifest (not a corpus written by data_prep/tokenize.py), or a
+            remote one that cannot be read.
     """
-    path = Path(root).expanduser() / "manifest.json"
-    if not path.is_file():
-        raise ValueError(
-            f"{K.data.path} {str(root)!r} has no manifest.json; tokenize a corpus with "
-            "data_prep/tokenize.py first"
-        )
-    return json.loads(path.read_text())
+    return as_corpus(where).manifest()
 
 
 def position_record(dataset: DomainMixture, num_samples: int) -> dict:
@@ -120,43 +121,16 @@ def read_position(
     return int(seed), [int(rows[d]) for d in domains]
 
 
-class DomainRows:
-    """Random access to the rows of one domain's local MDS shards.
-
-    Built on streaming's shard readers (`streaming.base.format.reader_from_json`) rather
-    than `StreamingDataset`, which holds hundreds of shared-memory file descriptors per
-    instance: with two splits of seven domains that exceeds common `ulimit -n` limits.
-    """
-
-    def __init__(self, directory: str | Path) -> None:
-        self.directory = str(directory)
-        index = Path(directory) / "index.json"
-        if not index.is_file():
-            raise ValueError(f"{self.directory!r} holds no MDS shards (no index.json)")
-        shards = json.loads(index.read_text())["shards"]
-        self.shards = [reader_from_json(self.directory, None, info) for info in shards]
-        self.offsets = np.cumsum([0] + [s.samples for s in self.shards])
-
-    def __len__(self) -> int:
-        return int(self.offsets[-1])
-
-    def __getitem__(self, i: int) -> dict:
-        if not 0 <= i < len(self):
-            raise IndexError(f"row {i} of {len(self)} in {self.directory}")
-        shard = int(np.searchsorted(self.offsets, i, side="right")) - 1
-        return self.shards[shard].get_item(i - int(self.offsets[shard]))
-
-
-def open_domain(root: str | Path, split: str, domain: str) -> DomainRows:
-    """Random-access reader of one domain's MDS shards."""
-    return DomainRows(Path(root).expanduser() / split / domain)
+def open_domain(where: str | Path | Corpus, split: str, domain: str) -> Rows:
+    """Random-access reader of one domain's rows in one split."""
+    return as_corpus(where).split(split, [domain])[0]
 
 
 class DomainMixture(IterableDataset):
     """Endless training samples `{"input_ids", "domain_idx", "sample_index"}` from domains.
 
     Args:
-        root: corpus root (manifest + MDS shards).
+        root: the corpus (`Corpus`), or a local corpus folder.
         domains: domain names, in the order of `proportions`.
         proportions: initial sampling proportions (non-negative, sum 1).
         device_batch_size: samples per rank per step (the DataLoader's batch size).
@@ -171,7 +145,7 @@ class DomainMixture(IterableDataset):
 
     def __init__(
         self,
-        root: str | Path,
+        root: str | Path | Corpus,
         domains: Sequence[str],
         proportions: Sequence[float],
         device_batch_size: int,
@@ -183,7 +157,7 @@ class DomainMixture(IterableDataset):
         row_seed: int | None = None,
     ) -> None:
         super().__init__()
-        self.root, self.domains = str(root), list(domains)
+        self.corpus, self.domains = as_corpus(root), list(domains)
         self.device_batch_size, self.world_size, self.rank = device_batch_size, world_size, rank
         self.global_batch_size = device_batch_size * world_size
         self.seed = seed
@@ -192,13 +166,13 @@ class DomainMixture(IterableDataset):
         if row_start is not None:
             self.row_start += np.asarray(row_start, dtype=np.int64)
         self.update_delay_batches = prefetch_batches + 2
-        # Opened here, in the main process: streaming registers each dataset in shared
-        # memory, and dataloader workers reuse these readers.
-        self.readers = [open_domain(root, "train", d) for d in self.domains]
+        # Opened here, in the main process: a remote corpus's StreamingDataset registers in
+        # shared memory, and dataloader workers reuse these readers.
+        self.readers = self.corpus.split("train", self.domains)
         self.sizes = [len(r) for r in self.readers]
         for d, n in zip(self.domains, self.sizes, strict=True):
             if n == 0:
-                raise ValueError(f"domain {d!r} has no training rows in {self.root}")
+                raise ValueError(f"domain {d!r} has no training rows in {self.corpus}")
         # Shared-memory schedule: row j = (first global index, proportions...).
         self._schedule = torch.zeros(MAX_SCHEDULE, 1 + len(self.domains), dtype=torch.float64)
         self._schedule_len = torch.zeros((), dtype=torch.int64)
@@ -338,7 +312,7 @@ class DomainEvalSet(IterableDataset):
     whose `domain_idx` is -1, which the metrics ignore.
 
     Args:
-        root: corpus root.
+        root: the corpus (`Corpus`), or a local corpus folder.
         domains: domain names (their order defines `domain_idx`).
         max_rows_per_domain: keep at most this many rows of each domain.
         rank, world_size: this process' place among the ranks.
@@ -346,13 +320,13 @@ class DomainEvalSet(IterableDataset):
 
     def __init__(
         self,
-        root: str | Path,
+        root: str | Path | Corpus,
         domains: Sequence[str],
         max_rows_per_domain: int | None = None,
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        self.readers = [open_domain(root, "eval", d) for d in domains]
+        self.readers = as_corpus(root).split("eval", domains)
         index = []
         for d, reader in enumerate(self.readers):
             n = (

@@ -17,6 +17,12 @@ Output: `OUT/train/<domain>/` and `OUT/eval/<domain>/` MDS shards (columns `toke
 uint16 when the vocabulary fits, else uint32, and `domain`), and `OUT/manifest.json` with
 per-domain documents, tokens and rows per split. The same input and arguments give the
 same bytes. The output is written to a temporary folder and renamed at the end.
+
+`--output` may also be an object-store URL (s3://, gs://, oci://, azure://, ...): the
+shards are written to a local staging folder and uploaded by streaming's writer as each
+one is finished (its `out=(local, remote)` form), and `manifest.json` is uploaded last, so
+an upload that is cut off is never read as a corpus. A URL that already holds a corpus is
+not replaced (an object store cannot swap two prefixes at once): write to a new prefix.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ import itertools
 import json
 import os
 import sys
+import tempfile
+import urllib.parse
 import zlib
 from collections import deque
 from collections.abc import Iterator
@@ -41,7 +49,9 @@ from streaming import MDSWriter
 from tqdm import tqdm
 
 from shearing import cli
-from shearing.files import check_replaceable, check_separate, staged_output
+from shearing.cli import CommandFailed
+from shearing.data.corpus import MANIFEST, first_line, is_url, join
+from shearing.files import check_replaceable, check_separate, kill_point, staged_output
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".parquet")
 EVAL_STRIDE = 10  # every 10th document is held out while eval rows are still needed
@@ -210,13 +220,20 @@ def encoded_batches(
 
 
 class Packer:
-    """Concatenates documents and writes full rows of `seq_len` tokens to one MDS stream."""
+    """Concatenates documents and writes full rows of `seq_len` tokens to one MDS stream
+    (written in `out`, and uploaded to `remote` when one is given)."""
 
     def __init__(
-        self, out: Path, domain: str, seq_len: int, dtype: np.dtype, max_rows: int | None = None
+        self,
+        out: Path,
+        domain: str,
+        seq_len: int,
+        dtype: np.dtype,
+        max_rows: int | None = None,
+        remote: str | None = None,
     ) -> None:
         self.writer = MDSWriter(
-            out=str(out),
+            out=str(out) if remote is None else (str(out), remote),
             columns={"tokens": f"ndarray:{np.dtype(dtype).name}", "domain": "str"},
             size_limit=SHARD_BYTES,
         )
@@ -248,11 +265,17 @@ class DomainWriter:
     """One domain's train and held-out streams: every `EVAL_STRIDE`-th document is held
     out until `--eval-seqs` rows are filled, the rest is training text."""
 
-    def __init__(self, domain: str, out: Path, args: TokenizeJob, dtype: np.dtype) -> None:
+    def __init__(
+        self, domain: str, out: Path, args: TokenizeJob, dtype: np.dtype, remote: str | None
+    ) -> None:
         self.domain, self.dtype, self.args = domain, dtype, args
-        self.train = Packer(out / "train" / domain, domain, args.seq_len, dtype)
+
+        def at(split: str) -> str | None:
+            return None if remote is None else join(remote, split, domain)
+
+        self.train = Packer(out / "train" / domain, domain, args.seq_len, dtype, remote=at("train"))
         self.held = Packer(
-            out / "eval" / domain, domain, args.seq_len, dtype, max_rows=args.eval_seqs
+            out / "eval" / domain, domain, args.seq_len, dtype, args.eval_seqs, at("eval")
         )
         self.documents = 0
         self.bar = tqdm(desc=f"tokenizing {domain}", unit="doc", disable=None)
@@ -296,9 +319,15 @@ class DomainWriter:
 
 
 def tokenize_domains(
-    files: dict[str, list[Path]], out: Path, args: TokenizeJob, tok: Tokenizer, pool
+    files: dict[str, list[Path]],
+    out: Path,
+    args: TokenizeJob,
+    tok: Tokenizer,
+    pool,
+    remote: str | None = None,
 ) -> dict[str, dict]:
-    """Tokenize and pack every domain, in order; returns each domain's counts."""
+    """Tokenize and pack every domain, in order, into `out` (and uploaded to `remote`);
+    returns each domain's counts."""
     stage, stats = cli.Stages("tokenize", off_terminal_only=True), {}
     expected = iter(files)  # batches arrive domain by domain, in this order
     writer: DomainWriter | None = None
@@ -314,7 +343,7 @@ def tokenize_domains(
         stage(f"{name}: {len(files[name])} file(s)")
         if name != arrived:
             raise TokenizeError(f"domain {name!r} has no text in {len(files[name])} file(s)")
-        return DomainWriter(name, out, args, tok.dtype)
+        return DomainWriter(name, out, args, tok.dtype, remote)
 
     window = 4 * args.workers
     for domain, (flat, ends) in encoded_batches(document_batches(files), tok, pool, window):
@@ -341,17 +370,22 @@ class TokenizeJob:
     force: bool = False
 
 
-def tokenize_corpus(args: TokenizeJob) -> Path:
-    """Tokenize a corpus as the module docstring says; return the output folder.
+def tokenize_corpus(args: TokenizeJob) -> Path | str:
+    """Tokenize a corpus as the module docstring says; return the output folder or URL.
 
     Raises:
         TokenizeError, OutputError: one line naming the value (nothing is written).
+        CommandFailed: an upload to a remote `--output` failed part way (no manifest is
+            there: it is not a corpus).
     """
-    src, out = Path(args.input).expanduser(), Path(args.output).expanduser()
+    src = Path(args.input).expanduser()
+    remote = args.output if is_url(args.output) else None
+    out = None if remote else Path(args.output).expanduser()
     if not src.is_dir():
         raise TokenizeError(f"--input {str(src)!r} is not a directory of domain folders")
-    check_separate(out, "--output", {"--input": src, "--tokenizer": args.tokenizer})
-    check_replaceable(out, args.force, "--output")
+    if out is not None:
+        check_separate(out, "--output", {"--input": src, "--tokenizer": args.tokenizer})
+        check_replaceable(out, args.force, "--output")
     if args.seq_len < 2:
         raise TokenizeError(f"--seq-len {args.seq_len} must be at least 2")
     if args.eval_seqs < 0:
@@ -371,6 +405,8 @@ def tokenize_corpus(args: TokenizeJob) -> Path:
         files[d] = domain_files(src / d)
         if not files[d]:
             raise TokenizeError(f"domain {d!r} has no {'/'.join(SUFFIXES)} files in {src / d}")
+    if remote is not None:
+        check_remote_output(remote, args.force)
     # --workers is the parallelism: the tokenizer itself stays on one thread per process
     parallelism = os.environ.get("TOKENIZERS_PARALLELISM")
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
@@ -385,19 +421,13 @@ def tokenize_corpus(args: TokenizeJob) -> Path:
                 pool = Pool(args.workers, _init_worker, (tok,))
             finally:
                 gc.unfreeze()
-        with staged_output(out, force=args.force, flag="--output") as tmp:
-            stats = tokenize_domains(files, tmp, args, tok, pool)
-            manifest = {
-                "seq_len": args.seq_len,
-                "tokenizer": str(args.tokenizer),
-                "vocab_size": tok.vocab_size,
-                "bos_token_id": tok.bos,
-                "eos_token_id": tok.eos,
-                "dtype": np.dtype(tok.dtype).name,
-                "domains": stats,
-            }
-            text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-            (tmp / "manifest.json").write_text(text)
+        if remote is None:
+            with staged_output(out, force=args.force, flag="--output") as tmp:
+                write_corpus(files, tmp, args, tok, pool)
+            return out
+        with tempfile.TemporaryDirectory(prefix="shearing-upload-") as tmp:
+            write_corpus(files, Path(tmp), args, tok, pool, remote)
+        return remote
     finally:
         if pool is not None:
             pool.terminate()
@@ -405,7 +435,84 @@ def tokenize_corpus(args: TokenizeJob) -> Path:
             os.environ.pop("TOKENIZERS_PARALLELISM")
         else:
             os.environ["TOKENIZERS_PARALLELISM"] = parallelism
-    return out
+
+
+def write_corpus(
+    files: dict[str, list[Path]],
+    out: Path,
+    args: TokenizeJob,
+    tok: Tokenizer,
+    pool,
+    remote: str | None = None,
+) -> None:
+    """The shards of every domain, then `manifest.json`, in `out`; with `remote`, each
+    file is uploaded there too, the manifest last."""
+    try:
+        stats = tokenize_domains(files, out, args, tok, pool, remote)
+    except (OSError, RuntimeError) as err:
+        if remote is None:
+            raise
+        raise CommandFailed(f"--output {remote}: an upload failed ({first_line(err)})") from None
+    manifest = {
+        "seq_len": args.seq_len,
+        "tokenizer": str(args.tokenizer),
+        "vocab_size": tok.vocab_size,
+        "bos_token_id": tok.bos,
+        "eos_token_id": tok.eos,
+        "dtype": np.dtype(tok.dtype).name,
+        "domains": stats,
+    }
+    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    if remote is None:
+        (out / MANIFEST).write_text(text)
+        return
+    kill_point("uploaded")  # test hook: every shard is up, the manifest is not
+    last = out / "manifest-upload"
+    last.mkdir()
+    try:
+        up = uploader(last, remote)  # made while its folder is empty, as streaming expects
+        (last / MANIFEST).write_text(text)
+        up.upload_file(MANIFEST)
+    except Exception as err:
+        raise CommandFailed(
+            f"--output {remote}: the manifest's upload failed ({first_line(err)}); the "
+            "shards there are not a corpus until it is uploaded (run again with --force)"
+        ) from None
+
+
+def uploader(local: Path, remote: str):
+    """streaming's uploader from `local` to `remote` (the local files are kept)."""
+    from streaming.base.storage import CloudUploader
+
+    return CloudUploader.get((str(local), remote), keep_local=True)
+
+
+def check_remote_output(remote: str, force: bool) -> None:
+    """A remote `--output` must be reachable and hold no corpus; objects without a
+    manifest (an upload cut off) are written over only with `force`. Nothing is written.
+
+    Raises:
+        TokenizeError: one line naming the URL.
+    """
+    try:
+        with tempfile.TemporaryDirectory(prefix="shearing-check-") as tmp:
+            found = uploader(Path(tmp), remote).list_objects() or []
+    except ValueError as err:
+        raise TokenizeError(f"--output {remote!r}: {first_line(err)}") from None
+    except Exception as err:  # each store's client has its own error types
+        raise TokenizeError(f"--output {remote!r} cannot be reached ({first_line(err)})") from None
+    prefix = urllib.parse.urlparse(remote).path.strip("/")
+    names = [f[len(prefix) :].lstrip("/") if f.startswith(prefix) else f for f in found]
+    if MANIFEST in names:
+        raise TokenizeError(
+            f"--output {remote!r} already holds a corpus ({MANIFEST}); a remote corpus is not "
+            "replaced in place: write to a new prefix, or delete that one first"
+        )
+    if names and not force:
+        raise TokenizeError(
+            f"--output {remote!r} holds {len(names)} object(s) but no {MANIFEST} (an upload cut "
+            "off?); pass --force to write over them"
+        )
 
 
 def parse_args(argv: list[str] | None) -> TokenizeJob:
@@ -413,7 +520,11 @@ def parse_args(argv: list[str] | None) -> TokenizeJob:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--input", required=True, help="folder with one sub-folder per domain")
-    p.add_argument("--output", required=True, help="where to write MDS shards and manifest.json")
+    p.add_argument(
+        "--output",
+        required=True,
+        help="folder, or object-store URL (s3://...), to write MDS shards and manifest.json to",
+    )
     p.add_argument(
         "--tokenizer", required=True, help="HF tokenizer directory or SentencePiece .model"
     )
@@ -427,7 +538,7 @@ def parse_args(argv: list[str] | None) -> TokenizeJob:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return cli.run(lambda: print(tokenize_corpus(args)))
+    return cli.run(lambda: print(tokenize_corpus(args)), failures=(CommandFailed,))
 
 
 if __name__ == "__main__":

@@ -27,13 +27,14 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from shearing.data.mixture import open_domain, read_manifest
+from shearing.data.corpus import Corpus
+from shearing.data.mixture import as_corpus
 from shearing.models.decoder import MaskableDecoder
 from shearing.pruning.modules import TABLE
 
 
 def calibration_batches(
-    data: str | Path,
+    data: str | Path | Corpus,
     rows_per_domain: int,
     batch_size: int = 4,
     split: str = "train",
@@ -46,10 +47,10 @@ def calibration_batches(
     """
     if rows_per_domain <= 0:
         raise ValueError(f"calibration rows per domain must be positive, got {rows_per_domain}")
-    domains = domains or list(read_manifest(data)["domains"])
+    corpus = as_corpus(data)
+    domains = domains or list(corpus.manifest()["domains"])
     rows = []
-    for domain in domains:
-        reader = open_domain(data, split, domain)
+    for domain, reader in zip(domains, corpus.split(split, domains), strict=True):
         if len(reader) == 0:
             raise ValueError(f"domain {domain!r} has no {split} rows for calibration")
         rows += [reader[i]["tokens"] for i in range(min(rows_per_domain, len(reader)))]

@@ -44,7 +44,7 @@ def build_model(run: Run, meta: bool = False) -> ShearingLM:
         l0 = build_l0(run)
     if l0 is not None and cfg.model.l0_module.init == "importance" and not meta:
         batches = calibration_batches(
-            run.data.root, cfg.model.l0_module.calibration_rows, domains=run.data.domains
+            run.data.corpus, cfg.model.l0_module.calibration_rows, domains=run.data.domains
         )
         kept, pruned = start_logits(cfg.model.l0_module)
         l0.init_from_scores(importance_scores(model, batches), pruned_logit=pruned, kept_logit=kept)
@@ -92,7 +92,7 @@ def build_dataloaders(run: Run) -> tuple[DataLoader, DataLoader]:
     workers = cfg.data.num_workers
     prefetch = 2 if workers > 0 else None
     train_set = DomainMixture(
-        data.root,
+        data.corpus,
         data.domains,
         data.proportions,
         device_batch_size=device_batch,
@@ -106,7 +106,7 @@ def build_dataloaders(run: Run) -> tuple[DataLoader, DataLoader]:
     train = DataLoader(
         train_set, batch_size=device_batch, num_workers=workers, prefetch_factor=prefetch
     )
-    eval_set = DomainEvalSet(data.root, data.domains, cfg.data.eval_max_rows, rank, world)
+    eval_set = DomainEvalSet(data.corpus, data.domains, cfg.data.eval_max_rows, rank, world)
     evaluation = DataLoader(eval_set, batch_size=cfg.device_eval_batch_size)
     return train, evaluation
 

@@ -24,6 +24,7 @@ from composer.utils import dist
 from shearing.checkpoints import CheckpointError, checkpoint_files, prepare_resume
 from shearing.config import KEYS as K
 from shearing.config import ConfigError, expand_path, load_config, to_yaml
+from shearing.data.corpus import is_url
 from shearing.data.dynamic import HISTORY_FILE
 from shearing.data.mixture import POSITION_FILE
 from shearing.files import OutputError, check_separate, write_text_atomic
@@ -116,7 +117,14 @@ def prepare_save_folder(run: Run) -> Path | None:
     if cfg.save_folder is None:
         return None
     folder = expand_path(cfg.save_folder)
-    inputs = {K.model.path: run.model_path, K.data.path: expand_path(cfg.data.path)}
+    corpus = run.data.corpus
+    inputs = {K.model.path: run.model_path}
+    if corpus.remote:  # the cache is written by the run, the remote only read
+        inputs[K.data.local] = corpus.cache
+        if not is_url(corpus.root):
+            inputs[K.data.remote] = corpus.root
+    else:
+        inputs[K.data.path] = corpus.root
     if run.teacher_path is not None:
         inputs[K.distillation.teacher_path] = run.teacher_path
     for key in (K.data.proportions_from, K.data.rows_from):

@@ -20,10 +20,12 @@ from composer.utils import dist, reproducibility
 from shearing import cli
 from shearing.checkpoints import install_composer_validation
 from shearing.config import load_config
+from shearing.data.corpus import ShardUnavailable
 from shearing.run import Run, resolve, target_line
 from shearing.trainer.build import build_model, build_trainer
 from shearing.trainer.folder import discard_overwritten, prepare_save_folder, record_config, writes
 from shearing.trainer.model import ShearingLM
+from shearing.trainer.nodes import start_process_group
 from shearing.trainer.parts import SECTIONS, build_parts
 
 
@@ -38,6 +40,7 @@ def prepare(argv: list[str]) -> tuple[Run, Path | None, ShearingLM, dict]:
     logging.getLogger("shearing").setLevel(level)
     parts = {k: build_parts(k, getattr(cfg, k)) for k in SECTIONS}
     save_folder = prepare_save_folder(run)
+    start_process_group(run)  # a remote corpus's datasets meet in it; its cache is checked
     install_composer_validation()  # composer's autoresume load checks files first
     reproducibility.seed_all(cfg.seed)
     return run, save_folder, build_model(run), parts
@@ -64,10 +67,17 @@ def main(argv: list[str]) -> int:
     # Records only once composer has accepted the folder (and resumed, if it does).
     if save_folder is not None:
         record_config(save_folder, run)
-    if run.cfg.eval_first and done == 0:
-        trainer.eval()
-    trainer.fit()
+
+    def train() -> None:
+        if run.cfg.eval_first and done == 0:
+            trainer.eval()
+        trainer.fit()
+
+    # a remote corpus's shard that cannot be fetched ends the run with one line (exit 1)
+    code = cli.run(train, failures=(ShardUnavailable,))
     trainer.close()
+    if code:
+        return code
     if save_folder is not None:
         discard_overwritten(save_folder)  # the replaced run, now that its successor is whole
     return 0
