@@ -16,8 +16,12 @@ $(UV):
 	$(PYTHON) -m venv .uv
 	.uv/bin/python -m pip install --quiet uv==$(UV_VERSION)
 
+# --compile-bytecode: write the .pyc files at install, as pip does (uv does not by default).
+# Where PYTHONDONTWRITEBYTECODE is set, nothing writes them later, and every process would
+# compile torch, composer and streaming from source: 34 s instead of 14 s to import the
+# trainer on a 2-core EPYC.
 $(STAMP): pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --all-extras --python $(PYTHON)
+	$(UV) sync --frozen --all-extras --compile-bytecode --python $(PYTHON)
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -140,6 +140,21 @@ def _by_completeness(folder: str | os.PathLike, rank: int) -> tuple[list[Path], 
     return complete, incomplete
 
 
+def newest_complete(folder: str | os.PathLike, rank: int = 0) -> Path | None:
+    """The checkpoint an autoresume continues from: rank `rank`'s newest complete one in
+    `folder` (read only; every process of a run finds the same one)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    complete, _ = _by_completeness(folder, rank)
+    return complete[-1] if complete else None
+
+
+def checkpoint_step(path: str | os.PathLike) -> int:
+    """The batch a composer checkpoint file was written after (its name says)."""
+    return int(CHECKPOINT_PATTERN.match(Path(path).name)["batch"])
+
+
 def prepare_resume(folder: str | os.PathLike, rank: int = 0) -> Path | None:
     """Make a save folder safe for composer's autoresume; return the checkpoint it will load.
 

@@ -33,8 +33,10 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SHEARING_CACHE", "~/.cache/shearing")).expanduser()
 
 
-#: Test hook: the name of a point in `staged_output` at which the process kills itself with
-#: SIGKILL, so tests can interrupt a real command exactly there.
+#: Test hook: the name of a point at which the process kills itself with SIGKILL, so tests
+#: can interrupt a real command exactly there: `staged`, `swapped` (in `staged_output`),
+#: `uploaded` (a remote corpus's shards are up, its manifest is not), `batch-N` (training,
+#: after batch N).
 KILL_POINT_ENV = "SHEARING_TEST_KILL_AT"
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>partial|old)-(?P<pid>\d+)$")
 

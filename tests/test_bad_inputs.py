@@ -38,6 +38,8 @@ class Row:
     error: str
     #: Files to make first: path under {tmp} -> its maker (a function below).
     setup: dict[str, Maker] = field(default_factory=dict)
+    #: Environment variables for the call (filled in like the arguments).
+    env: dict[str, str] = field(default_factory=dict)
 
 
 def _train_main(argv):
@@ -87,6 +89,16 @@ class Evil:
 def text(path: Path, ctx: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("user data\n")
+
+
+def another_manifest(path: Path, ctx: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('{"another": "corpus"}\n')
+
+
+def cut_off_upload(path: Path, ctx: dict) -> None:
+    """A shard in the object store under the prefix named by `path`'s name, no manifest."""
+    ctx["s3"].client().put_object(Bucket="corpora", Key=f"{path.name}/train/a/shard.00000.mds")
 
 
 def recipe_missing_base(path: Path, ctx: dict) -> None:
@@ -226,16 +238,16 @@ TOKENIZE_BASE = ("--input", "{corpus}", "--output", "{tmp}/out", "--tokenizer", 
 MODEL_BASE = ("--model", "{model}", "--data", "{data}")
 
 
-def _row(command: str, base: tuple, what: str, args: tuple, error: str, setup) -> Row:
-    return Row(command, what, (*base, *args), error, dict(setup or {}))
+def _row(command: str, base: tuple, what: str, args: tuple, error: str, setup, env=None) -> Row:
+    return Row(command, what, (*base, *args), error, dict(setup or {}), dict(env or {}))
 
 
-def train(*, what: str, error: str, args: tuple = (), setup=None, base: tuple = TINY) -> Row:
-    return _row("train.py", base, what, args, error, setup)
+def train(*, what: str, error: str, args=(), setup=None, base: tuple = TINY, env=None) -> Row:
+    return _row("train.py", base, what, args, error, setup, env)
 
 
-def tokenize(*, what, error, args=(), setup=None, base=TOKENIZE_BASE) -> Row:
-    return _row("tokenize.py", base, what, args, error, setup)
+def tokenize(*, what, error, args=(), setup=None, base=TOKENIZE_BASE, env=None) -> Row:
+    return _row("tokenize.py", base, what, args, error, setup, env)
 
 
 def convert(*, what, error, args=(), setup=None) -> Row:
@@ -392,6 +404,44 @@ TRAIN_ROWS = [
         error=(
             "error: data.cache_limit='lots' is not valid; give a positive size: bytes, or a "
             'number with kb, mb, gb or tb ("500gb")'
+        ),
+    ),
+    train(
+        what="remote corpus without a manifest",
+        base=("yaml/tiny_prune.yaml", "model.path={model}"),
+        args=("data.remote=s3://corpora/nothing", "data.local={tmp}/cache"),
+        error=(
+            "error: data.remote 's3://corpora/nothing' has no manifest.json (not a corpus "
+            "written by data_prep/tokenize.py --output s3://corpora/nothing)"
+        ),
+    ),
+    train(
+        what="remote corpus unreachable",
+        base=("yaml/tiny_prune.yaml", "model.path={model}"),
+        args=("data.remote={remote}", "data.local={tmp}/cache"),
+        env={"S3_ENDPOINT_URL": "http://127.0.0.1:9"},  # nothing listens on port 9
+        error=(
+            "error: data.remote 's3://corpora/tiny' cannot be read: Could not connect to the "
+            'endpoint URL: "http://127.0.0.1:9/corpora/tiny/manifest.json"'
+        ),
+    ),
+    train(
+        what="cache folder not writable",
+        base=("yaml/tiny_prune.yaml", "model.path={model}"),
+        args=("data.remote={remote}", "data.local=/sys/shearing-cache"),
+        error=(
+            "error: data.local '/sys/shearing-cache' cannot be written (it is read-only here); "
+            "choose a folder this node can write"
+        ),
+    ),
+    train(
+        what="cache folder of another corpus",
+        base=("yaml/tiny_prune.yaml", "model.path={model}"),
+        args=("data.remote={remote}", "data.local={tmp}/cache"),
+        setup={"cache/manifest.json": another_manifest},
+        error=(
+            "error: data.local '{tmp}/cache' caches another corpus than data.remote "
+            "'s3://corpora/tiny' (their manifest.json differ); empty it or choose another folder"
         ),
     ),
     train(
@@ -1172,6 +1222,42 @@ TOKENIZE_ROWS = [
         error="error: {tmp}/c/a/x.jsonl:1: record has no 'text' field",
     ),
     tokenize(
+        what="output URL that holds a corpus",
+        base=(),
+        args=("--input", "{corpus}", "--output", "{remote}", "--tokenizer", "{tokenizer}"),
+        error=(
+            "error: --output 's3://corpora/tiny' already holds a corpus (manifest.json); a remote "
+            "corpus is not replaced in place: write to a new prefix, or delete that one first"
+        ),
+    ),
+    tokenize(
+        what="output URL holding a cut-off upload",
+        base=(),
+        args=(
+            "--input",
+            "{corpus}",
+            "--output",
+            "s3://corpora/cutoff",
+            "--tokenizer",
+            "{tokenizer}",
+        ),
+        setup={"cutoff": cut_off_upload},
+        error=(
+            "error: --output 's3://corpora/cutoff' holds 1 object(s) but no manifest.json (an "
+            "upload cut off?); pass --force to write over them"
+        ),
+    ),
+    tokenize(
+        what="output URL unreachable",
+        base=(),
+        args=("--input", "{corpus}", "--output", "s3://corpora/new", "--tokenizer", "{tokenizer}"),
+        env={"S3_ENDPOINT_URL": "http://127.0.0.1:9"},
+        error=(
+            "error: --output 's3://corpora/new' cannot be reached (Could not connect to the "
+            'endpoint URL: "http://127.0.0.1:9/corpora")'
+        ),
+    ),
+    tokenize(
         what="rows longer than the domain's text",
         args=("--seq-len", "100000"),
         error=(
@@ -1529,9 +1615,18 @@ def _fill(text: str, ctx: dict) -> str:
     return text.format(**{k: str(v) for k, v in ctx.items()})
 
 
+def stored(s3) -> dict:
+    """Every object of the test object store, with its ETag."""
+    client = s3.client()
+    buckets = [b["Name"] for b in client.list_buckets().get("Buckets", [])]
+    return {
+        (b, k): client.head_object(Bucket=b, Key=k)["ETag"] for b in buckets for k in s3.keys(b)
+    }
+
+
 @pytest.mark.parametrize("row", ROWS, ids=[f"{r.command}:{r.what.replace(' ', '_')}" for r in ROWS])
 def test_bad_input_is_one_clear_line_and_changes_nothing(
-    row, tiny_workspace, finished_run, tmp_path, capsys, monkeypatch
+    row, tiny_workspace, finished_run, s3, remote_corpus, tmp_path, capsys, monkeypatch
 ):
     from shearing.data.mixture import read_manifest
 
@@ -1541,12 +1636,14 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(
     ctx = {
         "ws": ws["root"], "root": ws["root"], "model": ws["model"], "data": ws["data"],
         "corpus": ws["root"] / "corpus", "tokenizer": ws["tokenizer"], "run": finished_run,
-        "tmp": tmp_path, "alpha_rows": alpha_rows,
+        "tmp": tmp_path, "alpha_rows": alpha_rows, "remote": remote_corpus, "s3": s3,
     }  # fmt: skip
     for rel, make in row.setup.items():
         make(tmp_path / rel, ctx)
+    for key, value in row.env.items():
+        monkeypatch.setenv(key, _fill(value, ctx))
     roots = (ws["root"], finished_run, tmp_path, REPO / "yaml")
-    before = snapshot(*roots)
+    before, objects = snapshot(*roots), stored(s3)
     capsys.readouterr()
     argv = [_fill(a, ctx) for a in row.args]
     try:
@@ -1563,6 +1660,7 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(
     else:
         assert [x for x in err if x.startswith("error:")] == [err[-1]], lines
     assert snapshot(*roots) == before
+    assert stored(s3) == objects  # nothing written remotely either
     assert not (tmp_path / "PWNED").exists()
 
 
@@ -1592,13 +1690,26 @@ def markdown_table() -> str:
 
 def test_docs_list_every_row():
     page = (REPO / "docs" / "bad-inputs.md").read_text()
-    assert markdown_table() in page, "regenerate the table: python tests/test_bad_inputs.py"
+    assert markdown_table() in page, "regenerate it: python tests/test_bad_inputs.py --write"
     assert len(ROWS) >= 70
 
 
+def write_table(page: Path) -> None:
+    """Replace the table in `page` (from its header row to the first blank line after it)."""
+    text = page.read_text()
+    start = text.index("| # | command | bad input |")
+    end = text.find("\n\n", start)
+    end = len(text.rstrip("\n")) if end == -1 else end
+    page.write_text(text[:start] + markdown_table() + text[end:].rstrip("\n") + "\n")
+
+
 if __name__ == "__main__":
+    # python tests/test_bad_inputs.py [--write]: print the table, or update docs/bad-inputs.md
     sys.path.insert(0, str(REPO))
-    print(markdown_table())
+    if sys.argv[1:] == ["--write"]:
+        write_table(REPO / "docs" / "bad-inputs.md")
+    else:
+        print(markdown_table())
 
 
 def test_the_shearing_command_runs_each_command_by_name(capsys):

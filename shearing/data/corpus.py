@@ -19,9 +19,9 @@ A complete cache folder is itself a local copy of the corpus (the same layout).
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
-import os
 import shutil
 import tempfile
 import urllib.parse
@@ -164,8 +164,9 @@ class Corpus:
             downloader.clean_up()
 
     def _keep_in_cache(self, text: str, manifest: dict) -> None:
-        """Put the remote's manifest in the cache folder, refusing a folder that caches
-        another corpus, cannot be written, or has no room for what the run will cache."""
+        """Put the remote's manifest in the cache folder, refusing (before anything is
+        written) a folder that caches another corpus, has no room for what the run will
+        cache, or cannot be written."""
         from shearing.files import write_text_atomic
 
         cache = Path(self.cache).expanduser()
@@ -175,29 +176,32 @@ class Corpus:
                 f"{K.data.local} {self.cache!r} caches another corpus than {K.data.remote} "
                 f"{self.root!r} (their {MANIFEST} differ); empty it or choose another folder"
             )
+        made = [p for p in (cache, *cache.parents) if not p.exists()]  # deepest first
         try:
             cache.mkdir(parents=True, exist_ok=True)
-            if not kept.is_file():
-                write_text_atomic(kept, text)
-            probe = cache / f".write-test-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
         except OSError as err:
+            # one phrase for what root and other users are told differently
+            denied = err.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+            why = "it is read-only here" if denied else (err.strerror or str(err)).lower()
             raise ConfigError(
-                f"{K.data.local} {self.cache!r} cannot be written ({err.strerror or err}); "
-                "choose a folder this node can write"
+                f"{K.data.local} {self.cache!r} cannot be written ({why}); choose a folder "
+                "this node can write"
             ) from None
         needed = corpus_bytes(manifest)
         if self.cache_limit is not None:
             needed = min(needed, self.cache_limit)
         held = sum(p.stat().st_size for p in cache.rglob("*") if p.is_file())
-        free = shutil.disk_usage(cache).free
-        if needed > free + held:
+        free = shutil.disk_usage(cache).free + held
+        if needed > free:
+            for p in made:  # the refused run leaves no folder behind
+                p.rmdir()
             raise ConfigError(
-                f"{K.data.local} {self.cache!r} has {_size(free + held)} free for the cache but "
-                f"the corpus needs {_size(needed)}; set {K.data.cache_limit} below that (at "
-                "least four shards) or choose a folder with more room"
+                f"{K.data.local} {self.cache!r} has {_size(free)} free for the cache but the "
+                f"corpus needs {_size(needed)}; set {K.data.cache_limit} below that (at least "
+                "four shards) or choose a folder with more room"
             )
+        if not kept.is_file():
+            write_text_atomic(kept, text)
 
     # -- rows ------------------------------------------------------------------------
 
@@ -306,7 +310,11 @@ class RemoteSplit:
                     "its own"
                 ) from None
             if "ache limit" in str(err) or "cache usage" in str(err):
-                raise ConfigError(f"{K.data.cache_limit}: {first_line(err)}") from None
+                reason = first_line(err).split(". ")[0]  # streaming's numbers, not its advice
+                raise ConfigError(
+                    f"{K.data.cache_limit}={corpus.cache_limit} bytes is too small for this "
+                    f"corpus ({reason}); streaming needs room for the indexes and four shards"
+                ) from None
             raise ConfigError(
                 f"{K.data.remote} {corpus.root!r}: the {split} shards cannot be read "
                 f"({first_line(err)})"

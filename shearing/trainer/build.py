@@ -3,6 +3,7 @@ composer model, teacher, dataloaders, optimizer and scheduler."""
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -12,7 +13,9 @@ from composer.utils import dist
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 
+from shearing.checkpoints import newest_complete
 from shearing.config import start_logits
+from shearing.data.corpus import is_url
 from shearing.data.mixture import DomainEvalSet, DomainMixture
 from shearing.models.decoder import MaskableDecoder
 from shearing.models.hf_io import load_model
@@ -29,6 +32,8 @@ from shearing.trainer.callbacks import (
 )
 from shearing.trainer.dynamic import DynamicLoadingCallback
 from shearing.trainer.model import ShearingLM
+
+log = logging.getLogger(__name__)
 
 
 def build_model(run: Run, meta: bool = False) -> ShearingLM:
@@ -211,12 +216,35 @@ def build_callbacks(
     return callbacks
 
 
-def build_trainer(run: Run, model: ShearingLM, save_folder, parts: dict) -> Trainer:
-    """composer's Trainer for the run: data, optimizer, schedule, the project's callbacks
-    and loggers, then the yaml's own (`parts`: loggers, callbacks, algorithms), every
-    duration in steps."""
+def resume_point(run: Run, save_folder) -> tuple[str | None, bool, bool]:
+    """What composer loads: (load_path, load_weights_only, composer's own autoresume).
+
+    With `autoresume` and a save folder on a filesystem (one node's, or shared by all
+    nodes), every process resumes from the folder's newest complete checkpoint, found
+    here (`checkpoints.newest_complete`; global rank 0 has cleaned the folder for it),
+    and composer just loads it. composer 0.32.1's own autoresume names one signal file for
+    every node in the save folder, and on a folder the nodes share the second node to
+    remove it fails. Without a checkpoint there, `load_path` as configured. A save folder
+    in object storage keeps composer's autoresume, which downloads from it."""
+    cfg = run.cfg
+    if cfg.autoresume and save_folder is not None and not is_url(str(cfg.save_folder)):
+        newest = newest_complete(save_folder)
+        if newest is not None:
+            log.info("Autoresuming training from checkpoint %s", newest)
+            return str(newest), False, False
+        return cfg.load_path, cfg.load_weights_only, False
+    return cfg.load_path, cfg.load_weights_only, cfg.autoresume
+
+
+def build_trainer(
+    run: Run, model: ShearingLM, save_folder, parts: dict, loaders: tuple[DataLoader, DataLoader]
+) -> Trainer:
+    """composer's Trainer for the run: its data (`build_dataloaders`), optimizer, schedule,
+    the project's callbacks and loggers, then the yaml's own (`parts`: loggers, callbacks,
+    algorithms), every duration in steps."""
     cfg, steps = run.cfg, run.steps
-    train_loader, eval_loader = build_dataloaders(run)
+    train_loader, eval_loader = loaders
+    load_path, weights_only, autoresume = resume_point(run, save_folder)
     optimizer = build_optimizer(run, model)
     callbacks = build_callbacks(run, model, train_loader.dataset, save_folder)
     loggers = [] if save_folder is None else [JSONLinesLogger(save_folder / METRICS_FILE)]
@@ -243,9 +271,9 @@ def build_trainer(run: Run, model: ShearingLM, save_folder, parts: dict) -> Trai
         save_folder=None if save_folder is None else str(save_folder),
         save_interval=f"{steps.save_interval}ba",
         save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
-        autoresume=cfg.autoresume,
-        load_path=cfg.load_path,
-        load_weights_only=cfg.load_weights_only,
+        autoresume=autoresume,
+        load_path=load_path,
+        load_weights_only=weights_only,
         save_overwrite=cfg.save_overwrite,
         dist_timeout=cfg.dist_timeout,
         python_log_level=cfg.python_log_level.lower(),

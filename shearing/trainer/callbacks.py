@@ -10,6 +10,7 @@ from composer.core import Callback, State
 from composer.loggers import Logger, LoggerDestination
 
 from shearing.data.metrics import EXPECTED_METRIC
+from shearing.files import kill_point
 from shearing.objectives import l1_penalty
 from shearing.records import LOSS_PREFIX, SETTLE_KINDS, SETTLE_PREFIX
 from shearing.trainer.dynamic import domain_losses
@@ -36,6 +37,7 @@ class TrainingStateCallback(Callback):
         if model.l1_stages is not None:
             metrics["sparsity/l1_penalty"] = l1_penalty(model.l1_stages, model.step)
         logger.log_metrics(metrics)
+        kill_point(f"batch-{int(state.timestamp.batch.value)}")  # test hook: a node dies here
 
 
 class WeightGradClipping(Callback):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from composer.utils import dist
 
-from shearing.checkpoints import CheckpointError, checkpoint_files, prepare_resume
+from shearing.checkpoints import CheckpointError, checkpoint_files, checkpoint_step, prepare_resume
 from shearing.config import KEYS as K
 from shearing.config import ConfigError, expand_path, load_config, to_yaml
 from shearing.data.corpus import is_url
@@ -32,6 +32,8 @@ from shearing.records import METRICS_FILE
 from shearing.run import Run, recorded
 
 log = logging.getLogger(__name__)
+#: The prefix of the training losses composer logs.
+TRAIN_LOSS = "loss/train/"
 
 
 #: Files a run writes into its save folder besides checkpoints.
@@ -170,7 +172,30 @@ def prepare_save_folder(run: Run) -> Path | None:
             )
     if writes():
         try:
-            prepare_resume(folder)
+            resumed = prepare_resume(folder)
         except CheckpointError as err:
             raise ConfigError(f"{K.autoresume}: {err}") from None
+        if resumed is not None:
+            _truncate_records(folder, checkpoint_step(resumed))
     return folder
+
+
+def _truncate_records(folder: Path, step: int) -> None:
+    """Drop what an interrupted run recorded after the checkpoint a resumed run continues
+    from (taken after batch `step`): the resumed run records those batches again, so each
+    is recorded once. composer logs a batch's training losses under the batches done before
+    it, everything else (evaluations, the gates, the history) under the batches done."""
+
+    def batch(entry: dict) -> int:
+        done = entry.get("step") or 0
+        return done + 1 if any(k.startswith(TRAIN_LOSS) for k in entry) else done
+
+    for name in (METRICS_FILE, HISTORY_FILE):
+        path = folder / name
+        if not path.is_file():
+            continue
+        lines = path.read_text().splitlines()
+        kept = [x for x in lines if x.strip() and batch(json.loads(x)) <= step]
+        if len(kept) != len(lines):
+            log.info("autoresume: %s keeps its records up to step %d", name, step)
+            write_text_atomic(path, "".join(x + "\n" for x in kept))

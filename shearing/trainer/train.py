@@ -22,16 +22,17 @@ from shearing.checkpoints import install_composer_validation
 from shearing.config import load_config
 from shearing.data.corpus import ShardUnavailable
 from shearing.run import Run, resolve, target_line
-from shearing.trainer.build import build_model, build_trainer
+from shearing.trainer.build import build_dataloaders, build_model, build_trainer
 from shearing.trainer.folder import discard_overwritten, prepare_save_folder, record_config, writes
 from shearing.trainer.model import ShearingLM
 from shearing.trainer.nodes import start_process_group
 from shearing.trainer.parts import SECTIONS, build_parts
 
 
-def prepare(argv: list[str]) -> tuple[Run, Path | None, ShearingLM, dict]:
-    """Config -> resolved run -> save folder -> model: every refusal here is one line,
-    before or while the weights load."""
+def prepare(argv: list[str]) -> tuple[Run, Path | None, ShearingLM, dict, tuple]:
+    """Config -> resolved run -> save folder -> model -> data: every refusal here is one
+    line, before training starts (a remote corpus's cache is checked as its datasets are
+    built)."""
     cfg = load_config(argv[0], argv[1:])
     run = resolve(cfg, world_size=dist.get_world_size())
     level = cfg.python_log_level.upper()
@@ -43,7 +44,7 @@ def prepare(argv: list[str]) -> tuple[Run, Path | None, ShearingLM, dict]:
     start_process_group(run)  # a remote corpus's datasets meet in it; its cache is checked
     install_composer_validation()  # composer's autoresume load checks files first
     reproducibility.seed_all(cfg.seed)
-    return run, save_folder, build_model(run), parts
+    return run, save_folder, build_model(run), parts, build_dataloaders(run)
 
 
 def main(argv: list[str]) -> int:
@@ -54,10 +55,10 @@ def main(argv: list[str]) -> int:
     code = cli.run(lambda: prepared.extend(prepare(argv)))
     if code:
         return code
-    run, save_folder, model, parts = prepared
+    run, save_folder, model, parts, loaders = prepared
     if target_line(run) and writes():
         print(target_line(run), flush=True)
-    trainer = build_trainer(run, model, save_folder, parts)
+    trainer = build_trainer(run, model, save_folder, parts, loaders)
     steps = run.steps
     done = int(trainer.state.timestamp.batch.value)
     if done >= steps.total:  # autoresume of a finished run: nothing to train or write

@@ -200,3 +200,16 @@ def test_a_shard_that_cannot_be_fetched_ends_the_run_with_one_line(
         f"{tmp_path / 'cache'}/train/beta after 1 attempts (not found)"
     )
     assert "Traceback" not in result.stderr
+
+
+def test_a_cache_limit_below_four_shards_is_one_line_before_training(
+    remote_corpus, tiny_workspace, tmp_path
+):
+    args = [*RUN, f"model.path={tiny_workspace['model']}", f"data.remote={remote_corpus}"]
+    args += [f"data.local={tmp_path / 'cache'}", "data.cache_limit=1kb"]
+    result = train_here(args)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: data.cache_limit=1024 bytes is too small for this corpus (")
+    assert last.endswith("streaming needs room for the indexes and four shards")
+    assert "Traceback" not in result.stderr

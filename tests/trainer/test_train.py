@@ -15,7 +15,7 @@ import transformers
 import yaml as pyyaml
 from shearing.models.decoder import Masks
 from shearing.models.hf_io import load_model
-from tests.helpers import free_port, train_here
+from tests.helpers import train_here
 
 REPO = Path(__file__).resolve().parents[2]
 TARGET = dict(
@@ -160,67 +160,6 @@ def test_bad_config_fails_before_building_with_one_line(tiny_workspace):
     assert lines == [
         "error: model.l0_module.target_model.num_hidden_layers=9 is larger than the source's 3"
     ]
-
-
-def test_two_nodes_on_one_shared_folder(tiny_workspace, tmp_path):
-    """Two composer "nodes" on this machine (`--world_size 2 --nproc 1 --node_rank R`: each
-    process is its node's local rank 0) share one save folder that holds an earlier run,
-    replaced with save_overwrite. Dynamic loading updates identically on both; the rule of
-    shearing/trainer/folder.py holds: the earlier run is set aside once and dropped at the
-    end, and every record is written once (a second writer would repeat each step)."""
-    folder = tmp_path / "shared"
-    folder.mkdir()
-    (folder / "metrics.jsonl").write_text('{"step": 99}\n')  # the earlier run's
-    (folder / "ep0-ba4-rank0.pt").write_text("the earlier run's checkpoint")
-    (folder / "notes.txt").write_text("the user's")
-    composer = Path(sys.executable).parent / "composer"
-    port = str(free_port())
-    args = [
-        "train.py",
-        "yaml/tiny_prune.yaml",
-        f"model.path={tiny_workspace['model']}",
-        f"data.path={tiny_workspace['data']}",
-        f"save_folder={folder}",
-        "save_overwrite=true",
-        "max_duration=20ba",
-        "eval_interval=10ba",
-        "save_interval=20ba",
-        "model.l0_module.lagrangian_warmup_steps=10",
-        "data.update_interval=10",
-        "data.reference_losses=[1.0,3.0,3.0]",
-        "log_to_console=true",
-        "console_log_interval=10ba",
-    ]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    nodes = []
-    for node in (0, 1):
-        launch = [str(composer), "--world_size", "2", "--nproc", "1", "--node_rank", str(node)]
-        launch += ["--master_addr", "127.0.0.1", "--master_port", port]
-        nodes.append(subprocess.Popen([*launch, *args], cwd=REPO, env=env, text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))  # fmt: skip
-    outputs = [node.communicate(timeout=600) for node in nodes]
-    for node, (out, err) in zip(nodes, outputs, strict=True):
-        assert node.returncode == 0, (out + err)[-3000:]
-    assert (folder / "ep0-ba20-rank0.pt").exists()
-    # the earlier run set aside (its checkpoint, its metrics) and dropped; the user's file kept
-    assert sorted(p.name for p in folder.iterdir()) == [
-        "config.yaml", "data_position.json", "domain_history.jsonl", "ep0-ba20-rank0.pt",
-        "latest-rank0.pt", "metrics.jsonl", "notes.txt",
-    ]  # fmt: skip
-    history = [json.loads(x) for x in (folder / "domain_history.jsonl").read_text().splitlines()]
-    assert [h["step"] for h in history] == [0, 10, 20]
-    assert history[1]["proportions"] != history[0]["proportions"]  # alpha's excess loss is largest
-    assert history[2]["proportions"]["alpha"] > history[1]["proportions"]["alpha"] > 0.5
-    metrics = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in metrics if "loss/train/total" in m] == list(range(20))
-
-    def proportion_lines(text):
-        return [line.strip() for line in text.splitlines() if "Eval proportion/" in line]
-
-    # each node's local rank 0 prints to its launcher's console
-    logs = [out + err for out, err in outputs]
-    assert proportion_lines(logs[0]) == proportion_lines(logs[1])
-    assert len(proportion_lines(logs[0])) == 6
 
 
 @pytest.mark.parametrize(
