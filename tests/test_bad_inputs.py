@@ -101,6 +101,14 @@ def cut_off_upload(path: Path, ctx: dict) -> None:
     ctx["s3"].client().put_object(Bucket="corpora", Key=f"{path.name}/train/a/shard.00000.mds")
 
 
+def run_in_store(path: Path, ctx: dict) -> None:
+    """A run's config in the object store, under runs/ + `path`'s name."""
+    client = ctx["s3"].client()
+    if "runs" not in [b["Name"] for b in client.list_buckets().get("Buckets", [])]:
+        client.create_bucket(Bucket="runs")
+    client.put_object(Bucket="runs", Key=f"{path.name}/config.yaml", Body=b"seed: 1\n")
+
+
 def recipe_missing_base(path: Path, ctx: dict) -> None:
     path.write_text("base: [nope.yaml]\nmax_duration: 5ba\n")
 
@@ -442,6 +450,25 @@ TRAIN_ROWS = [
         error=(
             "error: data.local '{tmp}/cache' caches another corpus than data.remote "
             "'s3://corpora/tiny' (their manifest.json differ); empty it or choose another folder"
+        ),
+    ),
+    train(
+        what="save folder in object storage unreachable",
+        args=("save_folder=s3://runs/new",),
+        env={"S3_ENDPOINT_URL": "http://127.0.0.1:9"},
+        error=(
+            "error: save_folder 's3://runs/new' cannot be reached (Could not connect to the "
+            'endpoint URL: "http://127.0.0.1:9/runs?list-type=2&prefix=new%2F&encoding-type=url")'
+        ),
+    ),
+    train(
+        what="save_overwrite of a run in object storage",
+        args=("save_folder=s3://runs/held", "save_overwrite=true"),
+        setup={"held": run_in_store},
+        error=(
+            "error: save_overwrite=true with save_folder 's3://runs/held', which holds a run: a "
+            "run in object storage is not replaced in place, object by object; choose a new "
+            "folder"
         ),
     ),
     train(

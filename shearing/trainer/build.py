@@ -13,9 +13,7 @@ from composer.utils import dist
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 
-from shearing.checkpoints import newest_complete
 from shearing.config import start_logits
-from shearing.data.corpus import is_url
 from shearing.data.mixture import DomainEvalSet, DomainMixture
 from shearing.models.decoder import MaskableDecoder
 from shearing.models.hf_io import load_model
@@ -25,12 +23,14 @@ from shearing.run import Run, build_l0
 from shearing.trainer.callbacks import (
     DomainEvalLogger,
     JSONLinesLogger,
+    RecordsUpload,
     ReplicatedGradSync,
     TeacherPlacement,
     TrainingStateCallback,
     WeightGradClipping,
 )
 from shearing.trainer.dynamic import DynamicLoadingCallback
+from shearing.trainer.folder import SaveFolder
 from shearing.trainer.model import ShearingLM
 
 log = logging.getLogger(__name__)
@@ -186,12 +186,13 @@ def build_scheduler(run: Run, optimizer: torch.optim.Optimizer) -> LambdaLR:
 
 
 def build_callbacks(
-    run: Run, model: ShearingLM, data: DomainMixture, save_folder
+    run: Run, model: ShearingLM, data: DomainMixture, saved: SaveFolder | None
 ) -> list[Callback]:
     """The project's callbacks, in the order they run: per-domain evaluation, dynamic batch
-    loading (with its records in `save_folder`), the training-state bookkeeping, and where
-    the run needs them the teacher's placement, FSDP's replicated-gradient sync and the
-    weights' gradient clip."""
+    loading (with its records in the save folder), the training-state bookkeeping, and where
+    the run needs them the teacher's placement, FSDP's replicated-gradient sync, the
+    weights' gradient clip and the upload of the records to a save folder in object
+    storage (last: after the records of a checkpoint or of the end are written)."""
     cfg, d = run.cfg, run.cfg.data
     callbacks: list[Callback] = [
         DomainEvalLogger(),
@@ -203,7 +204,7 @@ def build_callbacks(
             smoothing=d.smoothing,
             clip=d.clip_delta,
             update_type=d.update_type,
-            history_dir=save_folder,
+            history_dir=None if saved is None else saved.records,
         ),
         TrainingStateCallback(),
     ]
@@ -213,41 +214,37 @@ def build_callbacks(
         callbacks.append(ReplicatedGradSync())
     if cfg.max_grad_norm is not None:
         callbacks.append(WeightGradClipping(cfg.max_grad_norm))
+    if saved is not None and saved.store is not None:
+        callbacks.append(RecordsUpload(saved, run.steps.save_interval))
     return callbacks
 
 
-def resume_point(run: Run, save_folder) -> tuple[str | None, bool, bool]:
-    """What composer loads: (load_path, load_weights_only, composer's own autoresume).
-
-    With `autoresume` and a save folder on a filesystem (one node's, or shared by all
-    nodes), every process resumes from the folder's newest complete checkpoint, found
-    here (`checkpoints.newest_complete`; global rank 0 has cleaned the folder for it),
-    and composer just loads it. composer 0.32.1's own autoresume names one signal file for
-    every node in the save folder, and on a folder the nodes share the second node to
-    remove it fails. Without a checkpoint there, `load_path` as configured. A save folder
-    in object storage keeps composer's autoresume, which downloads from it."""
-    cfg = run.cfg
-    if cfg.autoresume and save_folder is not None and not is_url(str(cfg.save_folder)):
-        newest = newest_complete(save_folder)
-        if newest is not None:
-            log.info("Autoresuming training from checkpoint %s", newest)
-            return str(newest), False, False
-        return cfg.load_path, cfg.load_weights_only, False
-    return cfg.load_path, cfg.load_weights_only, cfg.autoresume
-
-
 def build_trainer(
-    run: Run, model: ShearingLM, save_folder, parts: dict, loaders: tuple[DataLoader, DataLoader]
+    run: Run,
+    model: ShearingLM,
+    saved: SaveFolder | None,
+    parts: dict,
+    loaders: tuple[DataLoader, DataLoader],
 ) -> Trainer:
     """composer's Trainer for the run: its data (`build_dataloaders`), optimizer, schedule,
     the project's callbacks and loggers, then the yaml's own (`parts`: loggers, callbacks,
-    algorithms), every duration in steps."""
+    algorithms), every duration in steps.
+
+    An autoresumed run continues from the checkpoint `prepare_save_folder` found
+    (`saved.resume`), which composer loads as its `load_path` (else `load_path` as
+    configured): composer's own autoresume is not used. composer 0.32.1's names one signal
+    file for every node, and on a save folder the nodes share, the second node to remove
+    it fails."""
     cfg, steps = run.cfg, run.steps
     train_loader, eval_loader = loaders
-    load_path, weights_only, autoresume = resume_point(run, save_folder)
+    resume = saved.resume if saved is not None else None
+    if resume is not None:
+        log.info("Autoresuming training from checkpoint %s", resume)
+    load_path = resume or cfg.load_path
+    weights_only = cfg.load_weights_only and resume is None
     optimizer = build_optimizer(run, model)
-    callbacks = build_callbacks(run, model, train_loader.dataset, save_folder)
-    loggers = [] if save_folder is None else [JSONLinesLogger(save_folder / METRICS_FILE)]
+    callbacks = build_callbacks(run, model, train_loader.dataset, saved)
+    loggers = [] if saved is None else [JSONLinesLogger(saved.records / METRICS_FILE)]
     return Trainer(
         loggers=loggers + parts["loggers"],
         algorithms=parts["algorithms"],
@@ -268,10 +265,9 @@ def build_trainer(
         precision="fp32" if model.cpu_bf16 else cfg.precision,
         parallelism_config={"fsdp": dict(cfg.fsdp_config)} if cfg.fsdp_config else None,
         callbacks=callbacks + parts["callbacks"],
-        save_folder=None if save_folder is None else str(save_folder),
+        save_folder=None if saved is None else saved.composer,
         save_interval=f"{steps.save_interval}ba",
         save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
-        autoresume=autoresume,
         load_path=load_path,
         load_weights_only=weights_only,
         save_overwrite=cfg.save_overwrite,

@@ -40,6 +40,21 @@ class TrainingStateCallback(Callback):
         kill_point(f"batch-{int(state.timestamp.batch.value)}")  # test hook: a node dies here
 
 
+class RecordsUpload(Callback):
+    """Uploads the run's records to a save folder in object storage (`SaveFolder.upload`)
+    at each checkpoint and at the end, so a run resumed on another machine continues them."""
+
+    def __init__(self, saved, save_interval: int) -> None:
+        self.saved, self.save_interval = saved, save_interval
+
+    def batch_checkpoint(self, state: State, logger: Logger) -> None:
+        if int(state.timestamp.batch.value) % self.save_interval == 0:
+            self.saved.upload()
+
+    def fit_end(self, state: State, logger: Logger) -> None:
+        self.saved.upload()
+
+
 class WeightGradClipping(Callback):
     """Clip the global gradient norm of the model weights only.
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
 from composer.utils import dist, reproducibility
 
@@ -23,13 +22,19 @@ from shearing.config import load_config
 from shearing.data.corpus import ShardUnavailable
 from shearing.run import Run, resolve, target_line
 from shearing.trainer.build import build_dataloaders, build_model, build_trainer
-from shearing.trainer.folder import discard_overwritten, prepare_save_folder, record_config, writes
+from shearing.trainer.folder import (
+    SaveFolder,
+    discard_overwritten,
+    prepare_save_folder,
+    record_config,
+    writes,
+)
 from shearing.trainer.model import ShearingLM
 from shearing.trainer.nodes import start_process_group
 from shearing.trainer.parts import SECTIONS, build_parts
 
 
-def prepare(argv: list[str]) -> tuple[Run, Path | None, ShearingLM, dict, tuple]:
+def prepare(argv: list[str]) -> tuple[Run, SaveFolder | None, ShearingLM, dict, tuple]:
     """Config -> resolved run -> save folder -> model -> data: every refusal here is one
     line, before training starts (a remote corpus's cache is checked as its datasets are
     built)."""
@@ -40,11 +45,11 @@ def prepare(argv: list[str]) -> tuple[Run, Path | None, ShearingLM, dict, tuple]
     logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s", force=True)
     logging.getLogger("shearing").setLevel(level)
     parts = {k: build_parts(k, getattr(cfg, k)) for k in SECTIONS}
-    save_folder = prepare_save_folder(run)
+    saved = prepare_save_folder(run)
     start_process_group(run)  # a remote corpus's datasets meet in it; its cache is checked
     install_composer_validation()  # composer's autoresume load checks files first
     reproducibility.seed_all(cfg.seed)
-    return run, save_folder, build_model(run), parts, build_dataloaders(run)
+    return run, saved, build_model(run), parts, build_dataloaders(run)
 
 
 def main(argv: list[str]) -> int:
@@ -55,19 +60,21 @@ def main(argv: list[str]) -> int:
     code = cli.run(lambda: prepared.extend(prepare(argv)))
     if code:
         return code
-    run, save_folder, model, parts, loaders = prepared
+    run, saved, model, parts, loaders = prepared
     if target_line(run) and writes():
         print(target_line(run), flush=True)
-    trainer = build_trainer(run, model, save_folder, parts, loaders)
+    trainer = build_trainer(run, model, saved, parts, loaders)
     steps = run.steps
     done = int(trainer.state.timestamp.batch.value)
     if done >= steps.total:  # autoresume of a finished run: nothing to train or write
-        print(f"{save_folder} already holds the finished run ({done} of {steps.total} steps)")
+        print(f"{saved.composer} already holds the finished run ({done} of {steps.total} steps)")
         trainer.close()
+        saved.close()
         return 0
     # Records only once composer has accepted the folder (and resumed, if it does).
-    if save_folder is not None:
-        record_config(save_folder, run)
+    if saved is not None:
+        record_config(saved.records, run)
+        saved.upload()
 
     def train() -> None:
         if run.cfg.eval_first and done == 0:
@@ -77,10 +84,12 @@ def main(argv: list[str]) -> int:
     # a remote corpus's shard that cannot be fetched ends the run with one line (exit 1)
     code = cli.run(train, failures=(ShardUnavailable,))
     trainer.close()
+    if saved is not None:
+        saved.close()
     if code:
         return code
-    if save_folder is not None:
-        discard_overwritten(save_folder)  # the replaced run, now that its successor is whole
+    if saved is not None:
+        discard_overwritten(saved.records)  # the replaced run, now that its successor is whole
     return 0
 
 
