@@ -13,7 +13,7 @@ Anything else is a bug and keeps its traceback.
     shearing COMMAND [ARGS ...]     (installed with the package: `make` or `pip install -e .`)
 
 runs `train` (also `prune`), `tokenize`, `convert`, `gguf`, `oneshot`, `eval`, `generate`,
-`sparsity`, `plots` or `assets` with the same arguments as the documented command lines
+`sparsity`, `plots`, `assets` or `memory` with the same arguments as the documented command lines
 (`composer train.py ...`, `python data_prep/tokenize.py ...`, `scripts/convert_to_hf.sh ...`,
 `shearing eval ...`), which keep working unchanged.
 """
@@ -41,6 +41,7 @@ COMMANDS = {
     "sparsity": "shearing.commands.sparsity",
     "plots": "shearing.commands.plots",
     "assets": "shearing.commands.assets",
+    "memory": "shearing.commands.memory",
 }
 
 

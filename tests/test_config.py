@@ -9,29 +9,12 @@ import torch
 import transformers
 
 from shearing.config import ConfigError, load_config
+from shearing.models.published import LLAMA2_7B
 from shearing.pruning.l0 import open_probability, sample_gates
 from shearing.run import plan_data, resolve
 from shearing.trainer.build import build_model
 
 YAML = Path(__file__).resolve().parent.parent / "yaml"
-LLAMA2_7B = {  # the public config.json of meta-llama/Llama-2-7b-hf
-    "architectures": ["LlamaForCausalLM"],
-    "model_type": "llama",
-    "hidden_size": 4096,
-    "intermediate_size": 11008,
-    "num_attention_heads": 32,
-    "num_hidden_layers": 32,
-    "num_key_value_heads": 32,
-    "rms_norm_eps": 1e-05,
-    "vocab_size": 32000,
-    "max_position_embeddings": 4096,
-    "tie_word_embeddings": False,
-    "torch_dtype": "float16",
-    "bos_token_id": 1,
-    "eos_token_id": 2,
-    "hidden_act": "silu",
-    "rope_theta": 10000.0,
-}
 LLAMA2_7B_PARAMS = 6_738_415_616
 
 

@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from shearing.config import ConfigError, load_config
+from shearing.models.published import LLAMA2_7B
 from shearing.objectives import distillation_loss, next_token_loss
 from shearing.run import PROVENANCE, recorded, resolve
 from shearing.trainer.build import build_model
 from shearing.trainer.model import ShearingLM
 from tests.helpers import tiny_pair
-from tests.test_config import LLAMA2_7B, LLAMA2_7B_PARAMS, YAML
+from tests.test_config import LLAMA2_7B_PARAMS, YAML
 from tests.test_config import llama2_dir as llama2_dir  # the fixture
 
 

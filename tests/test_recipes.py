@@ -13,41 +13,14 @@ import torch
 import transformers
 
 from shearing.config import load_config
+from shearing.models.published import LLAMA31_8B, MISTRAL_7B_V01, QWEN3_8B
 from shearing.run import resolve
 from shearing.trainer.build import build_model
 
 YAML = Path(__file__).resolve().parent.parent / "yaml"
 
-#: The public config.json files (the keys that describe the model).
-LLAMA31_8B = {
-    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 128256,
-    "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
-    "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
-    "max_position_embeddings": 131072, "rms_norm_eps": 1e-05, "rope_theta": 500000.0,
-    "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
-    "tie_word_embeddings": False, "hidden_act": "silu", "attention_bias": False,
-    "mlp_bias": False, "bos_token_id": 128000, "eos_token_id": 128001, "torch_dtype": "bfloat16",
-}  # fmt: skip
 #: nvidia/Llama-3.1-Minitron-4B-Width-Base: Llama-3.1-8B's config with these widths.
 MINITRON_4B_WIDTH = {**LLAMA31_8B, "hidden_size": 3072, "intermediate_size": 9216}
-QWEN3_8B = {
-    "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "vocab_size": 151936,
-    "hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36,
-    "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
-    "max_position_embeddings": 40960, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
-    "tie_word_embeddings": False, "hidden_act": "silu", "attention_bias": False,
-    "use_sliding_window": False, "sliding_window": None, "max_window_layers": 36,
-    "bos_token_id": 151643, "eos_token_id": 151645, "torch_dtype": "bfloat16",
-}  # fmt: skip
-MISTRAL_7B_V01 = {
-    "architectures": ["MistralForCausalLM"], "model_type": "mistral", "vocab_size": 32000,
-    "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
-    "num_attention_heads": 32, "num_key_value_heads": 8, "max_position_embeddings": 32768,
-    "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "sliding_window": 4096,
-    "tie_word_embeddings": False, "hidden_act": "silu", "bos_token_id": 1, "eos_token_id": 2,
-    "torch_dtype": "bfloat16",
-}  # fmt: skip
 
 
 def published_count(config: dict) -> int:

@@ -15,9 +15,9 @@ import pytest
 from shearing.config import load_config
 from shearing.models.config import DecoderShape
 from shearing.models.decoder import MaskableDecoder
+from shearing.models.published import LLAMA2_7B
 from shearing.run import resolve
 from shearing.trainer.model import ShearingLM
-from tests.test_config import LLAMA2_7B
 
 YAML = Path(__file__).resolve().parent.parent / "yaml"
 REDPAJAMA = ["cc", "github", "book", "stackexchange", "wiki", "arxiv", "c4-rp"]

@@ -466,6 +466,8 @@ class _GatedLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, rows, cols):
         device = x.device.type
+        if not torch.amp.is_autocast_available(device):  # the meta device: nothing to restore
+            device = "cpu"
         ctx.autocast = (device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
         ctx.save_for_backward(x, weight, rows, cols)
         return F.linear(x, gated_weight(weight, rows, cols))

@@ -9,8 +9,8 @@ import torch
 import transformers
 
 from shearing.config import ConfigError, load_config
+from shearing.models.published import LLAMA2_7B
 from shearing.run import resolve, target_line
-from tests.test_config import LLAMA2_7B
 
 SMOLLM2_135M = {  # the public config.json of HuggingFaceTB/SmolLM2-135M (shape keys)
     **LLAMA2_7B,
