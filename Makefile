@@ -27,9 +27,14 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
+# Two pytest workers (pytest-xdist), one torch thread in each process (the test processes
+# and the commands they start): the suite is mostly single-threaded Python, so two workers
+# use two cores without oversubscribing them. The tests that build streaming datasets run
+# in one worker (`xdist_group("streaming")`: streaming registers them in shared memory).
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q tests --durations=25
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests --durations=25
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -26,6 +26,9 @@ from shearing.data.mixture import DomainEvalSet, DomainMixture
 from shearing.files import KILL_POINT_ENV
 from tests.helpers import train_here
 
+#: streaming registers its datasets in shared memory: these tests share one xdist worker
+pytestmark = pytest.mark.xdist_group("streaming")
+
 REPO = Path(__file__).resolve().parents[2]
 DOMAINS = ["alpha", "beta", "gamma"]
 

@@ -16,6 +16,9 @@ import pytest
 from shearing.files import KILL_POINT_ENV
 from tests.helpers import free_port, train_here
 
+#: streaming registers its datasets in shared memory: these tests share one xdist worker
+pytestmark = pytest.mark.xdist_group("streaming")
+
 REPO = Path(__file__).resolve().parents[2]
 
 
