@@ -13,7 +13,8 @@ Anything else is a bug and keeps its traceback.
     shearing COMMAND [ARGS ...]     (installed with the package: `make` or `pip install -e .`)
 
 runs `train` (also `prune`), `tokenize`, `convert`, `gguf`, `oneshot`, `eval`, `generate`,
-`sparsity`, `plots`, `assets` or `memory` with the same arguments as the documented command lines
+`sparsity`, `plots`, `assets`, `memory` or `keys` with the same arguments as the documented
+command lines
 (`composer train.py ...`, `python data_prep/tokenize.py ...`, `scripts/convert_to_hf.sh ...`,
 `shearing eval ...`), which keep working unchanged.
 """
@@ -42,6 +43,7 @@ COMMANDS = {
     "plots": "shearing.commands.plots",
     "assets": "shearing.commands.assets",
     "memory": "shearing.commands.memory",
+    "keys": "shearing.commands.keys",
 }
 
 

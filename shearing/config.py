@@ -33,6 +33,17 @@ class ConfigError(ValueError):
     """A configuration value that cannot be used; the message names the key."""
 
 
+PRECISIONS = ("fp32", "amp_bf16", "amp_fp16")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+TEACHER_DTYPES = ("float32", "bfloat16", "float16")
+UPDATE_TYPES = ("exponential", "constant")
+
+
+def choice(default: Any, options: tuple[str, ...]) -> Any:
+    """A key that takes one of `options` (the check and `shearing keys` read them here)."""
+    return field(default=default, metadata={"choices": options})
+
+
 def duration(default: Any) -> Any:
     """A duration key's field. Every duration key takes the same forms (`parse_steps`): a
     bare integer (steps), "Nba" (steps), "Nsp" (samples), "Ntok" (tokens) or "X.Ydur" (a
@@ -62,7 +73,7 @@ class L0Config:
     lagrangian_warmup_steps: int | str = duration(0)
     #: Gate logits at the start: "default" (all equal) or "importance" (ordered by
     #: activation importance on calibration rows, see shearing.pruning.importance).
-    init: str = "default"
+    init: str = choice("default", INITS)
     #: Rows per domain of the train split that importance init scores the model on.
     calibration_rows: int = 16
     #: Importance init only: the gate logit the units outside the importance mask start
@@ -90,7 +101,7 @@ class ModelConfig:
     #: Structured pruning; null for plain (continued) pretraining.
     l0_module: L0Config | None = None
     #: Replace the FFN activation on load: relu, fatrelu, drelu (null: keep the source's).
-    activation: str | None = None
+    activation: str | None = choice(None, ACTIVATION_REPLACEMENTS)
     #: Threshold T of fatrelu.
     fatrelu_threshold: float = 0.01
 
@@ -103,7 +114,9 @@ class DistillationConfig:
     ReluLLaMA's recipe is ce_weight 1, alpha 1; Minitron's pure distillation ce_weight 0.
     """
 
+    #: Weight of the distillation term.
     alpha: float = 1.0
+    #: Temperature T both distributions are softened by (the term is scaled by T^2).
     temperature: float = 1.0
     #: Weight of the next-token cross-entropy next to the distillation term (0 = pure
     #: distillation).
@@ -115,7 +128,7 @@ class DistillationConfig:
     teacher_path: str | None = None
     #: Teacher weights' dtype: float32, bfloat16 or float16 (the teacher only runs
     #: forward, so bf16 halves its memory on GPUs at ~no cost in the targets).
-    teacher_dtype: str = "float32"
+    teacher_dtype: str = choice("float32", TEACHER_DTYPES)
 
 
 @dataclass
@@ -130,6 +143,8 @@ class L1Stage:
 class ActivationL1Config:
     """ProSparse's progressive L1 on FFN activations: loss += lambda(step) * mean |h|."""
 
+    #: The stages, in order: each ramps the coefficient along a sine to its `penalty`
+    #: over its `steps`.
     stages: list[L1Stage] = field(default_factory=list)
 
 
@@ -139,6 +154,7 @@ class ThresholdShiftConfig:
 
     #: The step (or a duration into the run) the threshold comes into force.
     step: int | str = duration(MISSING)
+    #: FATReLU's threshold from that step on (0, i.e. ReLU, before it).
     threshold: float = 0.01
 
 
@@ -177,7 +193,7 @@ class DataConfig:
     #: null = fixed proportions.
     update_interval: int | str | None = duration(None)
     #: `exponential` (Sheared-LLaMA) or `constant` (evaluate and log, never re-weight).
-    update_type: str = "exponential"
+    update_type: str = choice("exponential", UPDATE_TYPES)
     #: Step size of the exponential update.
     eta: float = 1.0
     #: Mix this much of the uniform distribution into each update.
@@ -194,8 +210,11 @@ class DataConfig:
 class OptimizerConfig:
     #: Peak learning rate of the model weights (AdamW).
     lr: float = 1e-4
+    #: AdamW's decoupled weight decay on the model weights (not the gates or multipliers).
     weight_decay: float = 0.0
+    #: AdamW's two moment coefficients.
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    #: AdamW's epsilon.
     eps: float = 1e-8
     #: Learning rate of the gate logits and (ascending) of the Lagrange multipliers.
     l0_lr: float = 1.0
@@ -225,46 +244,66 @@ class SchedulerConfig:
 
 @dataclass
 class TrainConfig:
+    #: The model to train: its source, and what pruning or activation change it gets.
     model: ModelConfig = field(default_factory=ModelConfig)
+    #: The corpus, its domains and how their proportions move (dynamic batch loading).
     data: DataConfig = field(default_factory=DataConfig)
+    #: AdamW for the weights; the gates' and the Lagrange multipliers' rates.
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    #: The weights' learning-rate schedule: linear warmup, then cosine to alpha_f x lr.
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     distillation: DistillationConfig | None = None
     activation_l1: ActivationL1Config | None = None
     threshold_shift: ThresholdShiftConfig | None = None
     #: Free-form values for ${variables.x} interpolation.
     variables: dict[str, Any] = field(default_factory=dict)
+    #: The run's name (composer's); autoresume needs it.
     run_name: str | None = None
+    #: Seeds the weights' init where there is one, the domain draws, the row order and the
+    #: gates' noise.
     seed: int = 17
     #: Training length: steps (a bare integer or "Nba"), "Nsp" (samples) or "Ntok" (tokens).
     max_duration: int | str = duration(MISSING)
+    #: Rows per optimizer step, over all processes (split evenly among them).
     global_train_batch_size: int = MISSING
     #: Per-device microbatch (gradient accumulation splits the device batch into these).
     device_train_microbatch_size: int | None = None
+    #: Rows per evaluation batch on each device.
     device_eval_batch_size: int = 8
     #: fp32, amp_bf16, amp_fp16 (GPUs only). amp_bf16 on a CPU: the forwards run under
     #: CPU bf16 autocast, weights, gradients, optimizer state and losses stay fp32 (it pays
     #: off on CPUs with native bf16: avx512_bf16 or AMX).
-    precision: str = "fp32"
+    precision: str = choice("fp32", PRECISIONS)
+    #: Steps (or a duration) between evaluations of every domain's held-out loss.
     eval_interval: int | str = duration("50ba")
-    #: Where checkpoints, the resolved config and run records go (null = no checkpoints).
+    #: Where checkpoints, the resolved config and run records go (null = no checkpoints): a
+    #: folder every node sees, or an object-store URI (s3://, gs://, oci://, ...).
     save_folder: str | None = None
+    #: Steps (or a duration) between checkpoints.
     save_interval: int | str = duration("1000ba")
+    #: Checkpoints kept in save_folder (the oldest go first); -1 = all.
     save_num_checkpoints_to_keep: int = -1
+    #: Continue the run in save_folder from its newest complete checkpoint (needs run_name);
+    #: with no checkpoint there, start (from load_path, if set).
     autoresume: bool = False
     #: Global gradient-norm clip on model weights only (gates and lambdas are not clipped).
     max_grad_norm: float | None = 1.0
     #: composer FSDP settings (parallelism_config.fsdp); null = no FSDP.
     fsdp_config: dict[str, Any] | None = None
+    #: composer's progress bar on a terminal (off the terminal, console lines replace it).
     progress_bar: bool = True
+    #: composer's console log lines (the metrics every console_log_interval).
     log_to_console: bool = False
+    #: Steps (or a duration) between console log lines.
     console_log_interval: int | str = duration("1ba")
     #: composer loggers, callbacks and algorithms by llm-foundry name (wandb, tensorboard,
     #: mlflow, file; lr_monitor, speed_monitor, memory_monitor, ...; gradient_clipping, ema)
     #: or `package.module:Class`, each mapped to its keyword arguments; see
     #: shearing/trainer/parts.py. They run next to the project's own.
     loggers: dict[str, Any] = field(default_factory=dict)
+    #: composer callbacks by name (lr_monitor, speed_monitor, ...), as `loggers`.
     callbacks: dict[str, Any] = field(default_factory=dict)
+    #: composer algorithms by name (gradient_clipping, ema, ...), as `loggers`.
     algorithms: dict[str, Any] = field(default_factory=dict)
     #: A composer checkpoint to start from (a path or an object-store URI), e.g. another
     #: run's; with autoresume, the save folder's own latest checkpoint comes first.
@@ -282,7 +321,7 @@ class TrainConfig:
     #: of every domain instead.
     eval_subset_num_batches: int = -1
     #: Level of the composer and shearing log lines: debug, info, warning, error, critical.
-    python_log_level: str = "info"
+    python_log_level: str = choice("info", LOG_LEVELS)
     #: Seconds to wait for every process when the process group starts.
     dist_timeout: float = 300.0
 
@@ -353,11 +392,6 @@ class KeyPath(str):
 #: The schema's keys as paths (`KeyPath`): `KEYS.data.update_interval`.
 KEYS = K = KeyPath("", TrainConfig)
 K_L0 = K.model.l0_module
-PRECISIONS = ("fp32", "amp_bf16", "amp_fp16")
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-TEACHER_DTYPES = ("float32", "bfloat16", "float16")
-
-
 #: The loader's own key: the files a recipe is composed on (`read_recipe`).
 BASE_KEY = "base"
 
@@ -630,9 +664,9 @@ def _check_training(cfg: TrainConfig) -> None:
     _check_numbers(cfg)
     _check_corpus(cfg)
     d = cfg.data
-    if d.update_type not in ("exponential", "constant"):
+    if d.update_type not in UPDATE_TYPES:
         raise ConfigError(
-            f"{K.data.update_type}={d.update_type!r} is not valid; use exponential, constant"
+            f"{K.data.update_type}={d.update_type!r} is not valid; use {', '.join(UPDATE_TYPES)}"
         )
     if d.update_interval is not None and not 0 <= d.smoothing <= 1:
         raise ConfigError(f"{K.data.smoothing}={d.smoothing} must be in [0, 1]")
@@ -675,39 +709,43 @@ def _check_corpus(cfg: TrainConfig) -> None:
         )
 
 
+def value_at(cfg: Any, key: str) -> Any:
+    """The value of a dotted key in a loaded config (`value_at(cfg, "optimizer.lr")`)."""
+    for part in str(key).split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+#: The plain numbers' rules: (key, test of its value, what is valid). `_check_numbers`
+#: applies them and `shearing keys` prints them.
+NUMBER_RULES: tuple[tuple[KeyPath, Any, str], ...] = (
+    (K.device_eval_batch_size, lambda v: v > 0, "a positive integer"),
+    (K.save_num_checkpoints_to_keep, lambda v: v >= -1, "-1 (keep all) or more"),
+    (K.max_grad_norm, lambda v: v is None or v > 0, "positive, or null (no clipping)"),
+    (K.optimizer.lr, lambda v: v >= 0, "0 or more"),
+    (K.optimizer.l0_lr, lambda v: v >= 0, "0 or more"),
+    (K.optimizer.lambda_ascent_lr, lambda v: v is None or v > 0, "positive, or null (AdamW)"),
+    (K.optimizer.weight_decay, lambda v: v >= 0, "0 or more"),
+    (K.optimizer.eps, lambda v: v > 0, "positive"),
+    (K.optimizer.betas, lambda v: len(v) == 2 and all(0 <= b < 1 for b in v),
+     "two values in [0, 1)"),
+    (K.scheduler.alpha_f, lambda v: 0 <= v <= 1, "in [0, 1]"),
+    (K.data.num_workers, lambda v: v >= 0, "0 or more"),
+    (K.data.eval_max_rows, lambda v: v is None or v > 0, "positive, or null (all rows)"),
+    (K.data.eta, lambda v: v > 0, "positive"),
+    (K.eval_subset_num_batches, lambda v: v == -1 or v > 0,
+     "-1 (all) or a positive number of batches"),
+    (K.dist_timeout, lambda v: v > 0, "positive (seconds)"),
+    (K.model.fatrelu_threshold, lambda v: v >= 0, "0 or more"),
+)  # fmt: skip
+
+
 def _check_numbers(cfg: TrainConfig) -> None:
-    """Signs and ranges of plain numbers; each error names the key and what is valid."""
-    o, d = cfg.optimizer, cfg.data
-    checks = [
-        (K.device_eval_batch_size, cfg.device_eval_batch_size, cfg.device_eval_batch_size > 0,
-         "a positive integer"),
-        (K.save_num_checkpoints_to_keep, cfg.save_num_checkpoints_to_keep,
-         cfg.save_num_checkpoints_to_keep >= -1, "-1 (keep all) or more"),
-        (K.max_grad_norm, cfg.max_grad_norm,
-         cfg.max_grad_norm is None or cfg.max_grad_norm > 0, "positive, or null (no clipping)"),
-        (K.optimizer.lr, o.lr, o.lr >= 0, "0 or more"),
-        (K.optimizer.l0_lr, o.l0_lr, o.l0_lr >= 0, "0 or more"),
-        (K.optimizer.lambda_ascent_lr, o.lambda_ascent_lr,
-         o.lambda_ascent_lr is None or o.lambda_ascent_lr > 0, "positive, or null (AdamW)"),
-        (K.optimizer.weight_decay, o.weight_decay, o.weight_decay >= 0, "0 or more"),
-        (K.optimizer.eps, o.eps, o.eps > 0, "positive"),
-        (K.optimizer.betas, o.betas, len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas),
-         "two values in [0, 1)"),
-        (K.scheduler.alpha_f, cfg.scheduler.alpha_f, 0 <= cfg.scheduler.alpha_f <= 1,
-         "in [0, 1]"),
-        (K.data.num_workers, d.num_workers, d.num_workers >= 0, "0 or more"),
-        (K.data.eval_max_rows, d.eval_max_rows, d.eval_max_rows is None or d.eval_max_rows > 0,
-         "positive, or null (all rows)"),
-        (K.data.eta, d.eta, d.eta > 0, "positive"),
-        (K.eval_subset_num_batches, cfg.eval_subset_num_batches,
-         cfg.eval_subset_num_batches == -1 or cfg.eval_subset_num_batches > 0,
-         "-1 (all) or a positive number of batches"),
-        (K.dist_timeout, cfg.dist_timeout, cfg.dist_timeout > 0, "positive (seconds)"),
-        (K.model.fatrelu_threshold, cfg.model.fatrelu_threshold,
-         cfg.model.fatrelu_threshold >= 0, "0 or more"),
-    ]  # fmt: skip
-    for key, value, ok, valid in checks:
-        if not ok:
+    """Signs and ranges of plain numbers (`NUMBER_RULES`); each error names the key and
+    what is valid."""
+    for key, ok, valid in NUMBER_RULES:
+        value = value_at(cfg, key)
+        if not ok(value):
             raise ConfigError(f"{key}={value} is not valid; it must be {valid}")
 
 
