@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 
 import torch
 from composer import Trainer
@@ -23,6 +24,7 @@ from shearing.run import Run, build_l0
 from shearing.trainer.callbacks import (
     DomainEvalLogger,
     JSONLinesLogger,
+    PlainProgress,
     RecordsUpload,
     ReplicatedGradSync,
     TeacherPlacement,
@@ -216,7 +218,15 @@ def build_callbacks(
         callbacks.append(WeightGradClipping(cfg.max_grad_norm))
     if saved is not None and saved.store is not None:
         callbacks.append(RecordsUpload(saved, run.steps.save_interval))
+    if plain_progress(run):
+        callbacks.append(PlainProgress(run.steps.total, max(1, run.steps.total // 100)))
     return callbacks
+
+
+def plain_progress(run: Run) -> bool:
+    """Whether progress goes as plain lines (`PlainProgress`) instead of composer's bar:
+    `progress_bar` asked for, and stderr not a terminal."""
+    return run.cfg.progress_bar and not sys.stderr.isatty()
 
 
 def build_trainer(
@@ -273,7 +283,7 @@ def build_trainer(
         save_overwrite=cfg.save_overwrite,
         dist_timeout=cfg.dist_timeout,
         python_log_level=cfg.python_log_level.lower(),
-        progress_bar=cfg.progress_bar,
+        progress_bar=cfg.progress_bar and not plain_progress(run),
         log_to_console=cfg.log_to_console,
         console_log_interval=f"{steps.console_log_interval}ba",
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 
 import torch
@@ -14,7 +16,7 @@ from shearing.files import kill_point
 from shearing.objectives import l1_penalty
 from shearing.records import LOSS_PREFIX, SETTLE_KINDS, SETTLE_PREFIX
 from shearing.trainer.dynamic import domain_losses
-from shearing.trainer.folder import append_record
+from shearing.trainer.folder import append_record, writes
 from shearing.trainer.model import average_replicated_grads
 
 
@@ -38,6 +40,44 @@ class TrainingStateCallback(Callback):
             metrics["sparsity/l1_penalty"] = l1_penalty(model.l1_stages, model.step)
         logger.log_metrics(metrics)
         kill_point(f"batch-{int(state.timestamp.batch.value)}")  # test hook: a node dies here
+
+
+class PlainProgress(Callback):
+    """Progress as plain lines, for output that is not a terminal (CI, `make demo > log`,
+    SLURM), where composer's bar would write a carriage return and escape codes on every
+    update: one line every `every` steps (the step, the training loss, seconds per step,
+    the time left) and one line per evaluation (the held-out loss of each domain), on
+    stderr like the bar, by the process that writes the run's records."""
+
+    def __init__(self, total: int, every: int) -> None:
+        self.total, self.every = total, max(1, every)
+        self.start: tuple[int, float] | None = None
+
+    def fit_start(self, state: State, logger: Logger) -> None:
+        self.start = (int(state.timestamp.batch.value), time.perf_counter())
+
+    def batch_end(self, state: State, logger: Logger) -> None:
+        step = int(state.timestamp.batch.value)
+        if step % self.every and step != self.total or not writes():
+            return
+        first, began = self.start or (0, time.perf_counter())
+        per_step = (time.perf_counter() - began) / max(1, step - first)
+        loss = state.total_loss_dict.get("loss/train/total")
+        said = f", loss {loss:.4f}" if loss is not None else ""
+        left = per_step * (self.total - step)
+        left_text = f"{left:.0f} s" if left < 120 else f"{left / 60:.0f} min"
+        done = f"step {step}/{self.total} ({100 * step / self.total:.0f}%)"
+        print(f"train: {done}{said}, {per_step:.2f} s/step, {left_text} left",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+    def eval_end(self, state: State, logger: Logger) -> None:
+        if not writes():
+            return
+        losses = domain_losses(state)
+        if losses:
+            text = ", ".join(f"{d} {v:.4f}" for d, v in losses.items())
+            step = int(state.timestamp.batch.value)
+            print(f"eval: step {step}, held-out loss {text}", file=sys.stderr, flush=True)
 
 
 class RecordsUpload(Callback):

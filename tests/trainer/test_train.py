@@ -314,3 +314,39 @@ def test_settle_losses_are_the_sliced_and_the_expected_gate_models_losses(
     gates = {fields[m]: expected_gates_by_hand(a.detach()) for m, a in l0.log_alpha.items()}
     by_hand = masked_loss(model.eval(), Masks(**gates), tiny_workspace["data"])
     assert last["eval/settle/expected"] == pytest.approx(by_hand, abs=1e-4)
+
+
+def test_progress_off_a_terminal_is_plain_lines_and_on_one_composers_bar(tiny_workspace):
+    """Off a terminal (a log file, CI) one line per 1% of the run and per evaluation, no
+    carriage return or escape code; on a terminal composer's bar."""
+    import io
+    import pty
+
+    args = tiny_args(tiny_workspace, "max_duration=200ba", "eval_interval=100ba",
+                     "model.l0_module.lagrangian_warmup_steps=10", "progress_bar=true")  # fmt: skip
+    logged = train_here(args)  # stderr is a StringIO here: not a terminal
+    assert logged.returncode == 0, logged.stderr[-3000:]
+    assert "\r" not in logged.stderr and "\x1b" not in logged.stderr
+    # the total loss holds the Lagrangian term, which may be negative
+    line = r"^train: step (\d+)/200 \(\d+%\), loss -?\d+\.\d{4}, [\d.]+ s/step, \d+ s left$"
+    steps = [int(m) for m in re.findall(line, logged.stderr, re.M)]
+    assert steps == list(range(2, 201, 2))  # every 1% of 200 steps
+    line = r"^eval: step (\d+), held-out loss alpha [\d.]+, beta [\d.]+, gamma [\d.]+$"
+    evals = re.findall(line, logged.stderr, re.M)
+    assert evals == ["100", "200"]
+
+    master, slave = pty.openpty()  # a terminal: composer's bar, no plain lines
+    terminal = io.TextIOWrapper(os.fdopen(slave, "wb", buffering=0), write_through=True)
+    kept = sys.stderr
+    sys.stderr = terminal
+    try:
+        from shearing.config import load_config
+        from shearing.run import resolve
+        from shearing.trainer.build import plain_progress
+
+        run = resolve(load_config(args[0], args[1:]))
+        assert not plain_progress(run)  # what build_trainer asks: the bar stays
+    finally:
+        sys.stderr = kept
+        terminal.close()
+        os.close(master)
