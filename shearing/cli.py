@@ -29,6 +29,22 @@ from collections.abc import Callable
 BAD_INPUT = 2
 FAILED = 1
 
+#: What each command does, for `shearing --help`.
+SUMMARIES = {
+    "train": "prune, continue pretraining or sparsify (composer train.py RECIPE ...)",
+    "prune": "the same as train",
+    "tokenize": "corpus -> tokenized MDS shards per domain (local or object storage)",
+    "convert": "composer checkpoint -> stock Hugging Face model (scripts/convert_to_hf.sh)",
+    "gguf": "Hugging Face model this project wrote -> GGUF file for llama.cpp",
+    "oneshot": "prune to a recipe's target in one shot (importance or random), no training",
+    "eval": "held-out loss per domain, and lm-eval tasks, of any model",
+    "generate": "greedy generation from a model",
+    "sparsity": "activation sparsity of a model's FFNs",
+    "plots": "plots of a run's metrics",
+    "assets": "fetch the embedded default model (SmolLM2-135M)",
+    "memory": "GPU memory a recipe needs, on the meta device",
+    "keys": "every configuration key (the reference of docs/configuration.md)",
+}
 #: `shearing COMMAND` -> the module whose `main(argv)` runs it.
 COMMANDS = {
     "train": "shearing.trainer.train",
@@ -95,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] not in ("-h", "--help"):
             print(f"error: unknown command {argv[0]!r}; valid: {names}", file=sys.stderr)
             return BAD_INPUT
-        print(f"usage: shearing COMMAND [ARGS ...]\ncommands: {names}", file=sys.stderr)
+        lines = [f"  {name:<9} {SUMMARIES[name]}" for name in COMMANDS]
+        text = "usage: shearing COMMAND [ARGS ...]   (shearing COMMAND --help: its own)\n\n"
+        print(text + "commands:\n" + "\n".join(lines), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else BAD_INPUT
     return importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
 

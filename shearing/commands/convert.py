@@ -271,7 +271,12 @@ def _check_with_transformers(path: Path, final: MaskableDecoder, ids: torch.Tens
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="scripts/convert_to_hf.sh", description=__doc__.split("\n\n")[0]
+        prog="scripts/convert_to_hf.sh",
+        description=__doc__.split("\n\n")[0],
+        epilog="output: OUT_DIR, a stock Hugging Face model of the run's final shape "
+        "(config.json, safetensors, the tokenizer, pruning_masks.json, shearing_run.json), "
+        "checked against the masked model before it is moved into place; with --gguf also "
+        "OUT_DIR/model-TYPE.gguf. Never written over without --force.",
     )
     parser.add_argument("checkpoint", help="composer .pt file or run folder")
     parser.add_argument("out_dir", help="output Hugging Face directory")

@@ -140,9 +140,11 @@ def loss_table(
     return "\n".join(lines)
 
 
-def model_data_parser(prog: str, doc: str, data_required: bool = True) -> argparse.ArgumentParser:
+def model_data_parser(
+    prog: str, doc: str, data_required: bool = True, epilog: str | None = None
+) -> argparse.ArgumentParser:
     """Arguments shared by the commands that measure a model on a tokenized corpus."""
-    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0], epilog=epilog)
     parser.add_argument("--model", required=True, help="Hugging Face directory or .gguf file")
     parser.add_argument(
         "--data", required=data_required, help="corpus written by data_prep/tokenize.py"
@@ -168,7 +170,14 @@ def check_json_output(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = model_data_parser("shearing eval", __doc__, data_required=False)
+    parser = model_data_parser(
+        "shearing eval",
+        __doc__,
+        data_required=False,
+        epilog="output: a table of held-out cross-entropy and perplexity per domain, their "
+        "average over domains and the token-weighted average, and with --lm-eval each task's "
+        "acc / acc_norm; with --json the same as JSON.",
+    )
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument(
         "--lm-eval",

@@ -76,10 +76,15 @@ def main(argv: list[str] | None = None) -> int:
     from shearing.cli import run
     from shearing.models.hf_io import load_model, load_tokenizer
 
-    parser = argparse.ArgumentParser(prog="shearing generate", description=main.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="shearing generate",
+        description="Greedy generation from any model this project reads, to see it work.",
+        epilog="output: the model's shape and parameter count, then the prompt's greedy "
+        "continuation and the tokens per second.",
+    )
     parser.add_argument("--model", required=True, help="Hugging Face directory or .gguf file")
-    parser.add_argument("--prompt", default=DEFAULT_PROMPT)
-    parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="the text to continue")
+    parser.add_argument("--max-new-tokens", type=int, default=24, help="tokens to generate")
     parser.add_argument(
         "--sparse-ffn", action="store_true", help="compute only active FFN units (ReLU models)"
     )

@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="shearing keys",
         description=__doc__.split("\n\n")[0],
+        epilog=f"output: the reference as a markdown table, or with --write into {PAGE.name}.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--write", action="store_true", help=f"update {PAGE.name} in place")

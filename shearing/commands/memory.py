@@ -217,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="shearing memory",
         description=__doc__.split("\n\n")[0],
-        epilog="Prints a table of GB per GPU (10^9 bytes). " + __doc__.split("\n\n")[2],
+        epilog="output: a table of GB per GPU (10^9 bytes): weights, gradients, optimizer, "
+        "gates, teacher, layers in flight, activations, total, and whether it fits --gpu-gb "
+        "(the parts: docs/multi-gpu.md).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", help="a training recipe (yaml/*.yaml)")

@@ -110,11 +110,19 @@ def calibration_corpus(cfg: TrainConfig, data: str | Path | None) -> Corpus:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="shearing oneshot", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="shearing oneshot",
+        description=__doc__.split("\n\n")[0],
+        epilog="output: --out, a stock Hugging Face model of the config's target shape, as "
+        "convert_to_hf.sh writes one (checked against the masked model before it is moved "
+        "into place). Never written over without --force.",
+    )
     parser.add_argument("--config", required=True, help="a pruning config (yaml/prune_*.yaml)")
     parser.add_argument("--method", required=True, choices=METHODS)
     parser.add_argument("--out", required=True, help="output Hugging Face directory")
-    parser.add_argument("--data", help=f"calibration corpus (default: the config's {K.data.path})")
+    parser.add_argument(
+        "--data", help=f"calibration corpus folder (default: the config's {K.data.path} or remote)"
+    )
     parser.add_argument("--calibration-rows", type=int, default=16, help="train rows per domain")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random method")
     parser.add_argument("--force", action="store_true", help="replace a non-empty --out")

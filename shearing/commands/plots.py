@@ -118,7 +118,12 @@ def _save(fig, path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="shearing plots", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="shearing plots",
+        description=__doc__.split("\n\n")[0],
+        epilog="output: PNG files in --out (losses, domain proportions, sparsity and, while "
+        "pruning, the settle gap), one per plot; their paths are printed.",
+    )
     parser.add_argument("--prune", required=True, help="pruning run folder (save_folder)")
     parser.add_argument("--continue", dest="cont", help="continued-pretraining run folder")
     parser.add_argument("--out", required=True, help="where to write the PNG files")

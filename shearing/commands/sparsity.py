@@ -74,7 +74,12 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = model_data_parser("shearing sparsity", __doc__)
+    parser = model_data_parser(
+        "shearing sparsity",
+        __doc__,
+        epilog="output: the average fraction of FFN units that are exactly zero, per layer and "
+        "overall, on the rows read; with --json the same as JSON.",
+    )
     args = parser.parse_args(argv)
 
     def body() -> None:

@@ -517,7 +517,10 @@ def check_remote_output(remote: str, force: bool) -> None:
 
 def parse_args(argv: list[str] | None) -> TokenizeJob:
     p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python data_prep/tokenize.py",
+        description=__doc__.split("\n\n")[0],
+        epilog="\n\n".join(__doc__.split("\n\n")[3:]),  # input, output, remote output
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--input", required=True, help="folder with one sub-folder per domain")
     p.add_argument(

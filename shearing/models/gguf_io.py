@@ -599,6 +599,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Write a Hugging Face model this project made as one GGUF file "
         f"({', '.join(GGUF_ARCHS)}, as llama.cpp's architecture for the family, with its "
         "tokenizer) for llama.cpp and other GGUF readers.",
+        epilog="output: the .gguf file (the tensors in --type, the model's keys, its tokenizer).",
     )
     parser.add_argument("model_dir", help="Hugging Face model directory (convert/oneshot output)")
     parser.add_argument("out", help="the .gguf file to write (replaced whole, never in part)")

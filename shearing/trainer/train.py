@@ -52,9 +52,30 @@ def prepare(argv: list[str]) -> tuple[Run, SaveFolder | None, ShearingLM, dict, 
     return run, saved, build_model(run), parts, build_dataloaders(run)
 
 
+USAGE = """usage: composer train.py RECIPE.yaml [key=value ...]
+       (python train.py, or shearing train, for one process)
+
+Pruning, continued pretraining and sparsification with composer.
+
+input:  RECIPE.yaml (yaml/*.yaml) with key=value overrides (OmegaConf dot-list), e.g.
+        model.path=DIR (a Hugging Face directory or .gguf file) and data.path=DIR (a
+        corpus from data_prep/tokenize.py) or data.remote=URL data.local=DIR. Every key:
+        docs/configuration.md, or `shearing keys`.
+output: save_folder (a folder, or an object-store URI): composer checkpoints
+        ep*-ba*-rank0.pt, config.yaml (the resolved run), metrics.jsonl,
+        domain_history.jsonl (proportions), data_position.json (rows read). Progress on
+        stderr. scripts/convert_to_hf.sh makes a model of a checkpoint.
+exit:   0 done; 2 refused input (one `error:` line, before any weights load); 1 failed
+        while training (one `error:` line, e.g. a shard that cannot be fetched)."""
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0].startswith("-"):
-        print(__doc__.strip(), file=sys.stderr)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE, file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    if argv[0].startswith("-"):
+        print(f"error: unknown option {argv[0]!r}; the first argument is a recipe (--help)",
+              file=sys.stderr)  # fmt: skip
         return 2
     prepared: list = []
     code = cli.run(lambda: prepared.extend(prepare(argv)))

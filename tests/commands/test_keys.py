@@ -77,3 +77,26 @@ def test_a_number_outside_its_listed_range_is_refused_with_the_same_words(key, b
     said = _refusal(tiny_workspace, f"{key}={bad}")
     words = listed.split(": ", 1)[1]  # "number: 0 or more" -> "0 or more"
     assert said.startswith(f"{key}=") and said.endswith(f"must be {words}")
+
+
+def test_every_commands_help_says_what_it_does_and_outputs_in_one_screen(capsys):
+    """`--help` of every command: exit 0, what the command does, its input flags, what it
+    prints or writes ("output"), in at most 50 lines; `shearing --help` names them all."""
+    import importlib
+
+    from shearing.cli import COMMANDS, SUMMARIES
+    from shearing.cli import main as shearing
+
+    assert shearing(["--help"]) == 0
+    listed = capsys.readouterr().out
+    for name in COMMANDS:
+        assert f"  {name}" in listed and SUMMARIES[name] in listed, name
+    for name, module in sorted(set(COMMANDS.items())):
+        try:
+            code = importlib.import_module(module).main(["--help"])
+        except SystemExit as exit_:  # argparse's --help
+            code = exit_.code
+        text = capsys.readouterr().out
+        assert code in (0, None), name
+        assert len(text.strip().splitlines()) <= 50, (name, len(text.splitlines()))
+        assert "output" in text.lower() and "usage:" in text, name
