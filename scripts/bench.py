@@ -421,7 +421,7 @@ def bench_dataloader(reps: int, batch: int = 4) -> dict:
 
 
 #: Average activation sparsity of SmolLM2 after yaml/prosparse_smollm2.yaml, measured by
-#: `shearing sparsity` on 16 held-out rows per domain (README, Activation sparsity).
+#: `shearing sparsity` on 16 held-out rows per domain (docs/activation-sparsity.md).
 PROSPARSE_MEASURED = 0.661
 
 

@@ -6,7 +6,7 @@ per-domain losses become the reference losses) -> prune with yaml/prune_smollm2.
 convert -> continue pretraining with yaml/continue_smollm2.yaml on equal, fixed domain
 proportions -> convert -> evaluate pruned and continued models (held-out loss, and
 downstream accuracy on the shipped lm-eval tasks) -> table and plots.
-Both training stages recover with `OBJECTIVE` (README: "Does it beat the alternatives?" has
+Both training stages recover with `OBJECTIVE` (docs/results.md: "Does it beat the alternatives?" has
 the measurement behind the choice).
 
 Every stage is the project's own command line; this script only chains them. Outputs go
@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 #: 2-core time budget cross-entropy is the better use of it. Distillation instead:
 #: ("distillation.alpha=1.0", "distillation.ce_weight=0.0").
 OBJECTIVE: tuple[str, ...] = ()
-#: Each stage's own overrides (README, demo section, has the measurements).
+#: Each stage's own overrides (docs/results.md, the demo, has the measurements).
 #: Pruning: gates start at the importance mask with the pruned units' logits at -6 (open
 #: in ~1% of sampled masks), and dynamic batch loading re-weights at every evaluation.
 #: Continued pretraining: the rest of the demo's 20-minute budget on 2 cores (288 steps at

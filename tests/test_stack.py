@@ -45,7 +45,7 @@ def normal(name: str) -> str:
 
 
 def test_the_pip_list_is_the_lock():
-    """requirements.lock.txt (what the README tells pip users to install) pins every
+    """requirements.lock.txt (what docs/pipeline.md tells pip users to install) pins every
     package of uv.lock at a version uv.lock resolves, and nothing else."""
     lock = {normal(k): v for k, v in lock_versions().items()}
     pins = pinned_requirements()

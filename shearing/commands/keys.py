@@ -4,7 +4,8 @@ values, the runs that read it and what it means, generated from `shearing/config
 rules that `config.check` applies).
 
     shearing keys            # print the reference (markdown)
-    shearing keys --write    # put it into docs/configuration.md
+    shearing keys --write    # put it into docs/configuration.md, and every command's
+                             # --help into docs/pipeline.md
 """
 
 from __future__ import annotations
@@ -23,8 +24,13 @@ from omegaconf import MISSING
 from shearing import config
 from shearing.cli import run as run_command
 
-PAGE = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+PAGE = DOCS / "configuration.md"
 BEGIN, END = "<!-- keys: begin (shearing keys --write) -->", "<!-- keys: end -->"
+#: Where every command's --help goes (`commands_reference`).
+COMMANDS_PAGE = DOCS / "pipeline.md"
+COMMANDS_BEGIN = "<!-- commands: begin (shearing keys --write) -->"
+COMMANDS_END = "<!-- commands: end -->"
 DURATION_FORMS = "a duration: N or Nba (steps), Nsp (samples), Ntok (tokens), X.Ydur"
 
 #: Which runs read a key, by the first matching prefix of its path.
@@ -153,21 +159,66 @@ def reference() -> str:
     return "\n".join(lines)
 
 
-def write(page: Path = PAGE) -> None:
-    """Replace the reference between the page's markers."""
+def help_text(module: str) -> str:
+    """What `--help` of a command module prints, formatted for 100 columns."""
+    import contextlib
+    import importlib
+    import io
+    import os
+
+    out = io.StringIO()
+    width = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100"
+    try:
+        with contextlib.redirect_stdout(out):
+            try:
+                importlib.import_module(module).main(["--help"])
+            except SystemExit:  # argparse's --help
+                pass
+    finally:
+        if width is None:
+            os.environ.pop("COLUMNS")
+        else:
+            os.environ["COLUMNS"] = width
+    return out.getvalue().rstrip()
+
+
+def commands_reference() -> str:
+    """Every command's --help, one section each, in `shearing --help`'s order."""
+    from shearing.cli import COMMANDS
+
+    parts, seen = [], set()
+    for name, module in COMMANDS.items():
+        if module in seen:
+            continue
+        seen.add(module)
+        parts.append(f"### `shearing {name}`\n\n```text\n{help_text(module)}\n```")
+    return "\n\n".join(parts)
+
+
+def _put(page: Path, begin: str, end: str, body: str) -> None:
     text = page.read_text()
-    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
-    page.write_text(text[:start] + "\n" + reference() + "\n" + text[end:])
+    start, stop = text.index(begin) + len(begin), text.index(end)
+    page.write_text(text[:start] + "\n" + body + "\n" + text[stop:])
+
+
+def write() -> None:
+    """Replace the key reference and the commands' help between their pages' markers."""
+    _put(PAGE, BEGIN, END, reference())
+    _put(COMMANDS_PAGE, COMMANDS_BEGIN, COMMANDS_END, commands_reference())
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="shearing keys",
         description=__doc__.split("\n\n")[0],
-        epilog=f"output: the reference as a markdown table, or with --write into {PAGE.name}.",
+        epilog=f"output: the reference as a markdown table; with --write into {PAGE.name}, and "
+        f"every command's --help into {COMMANDS_PAGE.name}.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--write", action="store_true", help=f"update {PAGE.name} in place")
+    parser.add_argument(
+        "--write", action="store_true", help=f"update {PAGE.name} and {COMMANDS_PAGE.name}"
+    )
     args = parser.parse_args(argv)
     return run_command(lambda: write() if args.write else print(reference()))
 

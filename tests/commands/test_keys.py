@@ -10,7 +10,17 @@ from pathlib import Path
 import pytest
 
 from shearing import config
-from shearing.commands.keys import BEGIN, END, PAGE, reference, rows
+from shearing.commands.keys import (
+    BEGIN,
+    COMMANDS_BEGIN,
+    COMMANDS_END,
+    COMMANDS_PAGE,
+    END,
+    PAGE,
+    commands_reference,
+    reference,
+    rows,
+)
 from shearing.config import ConfigError, load_config
 from shearing.run import resolve
 
@@ -22,6 +32,9 @@ def test_the_page_holds_the_reference_and_every_key_has_a_meaning():
     assert text[text.index(BEGIN) + len(BEGIN) : text.index(END)].strip() == reference(), (
         "regenerate it: shearing keys --write"
     )
+    text = COMMANDS_PAGE.read_text()
+    between = text[text.index(COMMANDS_BEGIN) + len(COMMANDS_BEGIN) : text.index(COMMANDS_END)]
+    assert between.strip() == commands_reference(), "regenerate it: shearing keys --write"
     listed = {key for key, *_ in rows()}
     for key in config.DURATION_KEYS:  # the schema's own walk finds every duration key
         assert key in listed, key

@@ -267,7 +267,7 @@ def test_each_family_is_read_back_by_transformers_as_its_own_architecture(
 
 def test_phi3s_partial_rotary_is_written_as_its_rope_dimension_count(small_tokenizer, tmp_path):
     """transformers' reader does not read it (so the read-back above keeps full rotary);
-    llama.cpp does (README: scripts/check_llama_cpp.py on such a file)."""
+    llama.cpp does (docs/results.md: scripts/check_llama_cpp.py on such a file)."""
     model_dir = family_dir(small_tokenizer, tmp_path, "phi3", tie_word_embeddings=False,
                            pad_token_id=0, rope_parameters={"rope_type": "default",
                            "rope_theta": 1e4, "partial_rotary_factor": 0.5})  # fmt: skip
@@ -357,7 +357,7 @@ def interleaved_by_hand(w: np.ndarray, heads: int) -> np.ndarray:
 #: The architectures transformers' GGUF reader does not read: each file is checked against
 #: gguf-py's own tensor table for the architecture, the source's weights put by hand where
 #: llama.cpp reads them, and the keys its loader reads (llama.cpp itself runs these files
-#: in scripts/check_llama_cpp.py; README, "GGUF").
+#: in scripts/check_llama_cpp.py; docs/results.md, "GGUF files in llama.cpp").
 UNREAD = {
     # transformers reads a llama file as bias-free whatever it holds
     "llama": ("LLAMA", dict(attention_bias=True, mlp_bias=True), {}),
@@ -510,7 +510,7 @@ def test_gemma4_is_written_with_both_head_widths_and_its_proportional_rope(
 def test_llama31_rope_scaling_is_written_as_llama_cpp_frequency_factors(small_tokenizer, tmp_path):
     """llama.cpp runs Llama 3.1's RoPE as plain RoPE whose frequencies are divided by
     `rope_freqs` (transformers' reader ignores the tensor, so the factors are checked
-    against Llama 3.1's rule written out here; llama.cpp itself: README)."""
+    against Llama 3.1's rule written out here; llama.cpp itself: docs/results.md)."""
     import math
 
     rope = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,

@@ -6,7 +6,7 @@
   checkpointing on each, the L0 module left whole; one training step gives the losses and
   the parameters of the same step without FSDP (mean of the two ranks' gradients).
 
-What only a GPU shows (bf16 mixed precision, NCCL, memory per rank) is listed in the README.
+What only a GPU shows (bf16 mixed precision, NCCL, memory per rank) is listed in docs/multi-gpu.md.
 """
 
 from __future__ import annotations
