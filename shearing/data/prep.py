@@ -28,14 +28,17 @@ not replaced (an object store cannot swap two prefixes at once): write to a new 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import gzip
 import io
 import itertools
 import json
 import os
+import signal
 import sys
 import tempfile
+import threading
 import urllib.parse
 import zlib
 from collections import deque
@@ -172,6 +175,33 @@ _worker_tokenizer: Tokenizer | None = None
 def _init_worker(tok: Tokenizer) -> None:
     global _worker_tokenizer
     _worker_tokenizer = tok
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def worker_pool(workers: int, tok: Tokenizer) -> Iterator[Pool]:
+    """`workers` forked processes sharing the loaded tokenizer. They are forked with
+    SIGTERM's default action: a caller's handler that raises SystemExit instead (composer
+    installs one when it is imported) can let a worker outlive `Pool.terminate`, which then
+    waits for it forever. Closed and joined when the work is done; terminated on error."""
+    main = threading.current_thread() is threading.main_thread()
+    kept = signal.signal(signal.SIGTERM, signal.SIG_DFL) if main else None
+    # the workers' garbage collector leaves the objects they inherit alone, so it does not
+    # copy the caller's memory page by page (copy-on-write)
+    gc.freeze()
+    try:
+        pool = Pool(workers, _init_worker, (tok,))
+    finally:
+        gc.unfreeze()
+        if main:
+            signal.signal(signal.SIGTERM, kept)
+    try:
+        yield pool
+    except BaseException:
+        pool.terminate()
+        raise
+    pool.close()
+    pool.join()
 
 
 def _encode_task(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -410,31 +440,27 @@ def tokenize_corpus(args: TokenizeJob) -> Path | str:
     # --workers is the parallelism: the tokenizer itself stays on one thread per process
     parallelism = os.environ.get("TOKENIZERS_PARALLELISM")
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    pool = None
     try:
         tok = Tokenizer(args.tokenizer)
-        if args.workers > 1:  # forked workers share the loaded tokenizer
-            # the workers' garbage collector leaves the objects they inherit alone, so it
-            # does not copy the caller's memory page by page (copy-on-write)
-            gc.freeze()
-            try:
-                pool = Pool(args.workers, _init_worker, (tok,))
-            finally:
-                gc.unfreeze()
-        if remote is None:
-            with staged_output(out, force=args.force, flag="--output") as tmp:
-                write_corpus(files, tmp, args, tok, pool)
-            return out
-        with tempfile.TemporaryDirectory(prefix="shearing-upload-") as tmp:
-            write_corpus(files, Path(tmp), args, tok, pool, remote)
-        return remote
+        with contextlib.ExitStack() as stack:
+            pool = stack.enter_context(worker_pool(args.workers, tok)) if args.workers > 1 else None
+            return write_output(files, out, remote, args, tok, pool)
     finally:
-        if pool is not None:
-            pool.terminate()
         if parallelism is None:
             os.environ.pop("TOKENIZERS_PARALLELISM")
         else:
             os.environ["TOKENIZERS_PARALLELISM"] = parallelism
+
+
+def write_output(files, out: Path | None, remote: str | None, args, tok: Tokenizer, pool):
+    """The corpus into the staged local `out`, or through a staging folder to `remote`."""
+    if remote is None:
+        with staged_output(out, force=args.force, flag="--output") as tmp:
+            write_corpus(files, tmp, args, tok, pool)
+        return out
+    with tempfile.TemporaryDirectory(prefix="shearing-upload-") as tmp:
+        write_corpus(files, Path(tmp), args, tok, pool, remote)
+    return remote
 
 
 def write_corpus(

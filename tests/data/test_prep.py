@@ -3,10 +3,13 @@
 import gzip
 import hashlib
 import json
+import signal
+import sys
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import sentencepiece as spm
 from streaming import StreamingDataset
 
@@ -120,6 +123,33 @@ def test_task_size_does_not_change_the_shards(tiny_workspace, tmp_path, monkeypa
     assert tokenize([*base, "--output", tmp_path / "chars"]) == 0
     assert shard_digest(tmp_path / "docs") == shard_digest(tiny_workspace["data"])
     assert shard_digest(tmp_path / "chars") == shard_digest(tiny_workspace["data"])
+
+
+def _exit_on_sigterm(signum, frame):
+    sys.exit(128 + signum)  # what composer's import installs: SIGTERM raises SystemExit
+
+
+def test_workers_are_ended_by_sigterm_under_a_handler_that_raises(tiny_workspace):
+    """A worker that inherited a SIGTERM handler raising SystemExit can outlive
+    `Pool.terminate`, which then waits for it forever (measured: about one terminate in
+    500 hung). The workers run with SIGTERM's default action, whatever the caller's."""
+    kept = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        tok = prep.Tokenizer(str(tiny_workspace["tokenizer"]))
+        with prep.worker_pool(2, tok) as pool:
+            said = [pool.apply(signal.getsignal, (signal.SIGTERM,)) for _ in range(4)]
+            workers = list(pool._pool)
+        assert said == [signal.SIG_DFL] * 4
+        assert [w.exitcode for w in workers] == [0, 0]  # done: closed and joined
+        assert signal.getsignal(signal.SIGTERM) is _exit_on_sigterm  # the caller's, back
+
+        with pytest.raises(RuntimeError, match="mid-run"):
+            with prep.worker_pool(2, tok) as pool:
+                workers = list(pool._pool)
+                raise RuntimeError("mid-run")
+        assert [w.exitcode for w in workers] == [-signal.SIGTERM] * 2  # terminated
+    finally:
+        signal.signal(signal.SIGTERM, kept)
 
 
 def test_reads_gzip_and_parquet_and_hf_tokenizers(tmp_path, smollm2_dir):

@@ -47,7 +47,8 @@ def nodes_on(caches: list[str]) -> dict[int, str]:
     """What each of two nodes says of its cache folder."""
     ctx = multiprocessing.get_context("fork")  # composer is imported already: start at once
     out, port = ctx.Queue(), free_port()
-    procs = [ctx.Process(target=_node, args=(r, caches[r], port, out)) for r in (0, 1)]
+    # daemons: a child that hangs fails the test (the timeouts below) and ends with the worker
+    procs = [ctx.Process(target=_node, args=(r, caches[r], port, out), daemon=True) for r in (0, 1)]
     for p in procs:
         p.start()
     said = dict(out.get(timeout=120) for _ in procs)
