@@ -1,13 +1,15 @@
 """One training step of a tiny pruning model under composer's FSDP wrapping, on CPU (gloo).
 
 Run by tests/trainer/test_fsdp.py as
-`torchrun --nproc_per_node 2 tests/trainer/fsdp_step.py CONFIG OUT [teacher]`:
+`torchrun --nproc_per_node 2 tests/trainer/fsdp_step.py CONFIG OUT VARIANT...`:
 composer's own `prepare_fsdp_module` wraps the model with the `fsdp_config` of CONFIG (a
 real-scale yaml); composer asks for a CUDA device id there, so this process alone
-answers the CPU for it. Rank 0 writes the structure, the loss and the full parameters after
-one AdamW step to OUT, for the test to compare with the same step without FSDP. With
-`teacher`, the model distils from a frozen teacher that `callbacks.shard_teacher` shards
-as the training callback does; OUT then also holds how much of it each rank keeps.
+answers the CPU for it. For each VARIANT in turn (one launch, one process group), rank 0
+writes the structure, the loss and the full parameters after one AdamW step to
+OUT/VARIANT.pt, for the test to compare with the same step without FSDP. Variants: `ce`;
+`distillation`, where the model distils from a frozen teacher that `callbacks.shard_teacher`
+shards as the training callback does (the file then also holds how much of it each rank
+keeps); `lambda-ascent`, the multipliers by plain gradient ascent.
 """
 
 from __future__ import annotations
@@ -20,8 +22,19 @@ import traceback
 import torch
 import torch.distributed as dist
 
+#: variant -> build()'s (teacher, ascent)
+VARIANTS = {"ce": (False, False), "distillation": (True, False), "lambda-ascent": (False, True)}
 
-def main(config: str, out: str, teacher: bool = False, ascent: bool = False) -> None:
+
+def main(config: str, out: str, variants: list[str]) -> None:
+    dist.init_process_group("gloo")
+    torch.cuda.current_device = lambda: torch.device("cpu")  # composer's device id, on CPU
+    for variant in variants:
+        one_step(config, f"{out}/{variant}.pt", *VARIANTS[variant])
+    dist.destroy_process_group()
+
+
+def one_step(config: str, out: str, teacher: bool, ascent: bool) -> None:
     from composer.distributed.dist_strategy import prepare_fsdp_module
     from composer.utils.parallelism import FSDPConfig
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
@@ -31,10 +44,7 @@ def main(config: str, out: str, teacher: bool = False, ascent: bool = False) -> 
     from shearing.trainer.callbacks import shard_teacher
     from tests.trainer.fsdp_reference import TOKENS, build, step
 
-    dist.init_process_group("gloo")
     rank = dist.get_rank()
-    torch.cuda.current_device = lambda: torch.device("cpu")  # composer's device id, on CPU
-
     fsdp = dict(load_config(config, ["model.path=unused", "data.path=unused"]).fsdp_config)
     model, optimizer = build(teacher, ascent)
     prepare_fsdp_module(model, optimizer, FSDPConfig(**fsdp), precision="fp32", device="cpu")
@@ -63,22 +73,17 @@ def main(config: str, out: str, teacher: bool = False, ascent: bool = False) -> 
              "state_keys": state_keys},
             out,
         )  # fmt: skip
-    # Tear down together and in order: no rank closes its connections while the other is
-    # still saving, and the FSDP modules (which hold the process group) go before it.
+    # Tear down together and in order: no rank closes its connections or starts the next
+    # variant while the other is still saving, and the FSDP modules (which hold the process
+    # group) go before it.
     dist.barrier()
     del model, optimizer, params
     gc.collect()
-    dist.destroy_process_group()
 
 
 if __name__ == "__main__":
     try:
-        main(
-            sys.argv[1],
-            sys.argv[2],
-            teacher="teacher" in sys.argv[3:],
-            ascent="ascent" in sys.argv[3:],
-        )
+        main(sys.argv[1], sys.argv[2], sys.argv[3:])
     except BaseException:
         # Report the error itself, then leave without interpreter teardown: a process
         # group left alive at finalization can abort the process and bury the traceback.

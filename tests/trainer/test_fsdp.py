@@ -23,6 +23,7 @@ from composer.utils.parallelism import FSDPConfig
 from shearing.config import load_config
 from tests.helpers import free_port
 from tests.trainer.fsdp_reference import STEP, TOKENS, build
+from tests.trainer.fsdp_step import VARIANTS
 
 REPO = Path(__file__).resolve().parents[2]
 #: The recipes with an FSDP block, as loaded (their own or their base's).
@@ -73,26 +74,26 @@ def _head_and_tail(text: str, each: int = 3000) -> str:
     return f"{text[:each]}\n[... {len(text) - 2 * each} characters ...]\n{text[-each:]}"
 
 
-@pytest.mark.parametrize(
-    "teacher, ascent", [(False, False), (True, False), (False, True)],
-    ids=["ce", "distillation", "lambda-ascent"],
-)  # fmt: skip
-def test_one_fsdp_step_on_cpu_equals_the_step_without_fsdp(teacher, ascent, tmp_path):
-    out = tmp_path / "fsdp.pt"
+@pytest.fixture(scope="module")
+def fsdp_steps(tmp_path_factory) -> Path:
+    """One launch of two processes for the three variants (fsdp_step.py): each variant's
+    file in the folder returned."""
+    out = tmp_path_factory.mktemp("fsdp")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-    port = free_port()
-    args += [
-        "--master_port",
-        str(port),
-        "tests/trainer/fsdp_step.py",
-        "yaml/prune_2.7b.yaml",
-        str(out),
-    ]
-    args += (["teacher"] if teacher else []) + (["ascent"] if ascent else [])
-    result = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    args += ["--master_port", str(free_port()), "tests/trainer/fsdp_step.py"]
+    args += ["yaml/prune_2.7b.yaml", str(out), *VARIANTS]
+    result = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, _head_and_tail(result.stderr)
-    got = torch.load(out, weights_only=False)
+    return out
+
+
+#: the launch is shared: its tests run in one worker
+@pytest.mark.xdist_group("fsdp_steps")
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_one_fsdp_step_on_cpu_equals_the_step_without_fsdp(variant, fsdp_steps):
+    teacher, ascent = VARIANTS[variant]
+    got = torch.load(fsdp_steps / f"{variant}.pt", weights_only=False)
 
     # composer's wrapping: the LLaMA and each of its decoder layers, not the L0 module
     assert got["units"].count("DecoderLayer") == got["layers"] == 3
