@@ -442,8 +442,8 @@ def tokenize_corpus(args: TokenizeJob) -> Path | str:
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     try:
         tok = Tokenizer(args.tokenizer)
-        with contextlib.ExitStack() as stack:
-            pool = stack.enter_context(worker_pool(args.workers, tok)) if args.workers > 1 else None
+        pooled = worker_pool(args.workers, tok) if args.workers > 1 else contextlib.nullcontext()
+        with pooled as pool:
             return write_output(files, out, remote, args, tok, pool)
     finally:
         if parallelism is None:

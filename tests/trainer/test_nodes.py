@@ -161,6 +161,28 @@ def losses(folder: Path) -> dict[int, float]:
             if "loss/train/total" in r}  # fmt: skip
 
 
+def assert_same_run(folder: Path, one: Path) -> None:
+    """The 20-step run saved in `folder` is the one-process run saved in `one`, to the
+    bounds each caller justifies: every step's loss (1e-5 relative), the proportions of
+    each update (1e-6) and the last checkpoint's weights and gates (1e-5 absolute)."""
+    import torch
+
+    ref, got = losses(one), losses(folder)
+    assert sorted(got) == sorted(ref) == list(range(20))
+    for step in ref:
+        assert got[step] == pytest.approx(ref[step], rel=1e-5), step
+    for a, b in zip(records(one, "domain_history.jsonl"),
+                    records(folder, "domain_history.jsonl"), strict=True):  # fmt: skip
+        assert a["step"] == b["step"]
+        for d in a["proportions"]:
+            assert b["proportions"][d] == pytest.approx(a["proportions"][d], abs=1e-6)
+    mine = torch.load(folder / "ep0-ba20-rank0.pt", weights_only=False)["state"]["model"]
+    theirs = torch.load(one / "ep0-ba20-rank0.pt", weights_only=False)["state"]["model"]
+    assert mine.keys() == theirs.keys()
+    for key in mine:
+        assert torch.allclose(mine[key], theirs[key], rtol=0, atol=1e-5), key
+
+
 @pytest.fixture(scope="module")
 def one_process(s3, remote_corpus, tiny_workspace, tmp_path_factory) -> tuple[list[str], Path]:
     """The run the two-node runs are compared with, in one process on the same global
@@ -173,7 +195,6 @@ def one_process(s3, remote_corpus, tiny_workspace, tmp_path_factory) -> tuple[li
 
 
 def test_two_nodes_read_a_remote_corpus_die_resume_and_equal_one_process(one_process, tmp_path):
-    import torch
 
     args, one = one_process
     args = list(args)
@@ -221,20 +242,8 @@ def test_two_nodes_read_a_remote_corpus_die_resume_and_equal_one_process(one_pro
     # EPYC, torch 2.14.1): losses 1.5e-7 relative, weights and gates 4.8e-7 absolute,
     # proportions 1.3e-8; the bounds are about 20 times that. Gate noise drawn per rank
     # instead moves the losses by ~1e-2.
-    ref = losses(one)
-    assert sorted(ref) == list(range(20))
-    for step in ref:
-        assert after[step] == pytest.approx(ref[step], rel=1e-5), step
-    for a, b in zip(records(one, "domain_history.jsonl"), history, strict=True):
-        assert a["step"] == b["step"]
-        for d in a["proportions"]:
-            assert b["proportions"][d] == pytest.approx(a["proportions"][d], abs=1e-6)
+    assert_same_run(folder, one)
     assert history[2]["proportions"] != history[0]["proportions"]  # they were re-weighted
-    mine = torch.load(folder / "ep0-ba20-rank0.pt", weights_only=False)["state"]["model"]
-    theirs = torch.load(one / "ep0-ba20-rank0.pt", weights_only=False)["state"]["model"]
-    assert mine.keys() == theirs.keys()
-    for key in mine:
-        assert torch.allclose(mine[key], theirs[key], rtol=0, atol=1e-5), key
 
     # each node's local rank 0 logs to its own console: the same proportions on both
     def proportion_lines(text):
@@ -248,7 +257,6 @@ def test_two_nodes_read_a_remote_corpus_die_resume_and_equal_one_process(one_pro
 def test_two_nodes_under_fsdp_equal_one_process(one_process, tmp_path):
     """The same run with the real-scale recipes' `fsdp_config` (yaml/base/fsdp.yaml: full
     sharding, activation checkpointing) on the two-node layout, gloo on CPU."""
-    import torch
     from omegaconf import OmegaConf
 
     args, one = one_process
@@ -266,17 +274,4 @@ def test_two_nodes_under_fsdp_equal_one_process(one_process, tmp_path):
     # sums than DDP's (the test above), the same bounds as there. Measured (AMD EPYC, torch
     # 2.14.1): losses 1.1e-7 relative, proportions 2.6e-8, weights and gates (l0.log_alpha)
     # 1.4e-6 absolute.
-    ref, got = losses(one), losses(folder)
-    assert sorted(got) == sorted(ref) == list(range(20))
-    for step in ref:
-        assert got[step] == pytest.approx(ref[step], rel=1e-5), step
-    for a, b in zip(records(one, "domain_history.jsonl"),
-                    records(folder, "domain_history.jsonl"), strict=True):  # fmt: skip
-        assert a["step"] == b["step"]
-        for d in a["proportions"]:
-            assert b["proportions"][d] == pytest.approx(a["proportions"][d], abs=1e-6)
-    mine = torch.load(folder / "ep0-ba20-rank0.pt", weights_only=False)["state"]["model"]
-    theirs = torch.load(one / "ep0-ba20-rank0.pt", weights_only=False)["state"]["model"]
-    assert mine.keys() == theirs.keys()  # the full state dict: unsharded, no FSDP names
-    for key in mine:
-        assert torch.allclose(mine[key], theirs[key], rtol=0, atol=1e-5), key
+    assert_same_run(folder, one)  # the full state dict: unsharded, no FSDP names
